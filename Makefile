@@ -1,0 +1,152 @@
+# inferd - local LLM inference broker. See README.md.
+#
+#   make            build everything that can be built here
+#   make test       install missing Debian packages, build, run the tests
+#   make demo       install packages, build, fetch the demo model, run it
+#   make bench      prefill/decode benchmark (MODEL=path)
+#   make deps       only install missing Debian packages (needs root)
+#
+# Knobs: CC, CFLAGS, SANITIZE=1 (ASan+UBSan), NVCC, CUDA=0 (skip the CUDA
+# backend), CUDA_ARCH (default sm_90 plus PTX), BUILD (output folder).
+
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2 -g
+NVCC     ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA     ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
+CPPFLAGS += -Iengine -Ilibclient -Idaemon -D_GNU_SOURCE
+CFLAGS   ?=
+CFLAGS   += -std=c11 $(OPT) $(WARN) -pthread -fPIC
+LDLIBS   := -lm -ldl -pthread
+
+ifeq ($(SANITIZE),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# Per-file SIMD flags: the kernels pick one at run time (cpu dispatch).
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+
+ENGINE_SRC := $(filter-out engine/infer_run.c,$(wildcard engine/*.c))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+LIBC_SRC   := $(wildcard libclient/*.c)
+LIBC_OBJ   := $(LIBC_SRC:%.c=$(BUILD)/%.o)
+CLIENT_SRC := $(wildcard client/*.c)
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC   := $(wildcard tests/check_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_SUPPORT := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(BUILD)/%.o)
+CUDA_SRC   := $(wildcard cuda/*.cu)
+CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+
+SERVICE_LIBS := -levent -levent_pthreads -lmsgpackc -lsqlite3
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
+
+BINS := $(BUILD)/infer-run
+ifneq ($(wildcard daemon/main.c),)
+BINS += $(BUILD)/inferd
+endif
+ifneq ($(LIBC_SRC),)
+BINS += $(BUILD)/libinfer.a $(BUILD)/libinfer.so
+endif
+ifneq ($(CLIENT_SRC),)
+BINS += $(BUILD)/infer-client
+endif
+ifeq ($(CUDA),1)
+ifneq ($(CUDA_SRC),)
+BINS += $(BUILD)/libinferd-cuda.so
+endif
+endif
+
+.PHONY: all test check tests deps demo bench clean install uninstall
+all: $(BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/engine/%_avx2.o: engine/%_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/engine/%_avx512.o: engine/%_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libengine.a: $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libinferd.a: $(DAEMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/infer-run: $(BUILD)/engine/infer_run.o $(BUILD)/libengine.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/inferd: $(BUILD)/daemon/main.o $(BUILD)/libinferd.a $(BUILD)/libengine.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(SERVICE_LIBS) $(LDLIBS)
+
+# libinfer: public symbols only (infer.h marks them), soname by ABI major.
+INFER_SOVER := 0
+$(BUILD)/libinfer.a: $(LIBC_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/libinfer.so: $(LIBC_OBJ)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,libinfer.so.$(INFER_SOVER) -o $@ $^ -lmsgpackc $(LDLIBS)
+
+$(BUILD)/infer-client: $(CLIENT_OBJ) $(BUILD)/libinfer.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lmsgpackc $(LDLIBS)
+
+# CUDA backend: a shared object the engine dlopens at run time, so the
+# binaries above never link against the CUDA runtime.
+NVCCFLAGS ?= -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall,-Wextra,-Werror,-fvisibility=hidden --expt-relaxed-constexpr -Werror all-warnings
+$(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) engine/backend.h engine/tensor.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -Iengine -c $< -o $@
+$(BUILD)/libinferd-cuda.so: $(CUDA_OBJ) $(BUILD)/engine/tensor.o
+	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcudart
+
+# Tests: one Check binary per tests/check_*.c, linked with everything.
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJ) $(BUILD)/libengine.a $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(if $(LIBC_SRC),$(BUILD)/libinfer.a)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(BUILD)/libengine.a $(if $(LIBC_SRC),$(BUILD)/libinfer.a) $(SERVICE_LIBS) $(CHECK_LIBS) $(LDLIBS)
+
+TESTDATA := $(BUILD)/testdata/.unpacked
+$(TESTDATA): $(shell find tests/data -type f 2>/dev/null)
+	@rm -rf $(BUILD)/testdata && mkdir -p $(BUILD)/testdata
+	cp -r tests/data/. $(BUILD)/testdata/
+	find $(BUILD)/testdata -name '*.gz' -exec gunzip -f {} +
+	@touch $@
+
+tests: all $(TEST_BIN) $(TESTDATA)
+
+deps:
+	@sh contrib/install-deps.sh
+
+# The test command the README gives and .ci/run calls.
+test: deps
+	@$(MAKE) --no-print-directory tests
+	@sh tests/run.sh $(BUILD)
+
+check: test
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@sh contrib/demo.sh $(BUILD)
+
+bench: all
+	@sh contrib/bench/bench.sh $(BUILD) $(MODEL)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

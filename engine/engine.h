@@ -1,0 +1,91 @@
+/*
+ * engine.h - the engine as infer-run and inferd use it: open a model on a
+ * backend, tokenize, and generate with sampling, stop strings and
+ * streaming. Everything below this header (model, tokenizer, backends) is
+ * reached through it.
+ *
+ * Threading: an Engine runs one generation at a time (it owns one KV
+ * cache); callers serialise engine_generate() per Engine. Different Engines
+ * may run on different threads. Tokenize/detokenize are thread-safe.
+ */
+#ifndef INFERD_ENGINE_H
+#define INFERD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+typedef struct Engine Engine;
+
+typedef struct EngineOptions {
+	const char *backend; /* "auto" (default), "cpu", "cuda" */
+	int threads;         /* CPU threads, <= 0 = all cores */
+	int ctx;             /* KV cache tokens; <= 0 = min(model, 4096) */
+	int max_batch;       /* prefill chunk; <= 0 = 512 */
+	int quiet;           /* 1: no notices on stderr */
+} EngineOptions;
+
+/* Load the model at path (HF directory or GGUF file) on the chosen backend.
+ * Returns 0, or -1 with a one-line message. Caller owns *out. */
+int engine_open(const char *path, const EngineOptions *opt, Engine **out,
+		char *err, size_t errlen);
+void engine_close(Engine *e);
+
+const Model *engine_model(const Engine *e);
+const Tokenizer *engine_tokenizer(const Engine *e);
+Backend *engine_backend(Engine *e);
+int engine_ctx(const Engine *e); /* KV capacity in tokens */
+
+/* Why a generation ended. */
+typedef enum {
+	FINISH_NONE = 0,  /* still running */
+	FINISH_LENGTH,    /* max_tokens reached */
+	FINISH_EOS,       /* end-of-generation token */
+	FINISH_STOP,      /* a stop string matched (it is not emitted) */
+	FINISH_CANCEL,    /* the callback asked to stop */
+	FINISH_CONTEXT,   /* the KV cache is full */
+	FINISH_ERROR,     /* backend error */
+} finish_reason;
+
+const char *finish_reason_name(finish_reason r); /* "length", "eos", ... */
+
+#define ENGINE_MAX_STOP 8 /* most stop strings per request */
+
+typedef struct GenParams {
+	int max_tokens;          /* new tokens at most; <= 0 = until ctx */
+	SamplerParams sampling;  /* temperature, top-k/p, penalties, seed */
+	const char *stop[ENGINE_MAX_STOP]; /* stop strings (not owned) */
+	int n_stop;              /* how many in stop[] */
+	int ignore_eos;          /* 1: keep going past end-of-generation */
+} GenParams;
+
+void gen_params_default(GenParams *p);
+
+/* Called with each piece of text as soon as it is final (stop strings
+ * can hold text back until they no longer match). token is the id that
+ * completed the piece (-1 for text released at the end). Return nonzero to
+ * cancel the generation. */
+typedef int (*engine_text_fn)(void *ud, int32_t token, const char *text,
+			      size_t len);
+
+typedef struct GenResult {
+	finish_reason finish; /* why it ended */
+	int n_prompt;         /* prompt tokens */
+	int n_gen;            /* generated tokens */
+	double t_prefill;     /* seconds for the prompt */
+	double t_decode;      /* seconds for the rest */
+	double ttft;          /* seconds to the first generated token */
+	int32_t *ids;         /* generated ids (malloc'd, caller frees) */
+} GenResult;
+
+/* Generate from prompt ids (which already carry BOS if wanted). Resets the
+ * KV cache first. Returns 0 (res filled, also when cancelled) or -1 with
+ * a message (prompt longer than the context, backend error). */
+int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
+		    const GenParams *p, engine_text_fn cb, void *ud,
+		    GenResult *res, char *err, size_t errlen);
+
+#endif

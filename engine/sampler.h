@@ -1,0 +1,50 @@
+/*
+ * sampler.h - choose the next token from logits.
+ *
+ * Order of operations (as llama.cpp's default chain and HF's logits
+ * processors agree on): penalties over the recent tokens (repetition as
+ * in HF / CTRL: divide positive logits, multiply negative ones; frequency
+ * and presence as in OpenAI), then temperature 0 = greedy (argmax, lowest
+ * id on ties), else top-k, softmax with temperature, top-p, min-p, and a
+ * draw from a seeded PRNG. Same seed and inputs, same tokens.
+ */
+#ifndef INFERD_SAMPLER_H
+#define INFERD_SAMPLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct SamplerParams {
+	float temperature;    /* 0 = greedy */
+	int top_k;            /* <= 0 = off */
+	float top_p;          /* >= 1 = off */
+	float min_p;          /* <= 0 = off */
+	float repeat_penalty; /* 1 = off */
+	float freq_penalty;   /* 0 = off */
+	float presence_penalty; /* 0 = off */
+	int penalty_last_n;   /* window of recent tokens for penalties */
+	uint64_t seed;        /* PRNG seed */
+} SamplerParams;
+
+void sampler_params_default(SamplerParams *p);
+
+/* Preallocated sampler: no allocation per token. */
+typedef struct Sampler {
+	SamplerParams p;      /* parameters in force */
+	int n_vocab;          /* logits length */
+	uint64_t rng[4];      /* xoshiro256** state */
+	struct { float logit; int32_t id; } *cand; /* [n_vocab] scratch */
+	int32_t *recent;      /* ring of the last penalty_last_n tokens */
+	int n_recent;         /* filled entries */
+	int recent_head;      /* next write index */
+	uint16_t *counts;     /* [n_vocab] occurrences within the window */
+} Sampler;
+
+int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab);
+void sampler_free(Sampler *s);
+/* Record a token (prompt or generated) for the penalties. */
+void sampler_accept(Sampler *s, int32_t id);
+/* Pick a token; logits may be modified. */
+int32_t sampler_sample(Sampler *s, float *logits);
+
+#endif
