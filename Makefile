@@ -50,7 +50,10 @@ CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 SERVICE_LIBS := -levent -levent_pthreads -lmsgpackc -lsqlite3
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
 
-BINS := $(BUILD)/infer-run
+BINS := $(BUILD)/libengine.a
+ifneq ($(wildcard engine/infer_run.c),)
+BINS += $(BUILD)/infer-run
+endif
 ifneq ($(wildcard daemon/main.c),)
 BINS += $(BUILD)/inferd
 endif
