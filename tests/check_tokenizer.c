@@ -19,6 +19,7 @@
 #include "json.h"
 #include "tokenizer.h"
 #include "tokenizer_int.h"
+#include "unicode.h"
 #include "testutil.h"
 
 const char *tokenizer_id_text(const Tokenizer *t, int32_t id);
@@ -428,6 +429,46 @@ START_TEST(pretokenizers)
 }
 END_TEST
 
+/* NFC against Python's unicodedata.normalize (tests/data/pretok.json). */
+START_TEST(nfc)
+{
+	char err[256];
+	json_doc *d = json_parse_file(test_data("pretok.json"), 0, err,
+				      sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *cases = json_get(json_root(d), "nfc");
+	ck_assert_uint_ge(json_count(cases), 300);
+	int changed = 0;
+	for (size_t k = 0; k < json_count(cases); k++) {
+		const json_value *in = json_at(json_at(cases, k), 0);
+		const json_value *want = json_at(json_at(cases, k), 1);
+		char *o = NULL;
+		size_t on = 0;
+		ck_assert_int_eq(unicode_nfc(in->u.str.s, in->u.str.len, &o, &on),
+				 0);
+		const char *got = o ? o : in->u.str.s;
+		size_t gn = o ? on : in->u.str.len;
+		ck_assert_msg(gn == want->u.str.len &&
+			      !memcmp(got, want->u.str.s, gn),
+			      "NFC case %zu: got \"%.*s\" want \"%s\"", k,
+			      (int)gn, got, want->u.str.s);
+		changed += in->u.str.len != want->u.str.len ||
+			   memcmp(in->u.str.s, want->u.str.s, want->u.str.len);
+		free(o);
+	}
+	ck_assert_int_gt(changed, 100);
+	/* invalid bytes pass through */
+	char *o = NULL;
+	size_t on;
+	ck_assert_int_eq(unicode_nfc("e\xcc\x81\xff\xcc", 5, &o, &on), 0);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_uint_eq(on, 4);
+	ck_assert(!memcmp(o, "\xc3\xa9\xff\xcc", 4));
+	free(o);
+	json_free(d);
+}
+END_TEST
+
 static void write_file(const char *dir, const char *name, const char *text,
 		       size_t len)
 {
@@ -795,6 +836,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, golden_llama3_gguf);
 	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, pretokenizers);
+	tcase_add_test(tc, nfc);
 	tcase_add_test(tc, hf_variants);
 	tcase_add_test(tc, random_input);
 	tcase_add_test(tc, stream_decode);
