@@ -299,6 +299,19 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 			 ENGINE_MAX_STOP);
 		return -1;
 	}
+	if (p->n_logit_bias < 0 || p->n_logit_bias > ENGINE_MAX_BIAS) {
+		snprintf(err, errlen, "at most %d logit biases",
+			 ENGINE_MAX_BIAS);
+		return -1;
+	}
+	for (int i = 0; i < p->n_logit_bias; i++) {
+		if (p->logit_bias[i].id < 0 ||
+		    p->logit_bias[i].id >= n_vocab) {
+			snprintf(err, errlen, "logit_bias: token id %d out of "
+				 "range", p->logit_bias[i].id);
+			return -1;
+		}
+	}
 	if (e->st.fatal) {
 		snprintf(err, errlen, "backend unusable after an earlier "
 			 "fatal error");
@@ -353,6 +366,9 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 
 	finish_reason fin = FINISH_NONE;
 	while (fin == FINISH_NONE) {
+		for (int i = 0; i < p->n_logit_bias; i++)
+			e->st.logits[p->logit_bias[i].id] +=
+				p->logit_bias[i].bias;
 		int32_t id = sampler_sample(&smp, e->st.logits);
 		if (res->n_gen == 0)
 			res->ttft = now() - t0;

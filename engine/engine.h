@@ -67,6 +67,14 @@ typedef enum {
 const char *finish_reason_name(finish_reason r); /* "length", "eos", ... */
 
 #define ENGINE_MAX_STOP 8 /* most stop strings per request */
+#define ENGINE_MAX_BIAS 16 /* most logit_bias entries per request */
+
+/* A constant added to one token's logit before sampling (OpenAI
+ * logit_bias; -INFINITY bans the token). */
+typedef struct LogitBias {
+	int32_t id;  /* token id */
+	float bias;  /* added to its logit */
+} LogitBias;
 
 typedef struct GenParams {
 	int max_tokens;          /* new tokens at most; <= 0 = until ctx */
@@ -74,6 +82,8 @@ typedef struct GenParams {
 	const char *stop[ENGINE_MAX_STOP]; /* stop strings (not owned) */
 	int n_stop;              /* how many in stop[] */
 	int ignore_eos;          /* 1: keep going past end-of-generation */
+	LogitBias logit_bias[ENGINE_MAX_BIAS]; /* per-token logit offsets */
+	int n_logit_bias;        /* entries in logit_bias */
 } GenParams;
 
 void gen_params_default(GenParams *p);
