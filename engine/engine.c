@@ -21,6 +21,9 @@ struct Engine {
 	int loaded;   /* model_load succeeded (model_free needed) */
 	int ctx;      /* KV capacity in tokens */
 	int max_batch; /* prefill chunk */
+	int32_t *cached; /* [ctx] the tokens whose K/V the cache holds */
+	int n_cached;  /* valid entries of cached (a prefix of the cache) */
+	int no_reuse;  /* 1: always prefill the whole prompt */
 };
 
 static double now(void)
@@ -175,6 +178,12 @@ int engine_open(const char *path, const EngineOptions *opt, Engine **out,
 	if (state_init(&e->st, &e->model, e->be, e->ctx, e->max_batch, err,
 		       errlen) != 0)
 		goto fail;
+	e->no_reuse = opt->no_prefix_reuse;
+	e->cached = malloc(sizeof(int32_t) * (size_t)e->ctx);
+	if (!e->cached) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	*out = e;
 	return 0;
 fail:
@@ -191,6 +200,7 @@ void engine_close(Engine *e)
 		model_free(&e->model);
 	if (e->be)
 		e->be->ops->destroy(e->be);
+	free(e->cached);
 	free(e);
 }
 
@@ -219,13 +229,27 @@ State *engine_state(Engine *e)
 	return &e->st;
 }
 
+/* Feed tokens through forward() and record them as cached. */
+static int feed(Engine *e, const int32_t *ids, int n, char *err,
+		size_t errlen)
+{
+	int pos = e->st.pos;
+	if (forward(&e->model, &e->st, ids, n, err, errlen) != 0) {
+		e->n_cached = 0; /* the cache rows are in doubt */
+		return -1;
+	}
+	memcpy(e->cached + pos, ids, sizeof(int32_t) * (size_t)n);
+	e->n_cached = pos + n;
+	return 0;
+}
+
 /* Feed n tokens from the current position in chunks of max_batch. */
 static int prefill(Engine *e, const int32_t *ids, int n, char *err,
 		   size_t errlen)
 {
 	for (int i = 0; i < n; i += e->max_batch) {
 		int k = n - i < e->max_batch ? n - i : e->max_batch;
-		if (forward(&e->model, &e->st, ids + i, k, err, errlen) != 0)
+		if (feed(e, ids + i, k, err, errlen) != 0)
 			return -1;
 	}
 	return 0;
@@ -355,8 +379,18 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 
 	int rc = 0;
 	double t0 = now();
-	e->st.pos = 0;
-	if (prefill(e, prompt, n_prompt, err, errlen) != 0) {
+	/* Reuse the cached K/V of the longest common prefix (a chat that
+	 * grows turn by turn), but always run the last prompt token: its
+	 * logits are needed. */
+	int reuse = 0;
+	if (!e->no_reuse)
+		while (reuse < e->n_cached && reuse < n_prompt - 1 &&
+		       e->cached[reuse] == prompt[reuse])
+			reuse++;
+	res->n_reused = reuse;
+	e->st.pos = reuse;
+	e->n_cached = reuse;
+	if (prefill(e, prompt + reuse, n_prompt - reuse, err, errlen) != 0) {
 		res->finish = FINISH_ERROR;
 		rc = -1;
 		goto out;
@@ -402,7 +436,7 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 			fin = p->max_tokens > 0 && res->n_gen >= p->max_tokens
 				      ? FINISH_LENGTH
 				      : FINISH_CONTEXT;
-		else if (forward(&e->model, &e->st, &id, 1, err, errlen) != 0) {
+		else if (feed(e, &id, 1, err, errlen) != 0) {
 			fin = FINISH_ERROR;
 			rc = -1;
 		}
@@ -450,6 +484,7 @@ int engine_bench(Engine *e, int n_prompt, int n_gen, double *prefill_tps,
 	for (int i = 0; i < n_prompt; i++)
 		ids[i] = (int32_t)(((int64_t)i * 7919 + 13) % n_vocab);
 	e->st.pos = 0;
+	e->n_cached = 0; /* bench tokens are not a prompt worth keeping */
 	double t0 = now();
 	int rc = prefill(e, ids, n_prompt, err, errlen);
 	double t1 = now();

@@ -27,6 +27,8 @@ typedef struct EngineOptions {
 	int max_batch;       /* prefill chunk; <= 0 = 512 */
 	int quiet;           /* 1: no notices on stderr */
 	int device;          /* CUDA device index */
+	int no_prefix_reuse; /* 1: never reuse cached K/V of a common prompt
+			      * prefix (bit-identical reruns) */
 	const char *const *overrides; /* "KEY=TYPE:VALUE" (see engine_override) */
 	int n_overrides;     /* entries in overrides */
 } EngineOptions;
@@ -100,6 +102,7 @@ typedef int (*engine_text_fn)(void *ud, int32_t token, const char *text,
 typedef struct GenResult {
 	finish_reason finish; /* why it ended */
 	int n_prompt;         /* prompt tokens */
+	int n_reused;         /* of which K/V came from the previous request */
 	int n_gen;            /* generated tokens */
 	double t_prefill;     /* seconds for the prompt */
 	double t_decode;      /* seconds for the rest */
@@ -107,8 +110,9 @@ typedef struct GenResult {
 	int32_t *ids;         /* generated ids (malloc'd, caller frees) */
 } GenResult;
 
-/* Generate from prompt ids (which already carry BOS if wanted). Resets the
- * KV cache first. Returns 0 (res filled, also when cancelled) or -1 with
+/* Generate from prompt ids (which already carry BOS if wanted). The KV
+ * cache rows of the longest common prefix with the previous request's
+ * tokens (prompt and generated) are reused, the rest is recomputed. Returns 0 (res filled, also when cancelled) or -1 with
  * a message (prompt longer than the context, backend error). */
 int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		    const GenParams *p, engine_text_fn cb, void *ud,
