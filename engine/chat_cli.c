@@ -344,9 +344,10 @@ static int turn(Engine *e, const ChatTemplate *t, History *h, const Args *a,
 		free(res.ids);
 		if (!a->quiet)
 			fprintf(stderr,
-				"[%d prompt tokens, %d generated, %s; prefill %.1f tok/s, "
-				"decode %.1f tok/s]\n",
-				res.n_prompt, res.n_gen, finish_reason_name(res.finish),
+				"[%d prompt tokens (%d reused from the last turn), "
+				"%d generated, %s; prefill %.1f tok/s, decode %.1f tok/s]\n",
+				res.n_prompt, res.n_reused, res.n_gen,
+				finish_reason_name(res.finish),
 				res.t_prefill > 0 ? res.n_prompt / res.t_prefill : 0.0,
 				res.t_decode > 0 && res.n_gen > 1
 					? (res.n_gen - 1) / res.t_decode : 0.0);
