@@ -17,7 +17,7 @@
 
 #define MAX_OVERRIDES 32 /* --override-kv flags kept */
 
-static const char usage[] =
+const char chat_cli_usage[] =
 	"usage: infer-run chat MODEL [options]\n"
 	"  -p, --prompt TEXT       ask one question, print the answer, exit\n"
 	"                          (without it: interactive, one message per line;\n"
@@ -368,7 +368,7 @@ int chat_cli_main(int argc, char **argv)
 	Args a;
 	int pr = parse_args(argc, argv, &a);
 	if (pr) {
-		fputs(usage, pr > 0 ? stdout : stderr);
+		fputs(chat_cli_usage, pr > 0 ? stdout : stderr);
 		return pr > 0 ? 0 : 2;
 	}
 	char err[512];

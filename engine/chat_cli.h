@@ -15,6 +15,9 @@
 #ifndef INFERD_CHAT_CLI_H
 #define INFERD_CHAT_CLI_H
 
+/* The --help text. */
+extern const char chat_cli_usage[];
+
 /* argv[0] is "chat". Returns the exit status: 0 success, 1 runtime error,
  * 2 usage error. */
 int chat_cli_main(int argc, char **argv);
