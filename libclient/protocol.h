@@ -126,10 +126,9 @@ static inline void proto_put_len(uint8_t *p, uint32_t n)
  * /tmp/inferd-<uid>/inferd.sock. Returns 0 or -1 if it does not fit. */
 int proto_default_socket(char *out, size_t cap);
 
-#ifdef MSGPACK_OBJECT_H
-/* Field access on an unpacked request map (msgpack.h included first).
- * proto_field returns NULL when absent. */
-const msgpack_object *proto_field(const msgpack_object *map, const char *key);
-#endif
+/* The value of key in an unpacked msgpack map, NULL when absent. */
+struct msgpack_object;
+const struct msgpack_object *proto_field(const struct msgpack_object *map,
+					 const char *key);
 
 #endif
