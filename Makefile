@@ -149,6 +149,7 @@ test: deps
 check: test
 
 demo: deps
+	@sh contrib/fetch-demo-model.sh >/dev/null
 	@$(MAKE) --no-print-directory all
 	@sh contrib/demo.sh $(BUILD)
 
