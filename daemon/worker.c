@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat.h"
 #include "daemon.h"
 #include "protocol.h"
 
@@ -172,6 +173,8 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	Request *r = g->r;
 	if (atomic_load(&r->cancel))
 		return 1;
+	if (len == 0) /* text held back (stop string): nothing to send */
+		return 0;
 	if (!g->t_first)
 		g->t_first = mono_now();
 	msgpack_sbuffer sb;
@@ -194,19 +197,51 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	return atomic_load(&r->cancel);
 }
 
-/* The prompt text of a generate: the raw prompt, or the chat messages in a
- * plain role-tagged layout when the model has no template support here. */
+/* The prompt ids of a generate: the raw prompt as infer-run encodes it
+ * (BOS when the tokenizer adds one, special tokens parsed), or the chat
+ * messages rendered with the model's own template, whose end-of-turn text
+ * becomes a stop string as in `infer-run chat`. A system prompt given with
+ * a plain prompt makes it a two-message chat. */
 static int prompt_ids(Slot *m, Request *r, int32_t **ids, char *err,
 		      size_t errlen)
 {
 	const Tokenizer *t = engine_tokenizer(m->eng);
-	if (r->n_msgs) {
-		snprintf(err, errlen, "chat messages are not supported by this "
-			 "build yet; send a prompt");
+	if (!r->n_msgs && !r->system)
+		return tokenizer_encode(t, r->text, r->text_len,
+					tokenizer_adds_bos(t), 1, ids, err,
+					errlen);
+	ChatTemplate tmpl;
+	if (chat_template_for_model(engine_model(m->eng), NULL, &tmpl, err,
+				    errlen) < 0)
+		return -1;
+	int n = (r->n_msgs ? r->n_msgs : 1) + (r->system != NULL);
+	ChatMessage *msgs = calloc((size_t)n, sizeof *msgs);
+	if (!msgs) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	return tokenizer_encode(t, r->text, r->text_len, tokenizer_adds_bos(t),
-				0, ids, err, errlen);
+	int k = 0;
+	if (r->system)
+		msgs[k++] = (ChatMessage){ "system", r->system };
+	if (r->n_msgs)
+		for (int i = 0; i < r->n_msgs; i++)
+			msgs[k++] = (ChatMessage){ r->roles[i], r->contents[i] };
+	else
+		msgs[k++] = (ChatMessage){ "user", r->text };
+	size_t len;
+	char *text = chat_render(&tmpl, msgs, k, 1, NULL, &len, err, errlen);
+	free(msgs);
+	if (!text)
+		return -1;
+	int nids = tokenizer_encode(t, text, len,
+				    chat_add_bos(&tmpl, tokenizer_adds_bos(t)),
+				    1, ids, err, errlen);
+	free(text);
+	const char *eot = chat_end_of_turn(&tmpl);
+	if (nids >= 0 && eot[0] && r->gp.n_stop < ENGINE_MAX_STOP &&
+	    (r->stop[r->gp.n_stop] = strdup(eot)))
+		r->gp.stop[r->gp.n_stop] = r->stop[r->gp.n_stop], r->gp.n_stop++;
+	return nids;
 }
 
 static void run_generate(Slot *m, Request *r)

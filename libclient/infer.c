@@ -761,6 +761,9 @@ void infer_gen_params_init(infer_gen_params *p)
 	p->top_p = NAN;
 	p->min_p = NAN;
 	p->repeat_penalty = NAN;
+	p->freq_penalty = NAN;
+	p->presence_penalty = NAN;
+	p->penalty_last_n = -1;
 	p->seed = -1;
 	p->keep_alive = INFER_KEEP_DEFAULT;
 }
@@ -782,6 +785,9 @@ static int start_gen(infer_client *c, const infer_gen_params *p,
 	nf += !isnan(p->top_p) && p->top_p >= 0;
 	nf += !isnan(p->min_p) && p->min_p >= 0;
 	nf += !isnan(p->repeat_penalty) && p->repeat_penalty >= 0;
+	nf += !isnan(p->freq_penalty);
+	nf += !isnan(p->presence_penalty);
+	nf += p->penalty_last_n >= 0;
 	nf += p->seed >= 0;
 	nf += p->n_stop > 0;
 	nf += p->ignore_eos != 0;
@@ -822,6 +828,12 @@ static int start_gen(infer_client *c, const infer_gen_params *p,
 		pk_kv_float(&pk, "min_p", p->min_p);
 	if (!isnan(p->repeat_penalty) && p->repeat_penalty >= 0)
 		pk_kv_float(&pk, "repeat_penalty", p->repeat_penalty);
+	if (!isnan(p->freq_penalty))
+		pk_kv_float(&pk, "freq_penalty", p->freq_penalty);
+	if (!isnan(p->presence_penalty))
+		pk_kv_float(&pk, "presence_penalty", p->presence_penalty);
+	if (p->penalty_last_n >= 0)
+		pk_kv_int(&pk, "penalty_last_n", p->penalty_last_n);
 	if (p->seed >= 0)
 		pk_kv_int(&pk, "seed", p->seed);
 	if (p->n_stop) {

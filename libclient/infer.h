@@ -134,6 +134,9 @@ typedef struct infer_gen_params {
 	float top_p;                   /* 1 = off */
 	float min_p;                   /* 0 = off */
 	float repeat_penalty;          /* 1 = off */
+	float freq_penalty;            /* 0 = off (NaN: default) */
+	float presence_penalty;        /* 0 = off (NaN: default) */
+	int penalty_last_n;            /* penalty window (< 0: default) */
 	int64_t seed;                  /* < 0: daemon default */
 	const char *const *stop;       /* stop strings */
 	size_t n_stop;                 /* how many (<= 8) */
