@@ -29,7 +29,7 @@ typedef struct EngineOptions {
 	int device;          /* CUDA device index */
 	int no_prefix_reuse; /* 1: never reuse cached K/V of a common prompt
 			      * prefix (bit-identical reruns) */
-	const char *const *overrides; /* "KEY=TYPE:VALUE" (see engine_override) */
+	const char *const *overrides; /* "KEY=TYPE:VALUE" (ModelLoadOptions) */
 	int n_overrides;     /* entries in overrides */
 } EngineOptions;
 
@@ -45,15 +45,6 @@ Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
 State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
 
-/* Override one hyper-parameter after loading, llama.cpp style
- * "KEY=TYPE:VALUE" with TYPE int, float or str and KEY a GGUF metadata key
- * with or without its "<arch>." prefix: rope.freq_base, rope.scaling.type
- * (none, linear, llama3), rope.scaling.factor,
- * rope.scaling.original_context_length, rope.scaling.low_freq_factor,
- * rope.scaling.high_freq_factor, context_length,
- * attention.layer_norm_rms_epsilon. For GGUF files whose metadata lacks
- * what config.json had. Returns 0 or -1 with a message. */
-int engine_override(Model *m, const char *spec, char *err, size_t errlen);
 
 /* Why a generation ended. */
 typedef enum {
