@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -31,7 +32,7 @@ static Tokenizer *load_hf(const char *model)
 	return t;
 }
 
-static __attribute__((unused)) Tokenizer *load_gguf(const char *rel, gguf_file **gout)
+static Tokenizer *load_gguf(const char *rel, gguf_file **gout)
 {
 	char err[512];
 	gguf_file *g = gguf_open(test_data(rel), err, sizeof err);
@@ -248,6 +249,117 @@ START_TEST(vectors_gpt2_json)
 }
 END_TEST
 
+START_TEST(vectors_spm_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("vocab/ggml-vocab-llama-spm.gguf", &g);
+	ck_assert_int_eq(gguf_tensor_count(g), 0); /* vocab-only file */
+	ck_assert_int_eq(tokenizer_n_vocab(t), 32000);
+	ck_assert_int_eq(tokenizer_bos(t), 1);
+	ck_assert_int_eq(tokenizer_eos(t), 2);
+	ck_assert(tokenizer_is_eog(t, 2));
+	ck_assert_int_eq(vocab_vectors(t, "llama-spm"), 46);
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+START_TEST(vectors_gpt2_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("vocab/ggml-vocab-gpt-2.gguf", &g);
+	ck_assert_int_eq(gguf_tensor_count(g), 0);
+	ck_assert_int_eq(tokenizer_n_vocab(t), 50257);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 0);
+	ck_assert(tokenizer_is_eog(t, 50256));
+	ck_assert_int_eq(vocab_vectors(t, "gpt-2"), 46);
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+START_TEST(golden_llama2_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("models/tiny-llama2-f16.gguf", &g);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 1);
+	golden(t, "tiny-llama2");
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+START_TEST(golden_llama3_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("models/tiny-llama3-q8_0.gguf", &g);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 0);
+	golden(t, "tiny-llama3");
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+/* A long mixed-script text: tokenizer.json and GGUF give the same ids,
+ * and encoding is fast (figure printed). */
+static void json_vs_gguf(const char *model, const char *gguf)
+{
+	static const char *parts[] = {
+		"Hello, world! ", "нещо на Бълг ", "日本語のテキスト ",
+		"  spaces\t\ttabs\n\n", "3333333 ", "it's we'Ve ",
+		"\xf0\x9f\xa6\x99.cpp ", "Ça va? ", "((x)) => {} ", "\r\n",
+	};
+	size_t cap = 1 << 20, n = 0;
+	char *text = malloc(cap);
+	ck_assert_ptr_nonnull(text);
+	unsigned seed = 7;
+	while (n + 64 < cap) {
+		const char *p = parts[rand_r(&seed) % 10];
+		memcpy(text + n, p, strlen(p));
+		n += strlen(p);
+	}
+	gguf_file *g;
+	Tokenizer *a = load_hf(model), *b = load_gguf(gguf, &g);
+	char err[256];
+	int32_t *ia, *ib;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int na = tokenizer_encode(a, text, n, 1, 1, &ia, err, sizeof err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_msg(na > 0, "%s", err);
+	int nb = tokenizer_encode(b, text, n, 1, 1, &ib, err, sizeof err);
+	ck_assert_msg(nb > 0, "%s", err);
+	double s = (double)(t1.tv_sec - t0.tv_sec) +
+		   (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	printf("%s: encoded %zu bytes -> %d tokens in %.3f s (%.1f MB/s)\n",
+	       model, n, na, s, (double)n / s / 1e6);
+	ck_assert_int_eq(na, nb);
+	for (int i = 0; i < na; i++)
+		ck_assert_int_eq(ia[i], ib[i]);
+	/* decode(encode(text)) == text for valid UTF-8 without specials */
+	size_t len;
+	char *back = tokenizer_decode(a, ia + tokenizer_adds_bos(a),
+				      na - tokenizer_adds_bos(a), &len, err,
+				      sizeof err);
+	ck_assert_msg(back, "%s", err);
+	ck_assert_uint_eq(len, n);
+	ck_assert(memcmp(back, text, n) == 0);
+	free(back);
+	free(ia);
+	free(ib);
+	free(text);
+	tokenizer_free(a);
+	tokenizer_free(b);
+	gguf_close(g);
+}
+
+START_TEST(long_text)
+{
+	json_vs_gguf("tiny-llama2", "vocab/ggml-vocab-llama-spm.gguf");
+	json_vs_gguf("tiny-llama3", "vocab/ggml-vocab-gpt-2.gguf");
+}
+END_TEST
+
 /* Random id sequences (biased to byte tokens and multi-byte pieces so
  * UTF-8 sequences split across tokens): pushes + flush == decode. */
 static void stream_equals_decode(Tokenizer *t, unsigned seed)
@@ -417,6 +529,11 @@ static Suite *suite(void)
 	tcase_add_test(tc, golden_llama3_json);
 	tcase_add_test(tc, vectors_spm_json);
 	tcase_add_test(tc, vectors_gpt2_json);
+	tcase_add_test(tc, vectors_spm_gguf);
+	tcase_add_test(tc, vectors_gpt2_gguf);
+	tcase_add_test(tc, golden_llama2_gguf);
+	tcase_add_test(tc, golden_llama3_gguf);
+	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, stream_decode);
 	tcase_add_test(tc, malformed_json);
 	suite_add_tcase(s, tc);
