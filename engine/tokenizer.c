@@ -976,24 +976,11 @@ static int encode_spm(const Tokenizer *t, EncWork *e, const char *s,
 	return bpe_word(t, &e->w, e->norm, m, out);
 }
 
-static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
-		      size_t n, IdVec *out)
+/* Run the split stages over s[0..n): leaves the piece ends (code point
+ * indices) in e->cut and returns their count, -1 when out of memory. */
+static long pre_split(const uint8_t *stage, int nstage, EncWork *e,
+		      const char *s, size_t n)
 {
-	if (n == 0)
-		return 0;
-	if (t->bpe_prefix_space && s[0] != ' ') {
-		/* ByteLevel(add_prefix_space): encode " " + text */
-		char *p = malloc(n + 1);
-		if (!p)
-			return -1;
-		p[0] = ' ';
-		memcpy(p + 1, s, n);
-		Tokenizer tmp = *t;
-		tmp.bpe_prefix_space = 0;
-		int rc = encode_bpe(&tmp, e, p, n + 1, out);
-		free(p);
-		return rc;
-	}
 	if (n + 1 > e->capcp) {
 		size_t cap = n + 1;
 		uint32_t *a = realloc(e->cp, cap * sizeof *a);
@@ -1023,12 +1010,12 @@ static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
 	e->off[ncp] = (uint32_t)n;
 	size_t ncut = 1;
 	e->cut[0] = (uint32_t)ncp;
-	for (int st = 0; st < t->nstage; st++) {
+	for (int st = 0; st < nstage; st++) {
 		size_t nc2 = 0, a = 0;
 		for (size_t k = 0; k < ncut; k++) {
 			size_t end = e->cut[k], p = a, gap = a;
 			while (p < end) {
-				size_t m = stage_match(t->stage[st], e->cp,
+				size_t m = stage_match(stage[st], e->cp,
 						       end, p);
 				if (!m) {
 					p++;
@@ -1049,8 +1036,32 @@ static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
 		e->cut2 = tmp;
 		ncut = nc2;
 	}
+	return (long)ncut;
+}
+
+static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
+		      size_t n, IdVec *out)
+{
+	if (n == 0)
+		return 0;
+	if (t->bpe_prefix_space && s[0] != ' ') {
+		/* ByteLevel(add_prefix_space): encode " " + text */
+		char *p = malloc(n + 1);
+		if (!p)
+			return -1;
+		p[0] = ' ';
+		memcpy(p + 1, s, n);
+		Tokenizer tmp = *t;
+		tmp.bpe_prefix_space = 0;
+		int rc = encode_bpe(&tmp, e, p, n + 1, out);
+		free(p);
+		return rc;
+	}
+	long ncut = pre_split(t->stage, t->nstage, e, s, n);
+	if (ncut < 0)
+		return -1;
 	size_t a = 0;
-	for (size_t k = 0; k < ncut; k++) {
+	for (size_t k = 0; k < (size_t)ncut; k++) {
 		size_t b0 = e->off[a], b1 = e->off[e->cut[k]];
 		if (bpe_word(t, &e->w, s + b0, b1 - b0, out))
 			return -1;
@@ -1132,6 +1143,19 @@ oom:
 	free(out.v);
 	seterr(err, errlen, "tokenizer: out of memory");
 	return -1;
+}
+
+long tok_pre_split(int pre, const char *s, size_t n, size_t *ends)
+{
+	Tokenizer t;
+	memset(&t, 0, sizeof t);
+	tok_set_pre(&t, pre);
+	EncWork e = {0};
+	long k = n ? pre_split(t.stage, t.nstage, &e, s, n) : 0;
+	for (long i = 0; i < k; i++)
+		ends[i] = e.off[e.cut[i]];
+	enc_free(&e);
+	return k;
 }
 
 /* ---- decoding -------------------------------------------------------- */

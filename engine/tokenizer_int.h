@@ -133,6 +133,9 @@ int tok_reserve_merges(Tokenizer *t, size_t n, char *err, size_t errlen);
 /* Pieces, byte ids, special list, end-of-generation set. */
 int tok_finish(Tokenizer *t, char *err, size_t errlen);
 void tok_add_eog(Tokenizer *t, int32_t id);
+/* Pre-tokenize s[0..n) as kind pre: stores the byte end of each piece in
+ * ends (room for n) and returns the count, -1 when out of memory. */
+long tok_pre_split(int pre, const char *s, size_t n, size_t *ends);
 /* Set pre and the stages for a PRE_* kind. */
 void tok_set_pre(Tokenizer *t, int pre);
 

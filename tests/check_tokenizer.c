@@ -18,6 +18,7 @@
 #include "gguf.h"
 #include "json.h"
 #include "tokenizer.h"
+#include "tokenizer_int.h"
 #include "testutil.h"
 
 const char *tokenizer_id_text(const Tokenizer *t, int32_t id);
@@ -360,6 +361,73 @@ START_TEST(long_text)
 }
 END_TEST
 
+/* Pre-tokenizer splits against HF tokenizers (gpt-2, llama3, qwen2) and a
+ * regex-engine emulation of llama.cpp's staged splits (the other kinds):
+ * tests/data/pretok.json from contrib/gen_pretok_vectors.py. */
+START_TEST(pretokenizers)
+{
+	static const struct {
+		const char *name;
+		int pre;
+	} kinds[] = {
+		{"gpt-2", PRE_GPT2},         {"llama3", PRE_LLAMA3},
+		{"qwen2", PRE_QWEN2},        {"starcoder", PRE_STARCODER},
+		{"falcon", PRE_FALCON},      {"default", PRE_DEFAULT},
+		{"deepseek-llm", PRE_DEEPSEEK_LLM},
+		{"deepseek-coder", PRE_DEEPSEEK_CODER},
+	};
+	char err[256];
+	json_doc *d = json_parse_file(test_data("pretok.json"), 0, err,
+				      sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *cases = json_get(json_root(d), "cases");
+	ck_assert_uint_gt(json_count(cases), 400);
+	int per_kind[8] = {0};
+	for (size_t k = 0; k < json_count(cases); k++) {
+		const json_value *c = json_at(cases, k);
+		const char *name = json_str(json_get(c, "pre"), "");
+		int pre = -1, ki = -1;
+		for (int i = 0; i < 8; i++)
+			if (!strcmp(name, kinds[i].name)) {
+				pre = kinds[i].pre;
+				ki = i;
+			}
+		ck_assert_msg(pre >= 0, "kind %s", name);
+		const json_value *tx = json_get(c, "text");
+		const json_value *want = json_get(c, "pieces");
+		size_t *ends = malloc((tx->u.str.len + 1) * sizeof *ends);
+		ck_assert_ptr_nonnull(ends);
+		long n = tok_pre_split(pre, tx->u.str.s, tx->u.str.len, ends);
+		int same = n == (long)json_count(want);
+		size_t a = 0;
+		for (long i = 0; same && i < n; i++) {
+			const json_value *w = json_at(want, (size_t)i);
+			same = ends[i] - a == w->u.str.len &&
+			       !memcmp(tx->u.str.s + a, w->u.str.s, w->u.str.len);
+			a = ends[i];
+		}
+		if (!same) {
+			char got[2048];
+			size_t o = 0;
+			a = 0;
+			for (long i = 0; i < n && o + 64 < sizeof got; i++) {
+				o += (size_t)snprintf(got + o, sizeof got - o,
+						      "[%.*s]", (int)(ends[i] - a),
+						      tx->u.str.s + a);
+				a = ends[i];
+			}
+			ck_abort_msg("%s: \"%s\": got %s (%ld pieces, want %zu)",
+				     name, tx->u.str.s, got, n, json_count(want));
+		}
+		per_kind[ki]++;
+		free(ends);
+	}
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_ge(per_kind[i], 50);
+	json_free(d);
+}
+END_TEST
+
 /* Random id sequences (biased to byte tokens and multi-byte pieces so
  * UTF-8 sequences split across tokens): pushes + flush == decode. */
 static void stream_equals_decode(Tokenizer *t, unsigned seed)
@@ -534,6 +602,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, golden_llama2_gguf);
 	tcase_add_test(tc, golden_llama3_gguf);
 	tcase_add_test(tc, long_text);
+	tcase_add_test(tc, pretokenizers);
 	tcase_add_test(tc, stream_decode);
 	tcase_add_test(tc, malformed_json);
 	suite_add_tcase(s, tc);
