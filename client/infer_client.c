@@ -50,6 +50,7 @@ static const char gen_usage[] =
 "  -p, --prompt TEXT      prompt (instead of the positional one)\n"
 "  --chat                 send PROMPT as a user message (chat template)\n"
 "  --system TEXT          system prompt (implies a chat)\n"
+"  --chat-template NAME   chatml, llama2, llama3, ... or a Jinja file\n"
 "  -n, --max-tokens N     new tokens at most\n"
 "  --temp T               temperature, 0 = greedy\n"
 "  --top-k K              top-k, 0 = off\n"
@@ -369,6 +370,8 @@ static int gen_options(int argc, char **argv, int first, infer_gen_params *p,
 			*prompt = v;
 		else if (!strcmp(a, "--system"))
 			p->system = v;
+		else if (!strcmp(a, "--chat-template"))
+			p->chat_template = v;
 		else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens"))
 			p->max_tokens = (int)strtol(v, &end, 10);
 		else if (!strcmp(a, "--temp"))

@@ -92,6 +92,7 @@ typedef struct Request {
 	char **roles, **contents;  /* chat messages (owned), or NULL */
 	int n_msgs;                /* how many */
 	char *system;              /* system prompt for chat, or NULL */
+	char *tmpl;                /* chat template name or file, or NULL */
 	/* who asked (copied from the connection) */
 	uid_t uid;
 	pid_t pid;

@@ -196,6 +196,7 @@ static void request_free(Request *r)
 	free(r->roles);
 	free(r->contents);
 	free(r->system);
+	free(r->tmpl);
 	free(r);
 }
 
@@ -601,6 +602,10 @@ static int parse_generate(Daemon *d, Fields *f, Request *r)
 	if (hs < 0)
 		return -1;
 	if (hs && !(r->system = dup_mem(p, n)))
+		return fail(f, "out of memory");
+	if ((hs = f_str(f, "template", 0, 4096, &p, &n)) < 0)
+		return -1;
+	if (hs && !(r->tmpl = dup_mem(p, n)))
 		return fail(f, "out of memory");
 	SamplerParams *s = &r->gp.sampling;
 	if (f_int(f, "max_tokens", 1, PROTO_MAX_TOKENS, &iv) < 0)

@@ -211,7 +211,7 @@ static int prompt_ids(Slot *m, Request *r, int32_t **ids, char *err,
 					tokenizer_adds_bos(t), 1, ids, err,
 					errlen);
 	ChatTemplate tmpl;
-	if (chat_template_for_model(engine_model(m->eng), NULL, &tmpl, err,
+	if (chat_template_for_model(engine_model(m->eng), r->tmpl, &tmpl, err,
 				    errlen) < 0)
 		return -1;
 	int n = (r->n_msgs ? r->n_msgs : 1) + (r->system != NULL);

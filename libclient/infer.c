@@ -779,6 +779,7 @@ static int start_gen(infer_client *c, const infer_gen_params *p,
 				"prompt or messages") : INFER_EINVAL;
 	int nf = 2; /* model, prompt|messages */
 	nf += p->system != NULL;
+	nf += p->chat_template != NULL;
 	nf += p->max_tokens > 0;
 	nf += !isnan(p->temperature) && p->temperature >= 0;
 	nf += p->top_k >= 0;
@@ -816,6 +817,8 @@ static int start_gen(infer_client *c, const infer_gen_params *p,
 	}
 	if (p->system)
 		pk_kv_str(&pk, "system", p->system);
+	if (p->chat_template)
+		pk_kv_str(&pk, "template", p->chat_template);
 	if (p->max_tokens > 0)
 		pk_kv_int(&pk, "max_tokens", p->max_tokens);
 	if (!isnan(p->temperature) && p->temperature >= 0)

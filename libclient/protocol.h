@@ -49,7 +49,9 @@
  *   load       model str, keep_alive int [opt] -> ok: model, load_ms float
  *   unload     model str -> ok
  *   generate   model str; prompt str OR messages array of {role str,
- *              content str}; system str [opt]; max_tokens int [opt];
+ *              content str}; system str [opt]; template str [opt]
+ *              (chat template family or Jinja file; default the model's);
+ *              max_tokens int [opt];
  *              temperature float, top_k int, top_p float, min_p float,
  *              repeat_penalty float, freq_penalty float, presence_penalty
  *              float, penalty_last_n int, seed uint, stop array of str,
