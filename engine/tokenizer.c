@@ -231,7 +231,7 @@ int tok_add_merge(Tokenizer *t, int32_t a, int32_t b, int32_t rank,
 	}
 	size_t na, nb;
 	const char *sa = id_text(t, a, &na), *sb = id_text(t, b, &nb);
-	char buf[512];
+	char buf[2 * TOK_MAX_PIECE];
 	if (na + nb > sizeof buf) {
 		seterr(err, errlen, "tokenizer: merge %d too long", rank);
 		return -1;
