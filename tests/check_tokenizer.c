@@ -261,6 +261,23 @@ START_TEST(vectors_spm_gguf)
 	ck_assert_int_eq(tokenizer_eos(t), 2);
 	ck_assert(tokenizer_is_eog(t, 2));
 	ck_assert_int_eq(vocab_vectors(t, "llama-spm"), 46);
+	/* <unk> (type unknown) is matched like the control tokens, as HF
+	 * matches it as an added token */
+	Tokenizer *h = load_hf("tiny-llama2");
+	static const char txt[] = "<unk>x<s></s> <unk>";
+	int32_t *a, *b;
+	char err[256];
+	int na = tokenizer_encode(t, txt, sizeof txt - 1, 1, 1, &a, err,
+				  sizeof err);
+	int nb = tokenizer_encode(h, txt, sizeof txt - 1, 1, 1, &b, err,
+				  sizeof err);
+	/* HF tokenizers 0.23.3 on tiny-llama2's tokenizer.json */
+	static const int32_t want[] = {1, 0, 921, 1, 2, 259, 0};
+	check_ids("unk gguf", txt, a, na, want, 7);
+	check_ids("unk json", txt, b, nb, want, 7);
+	free(a);
+	free(b);
+	tokenizer_free(h);
 	tokenizer_free(t);
 	gguf_close(g);
 }
