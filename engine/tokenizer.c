@@ -479,6 +479,15 @@ const char *tokenizer_id_text(const Tokenizer *t, int32_t id)
 	return t->text + t->text_off[id];
 }
 
+const unsigned char *tokenizer_piece(const Tokenizer *t, int32_t id,
+				     size_t *len)
+{
+	if (id < 0 || id >= t->n_vocab)
+		return NULL;
+	*len = t->piece_off[id + 1] - t->piece_off[id];
+	return t->piece + t->piece_off[id];
+}
+
 int tokenizer_is_special(const Tokenizer *t, int32_t id)
 {
 	return id >= 0 && id < t->n_vocab &&

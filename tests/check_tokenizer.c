@@ -217,6 +217,22 @@ START_TEST(golden_llama2_json)
 	ck_assert(tokenizer_is_eog(t, 2));
 	ck_assert(!tokenizer_is_eog(t, 1));
 	ck_assert_int_eq(tokenizer_find(t, "</s>"), 2);
+	ck_assert_str_eq(tokenizer_id_text(t, 15043), "\xe2\x96\x81Hello");
+	size_t pl;
+	const unsigned char *pc = tokenizer_piece(t, 15043, &pl);
+	ck_assert(pl == 6 && !memcmp(pc, " Hello", 6));
+	pc = tokenizer_piece(t, 3 + 0xF0, &pl); /* <0xF0> */
+	ck_assert(pl == 1 && pc[0] == 0xF0);
+	ck_assert_ptr_null(tokenizer_piece(t, 32000, &pl));
+	ck_assert(tokenizer_is_special(t, 1) && !tokenizer_is_special(t, 15043));
+	/* continuation streaming keeps the space decode() strips */
+	TokenStream ts;
+	char buf[TOKSTREAM_MAX_PIECE];
+	tokstream_init(&ts, t);
+	ck_assert_int_eq(tokstream_push(&ts, 15043, buf, sizeof buf), 5);
+	tokstream_init(&ts, t);
+	ts.first = 0;
+	ck_assert_int_eq(tokstream_push(&ts, 15043, buf, sizeof buf), 6);
 	golden(t, "tiny-llama2");
 	tokenizer_free(t);
 }
