@@ -371,6 +371,22 @@ static void json_vs_gguf(const char *model, const char *gguf)
 	ck_assert_int_eq(na, nb);
 	for (int i = 0; i < na; i++)
 		ck_assert_int_eq(ia[i], ib[i]);
+	if (a->spm_word_safe) {
+		/* BPE of words apart == BPE of the whole text */
+		a->spm_word_safe = 0;
+		int32_t *ic;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		int nc = tokenizer_encode(a, text, n, 1, 1, &ic, err, sizeof err);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		printf("%s: as one word: %.3f s\n", model,
+		       (double)(t1.tv_sec - t0.tv_sec) +
+		       (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+		ck_assert_int_eq(nc, na);
+		for (int i = 0; i < na; i++)
+			ck_assert_int_eq(ia[i], ic[i]);
+		free(ic);
+		a->spm_word_safe = 1;
+	}
 	/* decode(encode(text)) == text for valid UTF-8 without specials */
 	size_t len;
 	char *back = tokenizer_decode(a, ia + tokenizer_adds_bos(a),
