@@ -441,7 +441,7 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 				   t->eos < 0; k++) {
 			int32_t id = tok_lookup(t, eog_names[k],
 						strlen(eog_names[k]));
-			if (id >= 0 && t->type[id] == TT_CONTROL && id != t->bos)
+			if (id >= 0 && t->type[id] == TT_CONTROL)
 				t->eos = id;
 		}
 	}
@@ -449,7 +449,7 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	for (size_t k = 0; k < sizeof eog_names / sizeof *eog_names; k++) {
 		int32_t id = tok_lookup(t, eog_names[k], strlen(eog_names[k]));
 		if (id >= 0 && (t->type[id] == TT_CONTROL ||
-				t->type[id] == TT_USER) && id != t->bos)
+				t->type[id] == TT_USER))
 			tok_add_eog(t, id);
 	}
 	return 0;
