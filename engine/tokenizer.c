@@ -100,7 +100,7 @@ int tok_set_text(Tokenizer *t, int32_t id, const char *s, size_t len,
 		seterr(err, errlen, "tokenizer: token id %d out of range", id);
 		return -1;
 	}
-	if (len > 65536 || t->text_len + len > UINT32_MAX - 1) {
+	if (len > TOK_MAX_TEXT || t->text_len + len > UINT32_MAX - 1) {
 		seterr(err, errlen, "tokenizer: token %d text too long", id);
 		return -1;
 	}
@@ -231,7 +231,7 @@ int tok_add_merge(Tokenizer *t, int32_t a, int32_t b, int32_t rank,
 	}
 	size_t na, nb;
 	const char *sa = id_text(t, a, &na), *sb = id_text(t, b, &nb);
-	char buf[2 * TOK_MAX_PIECE];
+	char buf[2 * TOK_MAX_TEXT];
 	if (na + nb > sizeof buf) {
 		seterr(err, errlen, "tokenizer: merge %d too long", rank);
 		return -1;
@@ -295,7 +295,7 @@ static int byte_token(const char *s, size_t n)
 
 static int cmp_special(const void *a, const void *b, void *arg);
 
-/* Decoded bytes of a token, written to out (room for 4 * n). */
+/* Decoded bytes of a token, written to out (never more than its text). */
 static size_t make_piece(const Tokenizer *t, int32_t id, unsigned char *out)
 {
 	size_t n;
@@ -351,15 +351,8 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 {
 	size_t nv = (size_t)t->n_vocab;
 	size_t total = 0;
-	for (size_t i = 0; i < nv; i++) {
-		if (t->text_n[i] > TOK_MAX_PIECE) {
-			seterr(err, errlen,
-			       "tokenizer: token %zu is %u bytes (max %d)", i,
-			       t->text_n[i], TOK_MAX_PIECE);
-			return -1;
-		}
+	for (size_t i = 0; i < nv; i++)
 		total += t->text_n[i];
-	}
 
 	/* byte ids (SPM: <0xNN> tokens become TT_BYTE) */
 	for (int b = 0; b < 256; b++) {
@@ -393,8 +386,15 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	size_t off = 0;
 	for (size_t i = 0; i < nv; i++) {
 		t->piece_off[i] = (uint32_t)off;
-		if (t->type[i] != TT_UNDEFINED)
-			off += make_piece(t, (int32_t)i, t->piece + off);
+		size_t n = t->type[i] != TT_UNDEFINED
+			? make_piece(t, (int32_t)i, t->piece + off) : 0;
+		if (n > TOK_MAX_PIECE) {
+			/* a streaming push must fit TOKSTREAM_MAX_PIECE */
+			seterr(err, errlen, "tokenizer: token %zu decodes to "
+			       "%zu bytes (max %d)", i, n, TOK_MAX_PIECE);
+			return -1;
+		}
+		off += n;
 	}
 	t->piece_off[nv] = (uint32_t)off;
 

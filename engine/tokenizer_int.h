@@ -70,6 +70,7 @@ enum {
 /* Largest decoded piece of one token accepted at load, so a streaming push
  * (worst case 3 output bytes per input byte) fits TOKSTREAM_MAX_PIECE. */
 #define TOK_MAX_PIECE ((TOKSTREAM_MAX_PIECE - 16) / 3)
+#define TOK_MAX_TEXT 4096 /* longest raw token text accepted */
 
 /* Merge table entry (open addressing on key = left << 32 | right). */
 typedef struct {
