@@ -133,6 +133,9 @@ struct Tokenizer {
 	int neog;               /* count */
 };
 
+/* printf into err (errlen bytes, may be 0). */
+void tok_seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 Tokenizer *tok_new(int n_vocab, char *err, size_t errlen);
 int tok_set_text(Tokenizer *t, int32_t id, const char *s, size_t len,
 		 char *err, size_t errlen);
