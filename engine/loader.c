@@ -408,22 +408,20 @@ static int load_tensors(Loader *L, int gguf)
 		}
 	}
 	if (gguf) {
-		Tensor rf;
 		if (get_tensor(L, "rope_freqs.weight", S_ONE, S_HALF, 1, 1,
-			       &rf) < 0)
+			       &w->rope_freqs) < 0)
 			return -1;
-		c->rope_freqs = rf.data;
-		for (int i = 0; c->rope_freqs && i < c->head_dim / 2; i++) {
-			float f = c->rope_freqs[i];
-			if (!(f >= 1 && f < 1e6f)) { /* llama3: 1..factor */
+		const float *rf = w->rope_freqs.data;
+		for (int i = 0; rf && i < c->head_dim / 2; i++) {
+			if (!(rf[i] >= 1 && rf[i] < 1e6f)) { /* llama3: 1..factor */
 				seterr(L->err, L->errlen,
 				       "rope_freqs.weight[%d] = %g is not a "
 				       "frequency divisor >= 1",
-				       i, f);
+				       i, rf[i]);
 				return -1;
 			}
 		}
-		if (c->rope_freqs && c->rope_scaling != ROPE_SCALE_NONE) {
+		if (rf && c->rope_scaling != ROPE_SCALE_NONE) {
 			seterr(L->err, L->errlen,
 			       "%s: rope_freqs.weight already scales RoPE; "
 			       "rope scaling metadata or overrides conflict",

@@ -111,7 +111,7 @@ START_TEST(llama2_configs)
 	ck_assert_ptr_nonnull(hf.w.output.data);
 	ck_assert_ptr_ne(hf.w.output.data, hf.w.tok_embd.data);
 	ck_assert_ptr_null(hf.w.layers[0].bq.data);
-	ck_assert_ptr_null(f16.cfg.rope_freqs);
+	ck_assert_ptr_null(f16.w.rope_freqs.data);
 	ck_assert_ptr_null(hf.chat_template);
 	ck_assert_ptr_nonnull(hf.tok);
 	ck_assert_ptr_nonnull(f16.tok);
@@ -682,9 +682,12 @@ START_TEST(gguf_rope_freqs)
 	const char *p = gguf_with_rope_freqs(want, 8);
 	ck_assert_msg(model_load(p, &m, err, sizeof err) == 0, "%s", err);
 	load_ok("models/tiny-llama3", NULL, &hf);
-	ck_assert_ptr_nonnull(m.cfg.rope_freqs);
+	const float *rf = m.w.rope_freqs.data;
+	ck_assert_ptr_nonnull(rf);
+	ck_assert_int_eq(m.w.rope_freqs.type, DT_F32);
+	ck_assert(m.w.rope_freqs.rows == 1 && m.w.rope_freqs.cols == 8);
 	for (int i = 0; i < 8; i++)
-		ck_assert(m.cfg.rope_freqs[i] == want[i]);
+		ck_assert(rf[i] == want[i]);
 	ck_assert(m.cfg.rope_theta == 500000.0f);
 	ck_assert_int_eq(m.cfg.rope_scaling, ROPE_SCALE_NONE);
 	/* the weights are untouched by the rewrite */
