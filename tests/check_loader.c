@@ -448,6 +448,83 @@ START_TEST(hf_template_and_index)
 }
 END_TEST
 
+
+/* A qwen2-style directory: tiny-llama2's weights plus q/k/v biases in a
+ * second shard (BF16), listed by an index; biases come out as F32. */
+START_TEST(hf_qwen2_biases_sharded)
+{
+	char err[512];
+	Model m;
+	make_dir();
+	link_in("models/tiny-llama2/model.safetensors", "a.safetensors");
+	link_in("models/tiny-llama2/tokenizer.json", "tokenizer.json");
+	write_in("config.json",
+		 "{\"architectures\":[\"Qwen2ForCausalLM\"],"
+		 "\"hidden_size\":64,\"intermediate_size\":192,"
+		 "\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+		 "\"num_key_value_heads\":2,\"vocab_size\":32000,"
+		 "\"max_position_embeddings\":512,\"rms_norm_eps\":1e-6,"
+		 "\"rope_theta\":1000000.0,\"tie_word_embeddings\":false}");
+	/* 6 bias vectors: q 64, k 32, v 32 per layer; value j of vector b is
+	 * (b + 1) * 2^-(j % 8), exact in bf16 */
+	char hdr[2048];
+	size_t off = 0, len = 0;
+	int sizes[3] = {64, 32, 32};
+	const char *nm[3] = {"q", "k", "v"};
+	len += (size_t)snprintf(hdr + len, sizeof hdr - len, "{");
+	for (int l = 0, b = 0; l < 2; l++)
+		for (int k = 0; k < 3; k++, b++) {
+			len += (size_t)snprintf(
+				hdr + len, sizeof hdr - len,
+				"%s\"model.layers.%d.self_attn.%s_proj.bias\":"
+				"{\"dtype\":\"BF16\",\"shape\":[%d],"
+				"\"data_offsets\":[%zu,%zu]}",
+				b ? "," : "", l, nm[k], sizes[k], off,
+				off + 2 * (size_t)sizes[k]);
+			off += 2 * (size_t)sizes[k];
+		}
+	len += (size_t)snprintf(hdr + len, sizeof hdr - len, "}");
+	char p[128];
+	snprintf(p, sizeof p, "%s/b.safetensors", dir);
+	FILE *f = fopen(p, "wb");
+	uint64_t hl = len;
+	fwrite(&hl, 8, 1, f);
+	fwrite(hdr, 1, len, f);
+	for (int l = 0, b = 0; l < 2; l++)
+		for (int k = 0; k < 3; k++, b++)
+			for (int j = 0; j < sizes[k]; j++) {
+				float v = ldexpf((float)(b + 1), -(j % 8));
+				uint32_t bits;
+				memcpy(&bits, &v, 4);
+				uint16_t h = (uint16_t)(bits >> 16);
+				fwrite(&h, 2, 1, f);
+			}
+	fclose(f);
+	write_in("model.safetensors.index.json",
+		 "{\"metadata\":{},\"weight_map\":{"
+		 "\"lm_head.weight\":\"a.safetensors\","
+		 "\"model.layers.1.self_attn.v_proj.bias\":\"b.safetensors\"}}");
+	ck_assert_msg(model_load(dir, &m, err, sizeof err) == 0, "%s", err);
+	ck_assert_str_eq(m.cfg.arch, "qwen2");
+	ck_assert_int_eq(m.cfg.has_qkv_bias, 1);
+	ck_assert(m.cfg.rope_theta == 1e6f && m.cfg.norm_eps == 1e-6f);
+	const Tensor *bv = &m.w.layers[1].bv, *bq = &m.w.layers[0].bq;
+	ck_assert_int_eq(bv->type, DT_F32);
+	ck_assert(bv->rows == 1 && bv->cols == 32 && bv->nbytes == 128);
+	ck_assert(((const float *)bv->data)[31] == 6.0f / 128);
+	ck_assert(((const float *)bq->data)[63] == 1.0f / 128);
+	ck_assert(((const float *)m.w.layers[0].bk.data)[8] == 2.0f);
+	model_free(&m);
+	/* qwen2 without its biases is an error naming the tensor */
+	write_in("model.safetensors.index.json",
+		 "{\"weight_map\":{\"lm_head.weight\":\"a.safetensors\"}}");
+	ck_assert(model_load(dir, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "model.layers.0.self_attn.q_proj.bias is "
+				  "missing"), "%s", err);
+	rm_dir();
+}
+END_TEST
+
 /* GGUF copy with the u32 value of key patched. */
 static const char *gguf_with(const char *rel, const char *key, uint32_t v)
 {
@@ -723,6 +800,7 @@ int main(void)
 	tcase_add_loop_test(tc, bad_hf_configs, 0,
 			    (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
 	tcase_add_test(tc, hf_template_and_index);
+	tcase_add_test(tc, hf_qwen2_biases_sharded);
 	tcase_add_test(tc, bad_gguf);
 	tcase_add_test(tc, overrides);
 	tcase_add_test(tc, gguf_rope_freqs);
