@@ -787,6 +787,46 @@ START_TEST(gguf_rope_freqs)
 }
 END_TEST
 
+/* tiny-llama2-f16.gguf relabelled as qwen2 (every "llama." key prefix and
+ * the architecture value rewritten in place, same length): llama.cpp
+ * converts qwen2 without the Q/K permutation, so the layout is HALF. */
+START_TEST(gguf_qwen2_layout)
+{
+	char err[512];
+	Model m;
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama2-f16.gguf"), &n);
+	gguf_file *g = gguf_open(test_data("models/tiny-llama2-f16.gguf"), err,
+				 sizeof err);
+	ck_assert_msg(g, "%s", err);
+	size_t hdr = gguf_data_offset(g);
+	gguf_close(g);
+	int renamed = 0;
+	for (uint8_t *q = p; (q = memmem(q, hdr - (size_t)(q - p), "llama.",
+					 6)) != NULL; q += 6, renamed++)
+		memcpy(q, "qwen2.", 6);
+	ck_assert_int_eq(renamed, 11); /* the llama.* keys gguf_dump lists */
+	const char *ak = "general.architecture";
+	uint8_t *a = memmem(p, hdr, ak, strlen(ak));
+	ck_assert_ptr_nonnull(a);
+	memcpy(a + strlen(ak) + 4 + 8, "qwen2", 5);
+	make_dir();
+	char path[160];
+	snprintf(path, sizeof path, "%s/q.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	ck_assert_int_eq(fwrite(p, 1, n, f), n);
+	fclose(f);
+	free(p);
+	ck_assert_msg(model_load(path, &m, err, sizeof err) == 0, "%s", err);
+	ck_assert_str_eq(m.cfg.arch, "qwen2");
+	ck_assert_int_eq(m.cfg.rope_layout, ROPE_HALF);
+	ck_assert_int_eq(m.cfg.dim, 64);
+	ck_assert_int_eq(m.cfg.has_qkv_bias, 0); /* no attn_q.bias in file */
+	model_free(&m);
+	rm_dir();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("loader");
@@ -804,6 +844,7 @@ int main(void)
 	tcase_add_test(tc, bad_gguf);
 	tcase_add_test(tc, overrides);
 	tcase_add_test(tc, gguf_rope_freqs);
+	tcase_add_test(tc, gguf_qwen2_layout);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
