@@ -276,14 +276,19 @@ typedef struct {
 	dtype type;           /* weight type */
 	kdot_fn dot;          /* kernel */
 	kdot4_fn dot4;        /* 4-row kernel or NULL */
+	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
 	const float *bias;    /* [rows] or NULL */
 } MatJob;
 
 static void prep_task(void *arg, int i, int thread)
 {
 	MatJob *j = arg;
-	kernel_prepare_act(j->type, j->x + (size_t)i * (size_t)j->cols,
-			   (void *)(j->xa + (size_t)i * j->xab), j->cols);
+	const float *x = j->x + (size_t)i * (size_t)j->cols;
+	void *o = (void *)(j->xa + (size_t)i * j->xab);
+	if (j->quant)
+		j->quant(x, o, j->cols);
+	else
+		kernel_prepare_act(j->type, x, o, j->cols);
 }
 
 static void mat_task(void *arg, int t, int thread)
@@ -336,6 +341,7 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		.rows = w->rows, .n = n, .type = w->type,
 		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
 		.bias = bf,
+		.quant = kernel_act(w->type) == KACT_Q8 ? c->k->quant_q8 : c->k->quant_q8k,
 	};
 	if (kernel_act(w->type) == KACT_F32) {
 		/* float weights take the activations as they are */

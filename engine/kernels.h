@@ -63,6 +63,10 @@ typedef struct KernelSet {
 	const char *name;     /* "scalar", "avx2", "avx512" */
 	kdot_fn dot[DT_COUNT]; /* per weight type */
 	kdot4_fn dot4[DT_COUNT]; /* per weight type; NULL: call dot 4 times */
+	/* Fast versions of kernel_prepare_act() for KACT_Q8 / KACT_Q8K rows,
+	 * bit-identical to it; NULL: use kernel_prepare_act(). */
+	void (*quant_q8)(const float *x, void *out, int64_t n);
+	void (*quant_q8k)(const float *x, void *out, int64_t n);
 	/* sum a[i]*b[i] (attention scores). */
 	float (*dot_f32)(int n, const float *a, const float *b);
 	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */

@@ -449,6 +449,38 @@ START_TEST(matmul_error_reported)
 }
 END_TEST
 
+/* The SIMD activation quantisers give the same bytes as the reference. */
+START_TEST(quant_act_identical)
+{
+	int n = 1024;
+	float *x = malloc(sizeof(float) * n);
+	for (int i = 0; i < n; i++)
+		x[i] = frand(-3, 3) * (i % 50 == 0 ? 10 : 1);
+	for (int i = 256; i < 288; i++)
+		x[i] = 0; /* an all-zero block: d = 0 */
+	for (int i = 512; i < 544; i++)
+		x[i] = (i % 2 ? -1.f : 1.f) * (float)(i - 512) / 31.f * 127.f / 2.f;
+	for (int lv = 1; lv < 3; lv++) {
+		const KernelSet *k = kernels_by_name(levels[lv]);
+		if (!k)
+			continue;
+		ck_assert(k->quant_q8 && k->quant_q8k);
+		dtype ts[2] = {DT_Q8_0, DT_Q4_K};
+		for (int q = 0; q < 2; q++) {
+			size_t nb = kernel_act_bytes(ts[q], n);
+			uint8_t *a = calloc(1, nb), *b = calloc(1, nb);
+			kernel_prepare_act(ts[q], x, a, n);
+			(q ? k->quant_q8k : k->quant_q8)(x, b, n);
+			ck_assert_msg(!memcmp(a, b, nb), "%s %s differs", levels[lv],
+				      dtype_name(ts[q]));
+			free(a);
+			free(b);
+		}
+	}
+	free(x);
+}
+END_TEST
+
 /* INFERD_SIMD picks the level (each Check test runs in a fresh fork, so
  * kernels_get() has not cached a choice yet). */
 START_TEST(simd_env_selects_level)
@@ -483,6 +515,7 @@ int main(void)
 	tcase_add_test(tc, matmul_all_levels);
 	tcase_add_test(tc, matmul_error_reported);
 	tcase_add_test(tc, simd_env_selects_level);
+	tcase_add_test(tc, quant_act_identical);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
