@@ -350,6 +350,24 @@ START_TEST(dot_all_levels)
 			} else {
 				ck_assert_str_eq(levels[lv], "scalar");
 			}
+			/* 2 x 4 tile (float types): weight rows 1 and 2 */
+			if (k->dot2x4[t]) {
+				float *x4 = malloc(sizeof(float) * cols * 4);
+				for (int i = 0; i < cols * 4; i++)
+					x4[i] = frand(-2, 2);
+				float got[8];
+				k->dot2x4[t](cols, w + rb, rb, x4, sizeof(float) * cols, got);
+				for (int kk = 0; kk < 2; kk++)
+					for (int q = 0; q < 4; q++) {
+						double want, tol;
+						ref_dot(t, w + (1 + kk) * rb, x4 + q * cols,
+							cols, &want, &tol);
+						ck_assert_msg(fabs(got[kk * 4 + q] - want) <= tol,
+							      "%s %s dot2x4 [%d][%d]",
+							      levels[lv], dtype_name(t), kk, q);
+					}
+				free(x4);
+			}
 			free(xa);
 			free(x);
 			free(w);
@@ -380,7 +398,10 @@ END_TEST
 START_TEST(matmul_all_levels)
 {
 	char err[256];
-	Backend *b = cpu_backend_create(3, err, sizeof err); /* > cores: fine */
+	/* 1 thread: row blocks of 4 (the 2 x 4 tile runs); 3 threads (more
+	 * than the cores here, fine): blocks of 1 */
+	for (int th = 1; th <= 3; th += 2) {
+	Backend *b = cpu_backend_create(th, err, sizeof err);
 	ck_assert_msg(b, "%s", err);
 	const BackendOps *o = b->ops;
 	for (int lv = 0; lv < 3; lv++) {
@@ -428,6 +449,7 @@ START_TEST(matmul_all_levels)
 		}
 	}
 	o->destroy(b);
+	}
 }
 END_TEST
 
