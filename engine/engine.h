@@ -26,6 +26,11 @@ typedef struct EngineOptions {
 	int ctx;             /* KV cache tokens; <= 0 = min(model, 4096) */
 	int max_batch;       /* prefill chunk; <= 0 = 512 */
 	int quiet;           /* 1: no notices on stderr */
+	int device;          /* CUDA device index */
+	int no_prefix_reuse; /* 1: never reuse cached K/V of a common prompt
+			      * prefix (bit-identical reruns) */
+	const char *const *overrides; /* "KEY=TYPE:VALUE" (ModelLoadOptions) */
+	int n_overrides;     /* entries in overrides */
 } EngineOptions;
 
 /* Load the model at path (HF directory or GGUF file) on the chosen backend.
@@ -38,6 +43,8 @@ const Model *engine_model(const Engine *e);
 const Tokenizer *engine_tokenizer(const Engine *e);
 Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
+State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
+
 
 /* Why a generation ended. */
 typedef enum {
@@ -53,6 +60,14 @@ typedef enum {
 const char *finish_reason_name(finish_reason r); /* "length", "eos", ... */
 
 #define ENGINE_MAX_STOP 8 /* most stop strings per request */
+#define ENGINE_MAX_BIAS 16 /* most logit_bias entries per request */
+
+/* A constant added to one token's logit before sampling (OpenAI
+ * logit_bias; -INFINITY bans the token). */
+typedef struct LogitBias {
+	int32_t id;  /* token id */
+	float bias;  /* added to its logit */
+} LogitBias;
 
 typedef struct GenParams {
 	int max_tokens;          /* new tokens at most; <= 0 = until ctx */
@@ -60,20 +75,25 @@ typedef struct GenParams {
 	const char *stop[ENGINE_MAX_STOP]; /* stop strings (not owned) */
 	int n_stop;              /* how many in stop[] */
 	int ignore_eos;          /* 1: keep going past end-of-generation */
+	LogitBias logit_bias[ENGINE_MAX_BIAS]; /* per-token logit offsets */
+	int n_logit_bias;        /* entries in logit_bias */
 } GenParams;
 
 void gen_params_default(GenParams *p);
 
 /* Called with each piece of text as soon as it is final (stop strings
  * can hold text back until they no longer match). token is the id that
- * completed the piece (-1 for text released at the end). Return nonzero to
- * cancel the generation. */
+ * completed the piece (-1 for text released at the end). It is called once
+ * for every generated token, with len 0 while that token's text is held
+ * back, so cancellation is checked every token. Return nonzero to cancel
+ * the generation. */
 typedef int (*engine_text_fn)(void *ud, int32_t token, const char *text,
 			      size_t len);
 
 typedef struct GenResult {
 	finish_reason finish; /* why it ended */
 	int n_prompt;         /* prompt tokens */
+	int n_reused;         /* of which K/V came from the previous request */
 	int n_gen;            /* generated tokens */
 	double t_prefill;     /* seconds for the prompt */
 	double t_decode;      /* seconds for the rest */
@@ -81,11 +101,18 @@ typedef struct GenResult {
 	int32_t *ids;         /* generated ids (malloc'd, caller frees) */
 } GenResult;
 
-/* Generate from prompt ids (which already carry BOS if wanted). Resets the
- * KV cache first. Returns 0 (res filled, also when cancelled) or -1 with
+/* Generate from prompt ids (which already carry BOS if wanted). The KV
+ * cache rows of the longest common prefix with the previous request's
+ * tokens (prompt and generated) are reused, the rest is recomputed. Returns 0 (res filled, also when cancelled) or -1 with
  * a message (prompt longer than the context, backend error). */
 int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		    const GenParams *p, engine_text_fn cb, void *ud,
 		    GenResult *res, char *err, size_t errlen);
+
+/* Benchmark: prefill n_prompt fixed tokens (in chunks of max_batch), then
+ * decode n_gen tokens one by one (greedy), from an empty cache. Stores
+ * tokens per second of each phase. Returns 0 or -1 with a message. */
+int engine_bench(Engine *e, int n_prompt, int n_gen, double *prefill_tps,
+		 double *decode_tps, char *err, size_t errlen);
 
 #endif
