@@ -116,7 +116,7 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) engine/backend.h engine/tens
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -Iengine -c $< -o $@
 $(BUILD)/libinferd-cuda.so: $(CUDA_OBJ) $(BUILD)/engine/tensor.o
-	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcudart
+	$(NVCC) -shared -o $@ $^ -Xlinker --version-script=cuda/exports.map,--no-undefined -L$(CUDA_HOME)/lib64 -lcublas -lcudart
 
 # Tests: one Check binary per tests/check_*.c, linked with everything.
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJ) $(BUILD)/libengine.a $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(if $(LIBC_SRC),$(BUILD)/libinfer.a)
