@@ -26,6 +26,9 @@ typedef struct EngineOptions {
 	int ctx;             /* KV cache tokens; <= 0 = min(model, 4096) */
 	int max_batch;       /* prefill chunk; <= 0 = 512 */
 	int quiet;           /* 1: no notices on stderr */
+	int device;          /* CUDA device index */
+	const char *const *overrides; /* "KEY=TYPE:VALUE" (see engine_override) */
+	int n_overrides;     /* entries in overrides */
 } EngineOptions;
 
 /* Load the model at path (HF directory or GGUF file) on the chosen backend.
@@ -38,6 +41,17 @@ const Model *engine_model(const Engine *e);
 const Tokenizer *engine_tokenizer(const Engine *e);
 Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
+State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
+
+/* Override one hyper-parameter after loading, llama.cpp style
+ * "KEY=TYPE:VALUE" with TYPE int, float or str and KEY a GGUF metadata key
+ * with or without its "<arch>." prefix: rope.freq_base, rope.scaling.type
+ * (none, linear, llama3), rope.scaling.factor,
+ * rope.scaling.original_context_length, rope.scaling.low_freq_factor,
+ * rope.scaling.high_freq_factor, context_length,
+ * attention.layer_norm_rms_epsilon. For GGUF files whose metadata lacks
+ * what config.json had. Returns 0 or -1 with a message. */
+int engine_override(Model *m, const char *spec, char *err, size_t errlen);
 
 /* Why a generation ended. */
 typedef enum {
@@ -53,6 +67,14 @@ typedef enum {
 const char *finish_reason_name(finish_reason r); /* "length", "eos", ... */
 
 #define ENGINE_MAX_STOP 8 /* most stop strings per request */
+#define ENGINE_MAX_BIAS 16 /* most logit_bias entries per request */
+
+/* A constant added to one token's logit before sampling (OpenAI
+ * logit_bias; -INFINITY bans the token). */
+typedef struct LogitBias {
+	int32_t id;  /* token id */
+	float bias;  /* added to its logit */
+} LogitBias;
 
 typedef struct GenParams {
 	int max_tokens;          /* new tokens at most; <= 0 = until ctx */
@@ -60,14 +82,18 @@ typedef struct GenParams {
 	const char *stop[ENGINE_MAX_STOP]; /* stop strings (not owned) */
 	int n_stop;              /* how many in stop[] */
 	int ignore_eos;          /* 1: keep going past end-of-generation */
+	LogitBias logit_bias[ENGINE_MAX_BIAS]; /* per-token logit offsets */
+	int n_logit_bias;        /* entries in logit_bias */
 } GenParams;
 
 void gen_params_default(GenParams *p);
 
 /* Called with each piece of text as soon as it is final (stop strings
  * can hold text back until they no longer match). token is the id that
- * completed the piece (-1 for text released at the end). Return nonzero to
- * cancel the generation. */
+ * completed the piece (-1 for text released at the end). It is called once
+ * for every generated token, with len 0 while that token's text is held
+ * back, so cancellation is checked every token. Return nonzero to cancel
+ * the generation. */
 typedef int (*engine_text_fn)(void *ud, int32_t token, const char *text,
 			      size_t len);
 
@@ -87,5 +113,11 @@ typedef struct GenResult {
 int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		    const GenParams *p, engine_text_fn cb, void *ud,
 		    GenResult *res, char *err, size_t errlen);
+
+/* Benchmark: prefill n_prompt fixed tokens (in chunks of max_batch), then
+ * decode n_gen tokens one by one (greedy), from an empty cache. Stores
+ * tokens per second of each phase. Returns 0 or -1 with a message. */
+int engine_bench(Engine *e, int n_prompt, int n_gen, double *prefill_tps,
+		 double *decode_tps, char *err, size_t errlen);
 
 #endif

@@ -119,6 +119,7 @@ typedef struct State {
 	float *vcache;     /* [n_layers][ctx][kv_dim] */
 	float *inv_freq;   /* [head_dim/2] RoPE inverse frequencies (device) */
 	int pos;           /* tokens already in the cache */
+	int fatal;         /* 1 after an error the backend cannot recover */
 } State;
 
 /* Upload the weights to the backend (no-op on the CPU) and allocate a
@@ -130,7 +131,8 @@ void state_free(State *s, Model *m);
 
 /* Feed n tokens at positions s->pos.. (n <= max_batch, s->pos + n <=
  * ctx). Leaves the logits of the last token in s->logits and advances
- * s->pos. Returns 0 or -1 with the backend's error. */
+ * s->pos. Returns 0 or -1 with the backend's error (s->fatal set when the
+ * backend cannot go on, e.g. a CUDA illegal address). */
 int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 	    size_t errlen);
 

@@ -46,5 +46,12 @@ void sampler_free(Sampler *s);
 void sampler_accept(Sampler *s, int32_t id);
 /* Pick a token; logits may be modified. */
 int32_t sampler_sample(Sampler *s, float *logits);
+/* The distribution sampler_sample() would draw from: applies the penalties
+ * and filters to logits (modified) and writes up to cap kept ids and their
+ * probabilities (renormalised, best first, lower id first on ties).
+ * Returns how many are kept (1 with probability 1 when greedy). Does not
+ * advance the PRNG. For tests and diagnostics. */
+int sampler_probs(Sampler *s, float *logits, int32_t *ids, float *probs,
+		  int cap);
 
 #endif

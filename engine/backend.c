@@ -1,0 +1,135 @@
+/*
+ * backend.c - backend_open(): pick the CPU backend or load the CUDA one.
+ *
+ * The CUDA backend is a separate shared object so that the engine, the
+ * daemon and the tests never link against the CUDA runtime: a machine
+ * without a GPU or driver runs the same binaries on the CPU. Lookup order:
+ * $INFERD_CUDA_LIB (when set, the only candidate, so a wrong path is
+ * reported rather than silently replaced), the folder of the running
+ * executable (/proc/self/exe), then dlopen's own search path.
+ */
+#include "backend.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CUDA_LIB_NAME "libinferd-cuda.so"
+
+/* snprintf that may truncate: paths and dlerror() texts are unbounded. */
+static void msg(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+/* dlopen path, or NULL with the reason in why. */
+static void *load_cuda_lib(char *why, size_t whylen)
+{
+	const char *env = getenv("INFERD_CUDA_LIB");
+	if (env && *env) {
+		void *h = dlopen(env, RTLD_NOW | RTLD_LOCAL);
+		if (!h) {
+			const char *e = dlerror();
+			msg(why, whylen, "cannot load $INFERD_CUDA_LIB: %s",
+				 e ? e : env);
+		}
+		return h;
+	}
+	char exe[PATH_MAX];
+	ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (len > 0) {
+		exe[len] = '\0';
+		char *slash = strrchr(exe, '/');
+		char path[PATH_MAX + sizeof CUDA_LIB_NAME];
+		if (slash) {
+			*slash = '\0';
+			snprintf(path, sizeof path, "%s/%s", exe, CUDA_LIB_NAME);
+			if (access(path, F_OK) == 0) {
+				void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+				if (h)
+					return h;
+				/* Present but unloadable (missing libcudart,
+				 * ...): that reason is the useful one. */
+				const char *e = dlerror();
+				msg(why, whylen, "cannot load %s", e ? e : path);
+				return NULL;
+			}
+		}
+	}
+	void *h = dlopen(CUDA_LIB_NAME, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		msg(why, whylen,
+			 "%s not found beside the executable or on the library "
+			 "path (set INFERD_CUDA_LIB)", CUDA_LIB_NAME);
+	return h;
+}
+
+static Backend *open_cuda(int device, char *why, size_t whylen)
+{
+	void *h = load_cuda_lib(why, whylen);
+	if (!h)
+		return NULL;
+	cuda_backend_create_fn create;
+	void *sym = dlsym(h, CUDA_BACKEND_SYMBOL);
+	/* POSIX: converting object to function pointer via memcpy. */
+	memcpy(&create, &sym, sizeof create);
+	if (!create) {
+		msg(why, whylen, "%s does not export %s", CUDA_LIB_NAME,
+			 CUDA_BACKEND_SYMBOL);
+		dlclose(h);
+		return NULL;
+	}
+	char err[512] = "";
+	Backend *b = create(BACKEND_ABI_VERSION, device, err, sizeof err);
+	if (!b) {
+		msg(why, whylen, "%s", err[0] ? err : "CUDA backend failed");
+		dlclose(h);
+		return NULL;
+	}
+	if (!b->ops || !b->ops->destroy || !b->ops->matmul) {
+		msg(why, whylen, "%s returned an incomplete backend",
+			 CUDA_LIB_NAME);
+		/* Cannot destroy safely without ops; leak it and the lib. */
+		return NULL;
+	}
+	/* The handle stays open for the life of the process: the backend's
+	 * code lives in it and destroy() is one of its functions. */
+	return b;
+}
+
+Backend *backend_open(const BackendOptions *opt, char *err, size_t errlen)
+{
+	const char *name = opt && opt->name ? opt->name : "auto";
+	int threads = opt ? opt->threads : 0;
+	int device = opt ? opt->device : 0;
+	if (!strcmp(name, "cpu"))
+		return cpu_backend_create(threads, err, errlen);
+	if (strcmp(name, "cuda") && strcmp(name, "auto")) {
+		msg(err, errlen,
+			 "unknown backend '%s' (want auto, cpu or cuda)", name);
+		return NULL;
+	}
+	if (device < 0) {
+		msg(err, errlen, "bad CUDA device index %d", device);
+		return NULL;
+	}
+	char why[768] = "";
+	Backend *b = open_cuda(device, why, sizeof why);
+	if (b)
+		return b;
+	if (!strcmp(name, "cuda")) {
+		msg(err, errlen, "CUDA backend unavailable: %s", why);
+		return NULL;
+	}
+	if (!(opt && opt->quiet))
+		fprintf(stderr, "inferd: CUDA backend unavailable (%s); using the CPU\n",
+			why);
+	return cpu_backend_create(threads, err, errlen);
+}

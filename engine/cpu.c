@@ -1,0 +1,587 @@
+/*
+ * cpu.c - the CPU backend. See cpu.h and backend.h for the op contracts.
+ */
+#include "cpu.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+#define ALIGN 64               /* cache line; also AVX-512 friendly */
+#define BIG_ALLOC (1u << 20)   /* from here on alloc uses mmap (lazy zero) */
+#define MAX_HEAD_DIM 1024      /* attention/rope keep a head on the stack */
+#define ATT_BLOCK 64           /* keys scored per online-softmax step */
+#define XTILE 4                /* activation rows per weight row in L1 */
+#define ELT_CHUNK 16384        /* elements per task for swiglu/add */
+
+typedef struct CpuBackend {
+	Backend base;            /* ops + threads */
+	ThreadPool *tp;          /* workers */
+	const KernelSet *k;      /* SIMD level in use */
+	char desc[96];           /* describe() text */
+	int failed;              /* an op failed since the last sync */
+	char err[256];           /* its message */
+	void *act;               /* prepared activation rows (matmul) */
+	size_t act_cap;          /* bytes in act */
+	float *vec;              /* f32 copy of a norm weight or bias */
+	size_t vec_cap;          /* floats in vec */
+	float *vec2;             /* second one (bias while vec holds ...) */
+	size_t vec2_cap;         /* floats in vec2 */
+} CpuBackend;
+
+/* Header stored in front of every alloc() block, so free knows how. */
+typedef struct {
+	size_t bytes;  /* mapping length incl. header, 0 = posix_memalign */
+	char pad[ALIGN - sizeof(size_t)];
+} AllocHdr;
+
+static void fail(CpuBackend *c, const char *fmt, ...)
+{
+	if (c->failed)
+		return;
+	c->failed = 1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof c->err, fmt, ap);
+	va_end(ap);
+}
+
+static void *grow(void *old, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return old;
+	void *p = NULL;
+	if (posix_memalign(&p, ALIGN, need))
+		return NULL;
+	free(old);
+	*cap = need;
+	return p;
+}
+
+/* ---- housekeeping ops ---- */
+
+static void cpu_destroy(Backend *b)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	if (!c)
+		return;
+	tp_destroy(c->tp);
+	free(c->act);
+	free(c->vec);
+	free(c->vec2);
+	free(c);
+}
+
+static const char *cpu_describe(Backend *b)
+{
+	return ((CpuBackend *)b)->desc;
+}
+
+static void cpu_memory(Backend *b, uint64_t *total, uint64_t *free_bytes)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	uint64_t t = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+	uint64_t f = 0;
+	FILE *fp = fopen("/proc/meminfo", "r");
+	if (fp) {
+		char line[256];
+		unsigned long long kb;
+		while (fgets(line, sizeof line, fp))
+			if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+				f = (uint64_t)kb * 1024;
+				break;
+			}
+		fclose(fp);
+	}
+	if (!f) {
+		long av = sysconf(_SC_AVPHYS_PAGES);
+		f = av > 0 && psz > 0 ? (uint64_t)av * (uint64_t)psz : 0;
+	}
+	if (total)
+		*total = t;
+	if (free_bytes)
+		*free_bytes = f;
+}
+
+static void *cpu_alloc(Backend *b, size_t bytes)
+{
+	if (bytes > SIZE_MAX - 2 * sizeof(AllocHdr))
+		return NULL;
+	size_t len = bytes + sizeof(AllocHdr);
+	AllocHdr *h;
+	if (len >= BIG_ALLOC) {
+		void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			return NULL;
+		h = m;
+		h->bytes = len;
+	} else {
+		void *m = NULL;
+		if (posix_memalign(&m, ALIGN, len))
+			return NULL;
+		memset(m, 0, len);
+		h = m;
+		h->bytes = 0;
+	}
+	return h + 1;
+}
+
+static void cpu_free(Backend *b, void *p)
+{
+	if (!p)
+		return;
+	AllocHdr *h = (AllocHdr *)p - 1;
+	if (h->bytes)
+		munmap(h, h->bytes);
+	else
+		free(h);
+}
+
+static int cpu_upload(Backend *b, Tensor *t, char *err, size_t errlen)
+{
+	(void)err;
+	(void)errlen;
+	t->dev = NULL; /* the math ops read t->data, the mmap, directly */
+	return 0;
+}
+
+static void cpu_release(Backend *b, Tensor *t)
+{
+	t->dev = NULL;
+}
+
+static void cpu_copy(Backend *b, void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		memmove(dst, src, bytes);
+}
+
+static int cpu_sync(Backend *b, int *fatal, char *err, size_t errlen)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	if (fatal)
+		*fatal = 0;
+	if (!c->failed)
+		return 0;
+	snprintf(err, errlen, "%s", c->err);
+	c->failed = 0;
+	return -1;
+}
+
+/* f32 view of a vector tensor of count elements (norm weight, bias):
+ * the data itself when F32, else converted into *buf. NULL on error. */
+static const float *vec_f32(CpuBackend *c, const Tensor *t, int64_t count,
+			    float **buf, size_t *cap)
+{
+	if (!t || !t->data) {
+		fail(c, "cpu: missing vector tensor");
+		return NULL;
+	}
+	if (t->rows * t->cols != count || dtype_row_bytes(t->type, count) == 0) {
+		fail(c, "cpu: tensor %s has %lld elements of %s, want %lld",
+		     t->name ? t->name : "?", (long long)(t->rows * t->cols),
+		     dtype_name(t->type), (long long)count);
+		return NULL;
+	}
+	if (t->type == DT_F32 && ((uintptr_t)t->data & 3) == 0)
+		return t->data;
+	float *p = grow(*buf, cap, (size_t)count * sizeof(float));
+	if (!p) {
+		fail(c, "cpu: out of memory for scratch");
+		return NULL;
+	}
+	*buf = p;
+	dequantize_row(t->type, t->data, p, count);
+	return p;
+}
+
+/* ---- embed, rmsnorm ---- */
+
+static void cpu_embed(Backend *b, float *out, const Tensor *table,
+		      const int32_t *ids, int n)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	size_t rb = dtype_row_bytes(table->type, table->cols);
+	if (!table->data || !rb) {
+		fail(c, "cpu: embed: bad table %s", table->name ? table->name : "?");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (ids[i] < 0 || ids[i] >= table->rows) {
+			fail(c, "cpu: embed: token id %d out of range 0..%lld",
+			     (int)ids[i], (long long)table->rows - 1);
+			return;
+		}
+		dequantize_row(table->type,
+			       (const uint8_t *)table->data + (size_t)ids[i] * rb,
+			       out + (size_t)i * (size_t)table->cols, table->cols);
+	}
+}
+
+typedef struct {
+	float *out;
+	const float *x;
+	const float *w;
+	int dim;
+	float eps;
+	const KernelSet *k;
+} NormJob;
+
+static void norm_task(void *arg, int i, int thread)
+{
+	NormJob *j = arg;
+	const float *x = j->x + (size_t)i * j->dim;
+	float *o = j->out + (size_t)i * j->dim;
+	float ss = j->k->dot_f32(j->dim, x, x);
+	float s = 1.0f / sqrtf(ss / (float)j->dim + j->eps);
+	for (int e = 0; e < j->dim; e++)
+		o[e] = x[e] * s * j->w[e];
+}
+
+static void cpu_rmsnorm(Backend *b, float *out, const float *x,
+			const Tensor *w, int n, int dim, float eps)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	const float *wf = vec_f32(c, w, dim, &c->vec, &c->vec_cap);
+	if (!wf)
+		return;
+	NormJob j = {out, x, wf, dim, eps, c->k};
+	if (n >= 4)
+		tp_run(c->tp, n, norm_task, &j);
+	else
+		for (int i = 0; i < n; i++)
+			norm_task(&j, i, 0);
+}
+
+/* ---- matmul ---- */
+
+typedef struct {
+	float *out;           /* [n][rows] */
+	const uint8_t *w;     /* weight rows */
+	size_t wrb;           /* bytes per weight row */
+	const uint8_t *xa;    /* prepared activation rows */
+	size_t xab;           /* bytes per prepared row */
+	const float *x;       /* raw activations (for prepare) */
+	int64_t cols, rows;   /* weight shape */
+	int n;                /* activation rows */
+	int rb;               /* weight rows per task */
+	dtype type;           /* weight type */
+	kdot_fn dot;          /* kernel */
+	const float *bias;    /* [rows] or NULL */
+} MatJob;
+
+static void prep_task(void *arg, int i, int thread)
+{
+	MatJob *j = arg;
+	kernel_prepare_act(j->type, j->x + (size_t)i * (size_t)j->cols,
+			   (void *)(j->xa + (size_t)i * j->xab), j->cols);
+}
+
+static void mat_task(void *arg, int t, int thread)
+{
+	MatJob *j = arg;
+	int64_t r0 = (int64_t)t * j->rb, r1 = r0 + j->rb;
+	if (r1 > j->rows)
+		r1 = j->rows;
+	for (int i0 = 0; i0 < j->n; i0 += XTILE) {
+		int i1 = i0 + XTILE < j->n ? i0 + XTILE : j->n;
+		for (int64_t r = r0; r < r1; r++) {
+			const uint8_t *w = j->w + (size_t)r * j->wrb;
+			float bv = j->bias ? j->bias[r] : 0.f;
+			for (int i = i0; i < i1; i++)
+				j->out[(size_t)i * (size_t)j->rows + (size_t)r] =
+					j->dot(j->cols, w, j->xa + (size_t)i * j->xab) + bv;
+		}
+	}
+}
+
+static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
+		       const Tensor *bias, int n)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	size_t wrb = dtype_row_bytes(w->type, w->cols);
+	if (!w->data || !wrb || w->rows <= 0 || n <= 0 ||
+	    w->rows > INT32_MAX) {
+		fail(c, "cpu: matmul: bad weight %s (%s, %lld x %lld) or n %d",
+		     w->name ? w->name : "?", dtype_name(w->type),
+		     (long long)w->rows, (long long)w->cols, n);
+		return;
+	}
+	const float *bf = NULL;
+	if (bias && bias->data &&
+	    !(bf = vec_f32(c, bias, w->rows, &c->vec2, &c->vec2_cap)))
+		return;
+	MatJob j = {
+		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
+		.rows = w->rows, .n = n, .type = w->type,
+		.dot = c->k->dot[w->type], .bias = bf,
+	};
+	j.xab = kernel_act_bytes(w->type, w->cols);
+	j.xab = (j.xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+	if ((size_t)n > SIZE_MAX / j.xab) {
+		fail(c, "cpu: matmul: n %d too large", n);
+		return;
+	}
+	void *a = grow(c->act, &c->act_cap, (size_t)n * j.xab);
+	if (!a) {
+		fail(c, "cpu: matmul: out of memory for %d activation rows", n);
+		return;
+	}
+	c->act = a;
+	j.xa = a;
+	if (n >= 4)
+		tp_run(c->tp, n, prep_task, &j);
+	else
+		for (int i = 0; i < n; i++)
+			prep_task(&j, i, 0);
+	/* Enough tasks to balance threads, few enough that each weight row
+	 * block is worth a dispatch. */
+	int th = tp_threads(c->tp);
+	int64_t rb = w->rows / ((int64_t)th * 8);
+	if (rb < 1)
+		rb = 1;
+	if (rb > 64)
+		rb = 64;
+	j.rb = (int)rb;
+	int tasks = (int)((w->rows + rb - 1) / rb);
+	tp_run(c->tp, tasks, mat_task, &j);
+}
+
+/* ---- rope ---- */
+
+static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
+		     int head_dim, int pos0, const float *inv_freq, int layout)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	int half = head_dim / 2;
+	if (head_dim <= 0 || head_dim % 2 || head_dim > MAX_HEAD_DIM ||
+	    (layout != ROPE_HALF && layout != ROPE_INTERLEAVED)) {
+		fail(c, "cpu: rope: bad head_dim %d or layout %d", head_dim,
+		     layout);
+		return;
+	}
+	float cs[MAX_HEAD_DIM / 2], sn[MAX_HEAD_DIM / 2];
+	for (int i = 0; i < n; i++) {
+		/* The angle in f32 like HF (positions * inv_freq in float),
+		 * its cos/sin to full precision. */
+		float pos = (float)(pos0 + i);
+		for (int k = 0; k < half; k++) {
+			float a = pos * inv_freq[k];
+			cs[k] = (float)cos((double)a);
+			sn[k] = (float)sin((double)a);
+		}
+		float *row = x + (size_t)i * (size_t)stride;
+		for (int h = 0; h < n_heads; h++) {
+			float *v = row + (size_t)h * head_dim;
+			if (layout == ROPE_HALF) {
+				for (int k = 0; k < half; k++) {
+					float a0 = v[k], a1 = v[k + half];
+					v[k] = a0 * cs[k] - a1 * sn[k];
+					v[k + half] = a0 * sn[k] + a1 * cs[k];
+				}
+			} else {
+				for (int k = 0; k < half; k++) {
+					float a0 = v[2 * k], a1 = v[2 * k + 1];
+					v[2 * k] = a0 * cs[k] - a1 * sn[k];
+					v[2 * k + 1] = a0 * sn[k] + a1 * cs[k];
+				}
+			}
+		}
+	}
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+	float *out;
+	const float *q, *kc, *vc;
+	int n, pos0, n_heads, n_kv_heads, head_dim;
+	float scale;
+	const KernelSet *k;
+} AttJob;
+
+/* One query row and head: online softmax over blocks of ATT_BLOCK keys
+ * (one rescale of the accumulator per block, not per key). */
+static void att_task(void *arg, int t, int thread)
+{
+	AttJob *j = arg;
+	int i = t / j->n_heads, h = t % j->n_heads;
+	int hd = j->head_dim, qdim = j->n_heads * hd;
+	int kvdim = j->n_kv_heads * hd;
+	int kvh = h / (j->n_heads / j->n_kv_heads);
+	const float *q = j->q + (size_t)i * qdim + (size_t)h * hd;
+	const float *kb = j->kc + (size_t)kvh * hd, *vb = j->vc + (size_t)kvh * hd;
+	int len = j->pos0 + i + 1;
+	float acc[MAX_HEAD_DIM], s[ATT_BLOCK];
+	float m = -INFINITY, l = 0;
+	for (int e = 0; e < hd; e++)
+		acc[e] = 0;
+	for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
+		int cnt = len - p0 < ATT_BLOCK ? len - p0 : ATT_BLOCK;
+		float bm = -INFINITY;
+		for (int p = 0; p < cnt; p++) {
+			s[p] = j->k->dot_f32(hd, q, kb + (size_t)(p0 + p) * kvdim) *
+			       j->scale;
+			if (s[p] > bm)
+				bm = s[p];
+		}
+		float nm = bm > m ? bm : m;
+		float corr = expf(m - nm); /* 0 on the first block */
+		l *= corr;
+		for (int p = 0; p < cnt; p++) {
+			float e = expf(s[p] - nm);
+			l += e;
+			j->k->scale_axpy(hd, p == 0 ? corr : 1.f, e,
+					 vb + (size_t)(p0 + p) * kvdim, acc);
+		}
+		m = nm;
+	}
+	float *o = j->out + (size_t)i * qdim + (size_t)h * hd;
+	float il = 1.f / l;
+	for (int e = 0; e < hd; e++)
+		o[e] = acc[e] * il;
+}
+
+static void cpu_attention(Backend *b, float *out, const float *q,
+			  const float *kc, const float *vc, int n, int pos0,
+			  int n_heads, int n_kv_heads, int head_dim)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	if (n <= 0 || pos0 < 0 || n_heads <= 0 || n_kv_heads <= 0 ||
+	    n_heads % n_kv_heads || head_dim <= 0 || head_dim > MAX_HEAD_DIM ||
+	    (int64_t)n * n_heads > INT32_MAX) {
+		fail(c, "cpu: attention: bad shape n %d heads %d/%d dim %d", n,
+		     n_heads, n_kv_heads, head_dim);
+		return;
+	}
+	AttJob j = {out, q, kc, vc, n, pos0, n_heads, n_kv_heads, head_dim,
+		    1.0f / sqrtf((float)head_dim), c->k};
+	tp_run(c->tp, n * n_heads, att_task, &j);
+}
+
+/* ---- element-wise ---- */
+
+typedef struct {
+	float *x;
+	const float *y;
+	size_t count;
+	int op; /* 0 swiglu, 1 add */
+} EltJob;
+
+static void elt_task(void *arg, int t, int thread)
+{
+	EltJob *j = arg;
+	size_t a = (size_t)t * ELT_CHUNK, e = a + ELT_CHUNK;
+	if (e > j->count)
+		e = j->count;
+	float *x = j->x;
+	const float *y = j->y;
+	if (j->op == 0)
+		for (size_t i = a; i < e; i++)
+			x[i] = x[i] / (1.f + expf(-x[i])) * y[i];
+	else
+		for (size_t i = a; i < e; i++)
+			x[i] += y[i];
+}
+
+static void elt(CpuBackend *c, float *x, const float *y, size_t count, int op)
+{
+	EltJob j = {x, y, count, op};
+	size_t tasks = (count + ELT_CHUNK - 1) / ELT_CHUNK;
+	if (tasks > INT32_MAX) {
+		fail(c, "cpu: element-wise op over %zu elements", count);
+		return;
+	}
+	if (tasks > 1)
+		tp_run(c->tp, (int)tasks, elt_task, &j);
+	else if (tasks == 1)
+		elt_task(&j, 0, 0);
+}
+
+static void cpu_swiglu(Backend *b, float *gate, const float *up, size_t count)
+{
+	elt((CpuBackend *)b, gate, up, count, 0);
+}
+
+static void cpu_add(Backend *b, float *x, const float *y, size_t count)
+{
+	elt((CpuBackend *)b, x, y, count, 1);
+}
+
+static int32_t cpu_argmax(Backend *b, const float *x, int n)
+{
+	int32_t best = 0;
+	for (int i = 1; i < n; i++)
+		if (x[i] > x[best] || (x[best] != x[best] && x[i] == x[i]))
+			best = i;
+	return best;
+}
+
+static const BackendOps cpu_ops = {
+	.name = "cpu",
+	.destroy = cpu_destroy,
+	.describe = cpu_describe,
+	.memory = cpu_memory,
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_upload,
+	.release = cpu_release,
+	.to_host = cpu_copy,
+	.to_dev = cpu_copy,
+	.sync = cpu_sync,
+	.embed = cpu_embed,
+	.rmsnorm = cpu_rmsnorm,
+	.matmul = cpu_matmul,
+	.rope = cpu_rope,
+	.attention = cpu_attention,
+	.swiglu = cpu_swiglu,
+	.add = cpu_add,
+	.argmax = cpu_argmax,
+};
+
+static void set_desc(CpuBackend *c)
+{
+	const char *lv = !strcmp(c->k->name, "avx512") ? "AVX-512"
+			 : !strcmp(c->k->name, "avx2") ? "AVX2"
+						       : "no SIMD";
+	snprintf(c->desc, sizeof c->desc, "CPU, %d thread%s, %s",
+		 c->base.threads, c->base.threads == 1 ? "" : "s", lv);
+}
+
+int cpu_backend_set_simd(Backend *b, const char *level)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	const KernelSet *k = kernels_by_name(level);
+	if (!k)
+		return -1;
+	c->k = k;
+	set_desc(c);
+	return 0;
+}
+
+Backend *cpu_backend_create(int threads, char *err, size_t errlen)
+{
+	CpuBackend *c = calloc(1, sizeof *c);
+	if (!c) {
+		snprintf(err, errlen, "cpu backend: out of memory");
+		return NULL;
+	}
+	c->tp = tp_create(threads, err, errlen);
+	if (!c->tp) {
+		free(c);
+		return NULL;
+	}
+	c->base.ops = &cpu_ops;
+	c->base.threads = tp_threads(c->tp);
+	c->k = kernels_get();
+	set_desc(c);
+	return &c->base;
+}

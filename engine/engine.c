@@ -1,0 +1,473 @@
+/*
+ * engine.c - the generate loop: prefill the prompt in batches, then decode
+ * one token at a time, sampling, streaming text through the tokenizer's
+ * TokenStream and holding text back while it may still be the start of a
+ * stop string. Every buffer the loop needs is allocated before the first
+ * forward(), so decoding a token never calls malloc. See engine.h.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct Engine {
+	Model model;  /* weights, config, tokenizer */
+	Backend *be;  /* backend the state lives on */
+	State st;     /* activations + KV cache */
+	int loaded;   /* model_load succeeded (model_free needed) */
+	int ctx;      /* KV capacity in tokens */
+	int max_batch; /* prefill chunk */
+};
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+const char *finish_reason_name(finish_reason r)
+{
+	switch (r) {
+	case FINISH_NONE: return "none";
+	case FINISH_LENGTH: return "length";
+	case FINISH_EOS: return "eos";
+	case FINISH_STOP: return "stop";
+	case FINISH_CANCEL: return "cancel";
+	case FINISH_CONTEXT: return "context";
+	case FINISH_ERROR: return "error";
+	}
+	return "?";
+}
+
+void gen_params_default(GenParams *p)
+{
+	memset(p, 0, sizeof *p);
+	p->max_tokens = 256;
+	sampler_params_default(&p->sampling);
+}
+
+/* Parse a float/int strictly. */
+static int parse_f(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end || errno || !isfinite(v))
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int engine_override(Model *m, const char *spec, char *err, size_t errlen)
+{
+	Config *c = &m->cfg;
+	const char *eq = strchr(spec, '=');
+	const char *colon = eq ? strchr(eq + 1, ':') : NULL;
+	if (!eq || !colon) {
+		snprintf(err, errlen, "override '%s': expected KEY=TYPE:VALUE",
+			 spec);
+		return -1;
+	}
+	size_t klen = (size_t)(eq - spec), tlen = (size_t)(colon - eq - 1);
+	char key[128], type[16];
+	if (klen == 0 || klen >= sizeof key || tlen >= sizeof type) {
+		snprintf(err, errlen, "override '%s': bad key or type", spec);
+		return -1;
+	}
+	memcpy(key, spec, klen);
+	key[klen] = 0;
+	memcpy(type, eq + 1, tlen);
+	type[tlen] = 0;
+	const char *val = colon + 1;
+	/* Keys as in GGUF metadata, with or without the "<arch>." prefix. */
+	const char *k = key;
+	size_t alen = strlen(c->arch);
+	if (alen && !strncmp(k, c->arch, alen) && k[alen] == '.')
+		k += alen + 1;
+	else if (!strncmp(k, "llama.", 6))
+		k += 6;
+	int is_str = !strcmp(type, "str");
+	if (!is_str && strcmp(type, "float") && strcmp(type, "int")) {
+		snprintf(err, errlen, "override '%s': type must be int, float "
+			 "or str", spec);
+		return -1;
+	}
+	double v = 0;
+	if (!is_str && parse_f(val, &v)) {
+		snprintf(err, errlen, "override '%s': bad number", spec);
+		return -1;
+	}
+	if (!strcmp(k, "rope.scaling.type") && is_str) {
+		if (!strcmp(val, "none"))
+			c->rope_scaling = ROPE_SCALE_NONE;
+		else if (!strcmp(val, "linear"))
+			c->rope_scaling = ROPE_SCALE_LINEAR;
+		else if (!strcmp(val, "llama3"))
+			c->rope_scaling = ROPE_SCALE_LLAMA3;
+		else {
+			snprintf(err, errlen, "override '%s': scaling type "
+				 "is none, linear or llama3", spec);
+			return -1;
+		}
+		return 0;
+	}
+	if (is_str) {
+		snprintf(err, errlen, "override '%s': unknown str key", spec);
+		return -1;
+	}
+	if (!strcmp(k, "rope.freq_base") && v > 0)
+		c->rope_theta = (float)v;
+	else if (!strcmp(k, "rope.scaling.factor") && v > 0)
+		c->rope_factor = (float)v;
+	else if (!strcmp(k, "rope.scaling.low_freq_factor") && v > 0)
+		c->rope_low_freq_factor = (float)v;
+	else if (!strcmp(k, "rope.scaling.high_freq_factor") && v > 0)
+		c->rope_high_freq_factor = (float)v;
+	else if (!strcmp(k, "rope.scaling.original_context_length") &&
+		 v >= 1 && v <= 1 << 30)
+		c->rope_orig_ctx = (int)v;
+	else if (!strcmp(k, "context_length") && v >= 1 && v <= 1 << 30)
+		c->max_seq_len = (int)v;
+	else if (!strcmp(k, "attention.layer_norm_rms_epsilon") && v > 0)
+		c->norm_eps = (float)v;
+	else {
+		snprintf(err, errlen, "override '%s': unknown key or value out "
+			 "of range", spec);
+		return -1;
+	}
+	return 0;
+}
+
+int engine_open(const char *path, const EngineOptions *opt, Engine **out,
+		char *err, size_t errlen)
+{
+	EngineOptions def = {0};
+	if (!opt)
+		opt = &def;
+	*out = NULL;
+	Engine *e = calloc(1, sizeof *e);
+	if (!e) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	BackendOptions bo = {.name = opt->backend, .threads = opt->threads,
+			     .device = opt->device, .quiet = opt->quiet};
+	e->be = backend_open(&bo, err, errlen);
+	if (!e->be)
+		goto fail;
+	if (model_load(path, &e->model, err, errlen) != 0)
+		goto fail;
+	e->loaded = 1;
+	for (int i = 0; i < opt->n_overrides; i++)
+		if (engine_override(&e->model, opt->overrides[i], err, errlen))
+			goto fail;
+	int mctx = e->model.cfg.max_seq_len > 0 ? e->model.cfg.max_seq_len
+						: 4096;
+	e->ctx = opt->ctx > 0 ? opt->ctx : (mctx < 4096 ? mctx : 4096);
+	e->max_batch = opt->max_batch > 0 ? opt->max_batch : 512;
+	if (e->max_batch > e->ctx)
+		e->max_batch = e->ctx;
+	if (state_init(&e->st, &e->model, e->be, e->ctx, e->max_batch, err,
+		       errlen) != 0)
+		goto fail;
+	*out = e;
+	return 0;
+fail:
+	engine_close(e);
+	return -1;
+}
+
+void engine_close(Engine *e)
+{
+	if (!e)
+		return;
+	state_free(&e->st, &e->model);
+	if (e->loaded)
+		model_free(&e->model);
+	if (e->be)
+		e->be->ops->destroy(e->be);
+	free(e);
+}
+
+const Model *engine_model(const Engine *e)
+{
+	return &e->model;
+}
+
+const Tokenizer *engine_tokenizer(const Engine *e)
+{
+	return e->model.tok;
+}
+
+Backend *engine_backend(Engine *e)
+{
+	return e->be;
+}
+
+int engine_ctx(const Engine *e)
+{
+	return e->ctx;
+}
+
+State *engine_state(Engine *e)
+{
+	return &e->st;
+}
+
+/* Feed n tokens from the current position in chunks of max_batch. */
+static int prefill(Engine *e, const int32_t *ids, int n, char *err,
+		   size_t errlen)
+{
+	for (int i = 0; i < n; i += e->max_batch) {
+		int k = n - i < e->max_batch ? n - i : e->max_batch;
+		if (forward(&e->model, &e->st, ids + i, k, err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Text not yet released: the held-back tail that may begin a stop
+ * string. */
+typedef struct {
+	char *buf;    /* held text */
+	size_t len;   /* bytes held */
+	size_t cap;   /* capacity: longest stop + one piece */
+} Hold;
+
+/* Where the earliest complete stop string starts in h, or -1. */
+static long find_stop(const Hold *h, const GenParams *p)
+{
+	long best = -1;
+	for (int i = 0; i < p->n_stop; i++) {
+		size_t sl = strlen(p->stop[i]);
+		if (sl == 0 || sl > h->len)
+			continue;
+		for (size_t o = 0; o + sl <= h->len; o++) {
+			if (best >= 0 && (long)o >= best)
+				break;
+			if (!memcmp(h->buf + o, p->stop[i], sl)) {
+				best = (long)o;
+				break;
+			}
+		}
+	}
+	return best;
+}
+
+/* Length of the longest suffix of h that is a proper prefix of a stop
+ * string: that much must be held back. */
+static size_t partial_stop(const Hold *h, const GenParams *p)
+{
+	size_t keep = 0;
+	for (int i = 0; i < p->n_stop; i++) {
+		size_t sl = strlen(p->stop[i]);
+		size_t maxk = sl - 1 < h->len ? sl - 1 : h->len;
+		for (size_t k = maxk; k > keep; k--) {
+			if (!memcmp(h->buf + h->len - k, p->stop[i], k)) {
+				keep = k;
+				break;
+			}
+		}
+	}
+	return keep;
+}
+
+int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
+		    const GenParams *p, engine_text_fn cb, void *ud,
+		    GenResult *res, char *err, size_t errlen)
+{
+	memset(res, 0, sizeof *res);
+	res->n_prompt = n_prompt;
+	const Tokenizer *tok = e->model.tok;
+	int n_vocab = e->model.cfg.vocab_size;
+	if (n_prompt <= 0) {
+		snprintf(err, errlen, "empty prompt (no tokens)");
+		return -1;
+	}
+	if (n_prompt > e->ctx) {
+		snprintf(err, errlen, "prompt of %d tokens does not fit the "
+			 "context of %d", n_prompt, e->ctx);
+		return -1;
+	}
+	if (p->n_stop < 0 || p->n_stop > ENGINE_MAX_STOP) {
+		snprintf(err, errlen, "at most %d stop strings",
+			 ENGINE_MAX_STOP);
+		return -1;
+	}
+	if (p->n_logit_bias < 0 || p->n_logit_bias > ENGINE_MAX_BIAS) {
+		snprintf(err, errlen, "at most %d logit biases",
+			 ENGINE_MAX_BIAS);
+		return -1;
+	}
+	for (int i = 0; i < p->n_logit_bias; i++) {
+		if (p->logit_bias[i].id < 0 ||
+		    p->logit_bias[i].id >= n_vocab) {
+			snprintf(err, errlen, "logit_bias: token id %d out of "
+				 "range", p->logit_bias[i].id);
+			return -1;
+		}
+	}
+	if (e->st.fatal) {
+		snprintf(err, errlen, "backend unusable after an earlier "
+			 "fatal error");
+		return -1;
+	}
+
+	/* The last sampled token needs no cache row, hence + 1. */
+	int max_gen = e->ctx - n_prompt + 1;
+	if (p->max_tokens > 0 && p->max_tokens < max_gen)
+		max_gen = p->max_tokens;
+	size_t stop_max = 0;
+	for (int i = 0; i < p->n_stop; i++) {
+		size_t sl = p->stop[i] ? strlen(p->stop[i]) : 0;
+		if (!p->stop[i] || sl > 4096) {
+			snprintf(err, errlen, "stop string %d missing or over "
+				 "4096 bytes", i);
+			return -1;
+		}
+		if (sl > stop_max)
+			stop_max = sl;
+	}
+	Sampler smp;
+	Hold h = {0};
+	h.cap = stop_max + 2 * TOKSTREAM_MAX_PIECE;
+	char *piece = malloc(TOKSTREAM_MAX_PIECE);
+	h.buf = malloc(h.cap);
+	res->ids = malloc(sizeof(int32_t) * (size_t)max_gen);
+	if (!piece || !h.buf || !res->ids ||
+	    sampler_init(&smp, &p->sampling, n_vocab) != 0) {
+		free(piece);
+		free(h.buf);
+		free(res->ids);
+		res->ids = NULL;
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (int i = 0; i < n_prompt; i++)
+		sampler_accept(&smp, prompt[i]);
+	TokenStream ts;
+	tokstream_init(&ts, tok);
+
+	int rc = 0;
+	double t0 = now();
+	e->st.pos = 0;
+	if (prefill(e, prompt, n_prompt, err, errlen) != 0) {
+		res->finish = FINISH_ERROR;
+		rc = -1;
+		goto out;
+	}
+	double t1 = now();
+	res->t_prefill = t1 - t0;
+
+	finish_reason fin = FINISH_NONE;
+	while (fin == FINISH_NONE) {
+		for (int i = 0; i < p->n_logit_bias; i++)
+			e->st.logits[p->logit_bias[i].id] +=
+				p->logit_bias[i].bias;
+		int32_t id = sampler_sample(&smp, e->st.logits);
+		if (res->n_gen == 0)
+			res->ttft = now() - t0;
+		if (!p->ignore_eos && tokenizer_is_eog(tok, id)) {
+			fin = FINISH_EOS;
+			break;
+		}
+		res->ids[res->n_gen++] = id;
+		sampler_accept(&smp, id);
+
+		/* Text: append the piece, release what can no longer start a
+		 * stop string. */
+		int np = tokstream_push(&ts, id, piece, TOKSTREAM_MAX_PIECE);
+		if (np < 0)
+			np = 0; /* an id the tokenizer lacks: no text */
+		memcpy(h.buf + h.len, piece, (size_t)np);
+		h.len += (size_t)np;
+		long at = find_stop(&h, p);
+		size_t release = at >= 0 ? (size_t)at
+					 : h.len - partial_stop(&h, p);
+		int cancel = 0;
+		if (cb)
+			cancel = cb(ud, id, h.buf, release);
+		memmove(h.buf, h.buf + release, h.len - release);
+		h.len -= release;
+		if (at >= 0)
+			fin = FINISH_STOP;
+		else if (cancel)
+			fin = FINISH_CANCEL;
+		else if (res->n_gen >= max_gen)
+			fin = p->max_tokens > 0 && res->n_gen >= p->max_tokens
+				      ? FINISH_LENGTH
+				      : FINISH_CONTEXT;
+		else if (forward(&e->model, &e->st, &id, 1, err, errlen) != 0) {
+			fin = FINISH_ERROR;
+			rc = -1;
+		}
+	}
+	/* Release what was held back (an unfinished stop prefix, an
+	 * incomplete UTF-8 sequence) unless the text was cut on purpose. */
+	if (fin == FINISH_LENGTH || fin == FINISH_EOS || fin == FINISH_CONTEXT) {
+		int nf = tokstream_flush(&ts, piece, TOKSTREAM_MAX_PIECE);
+		if (nf > 0) {
+			memcpy(h.buf + h.len, piece, (size_t)nf);
+			h.len += (size_t)nf;
+		}
+		/* the flushed bytes may complete a stop string */
+		long at = find_stop(&h, p);
+		size_t rel = at >= 0 ? (size_t)at : h.len;
+		if (at >= 0)
+			fin = FINISH_STOP;
+		if (cb && rel > 0)
+			cb(ud, -1, h.buf, rel);
+	}
+	res->finish = fin;
+	res->t_decode = now() - t1;
+out:
+	sampler_free(&smp);
+	free(piece);
+	free(h.buf);
+	return rc;
+}
+
+int engine_bench(Engine *e, int n_prompt, int n_gen, double *prefill_tps,
+		 double *decode_tps, char *err, size_t errlen)
+{
+	int n_vocab = e->model.cfg.vocab_size;
+	if (n_prompt < 1 || n_gen < 0 || n_prompt + n_gen > e->ctx) {
+		snprintf(err, errlen, "bench: %d + %d tokens do not fit the "
+			 "context of %d", n_prompt, n_gen, e->ctx);
+		return -1;
+	}
+	int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
+	if (!ids) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	/* Arbitrary but fixed tokens: the cost does not depend on them. */
+	for (int i = 0; i < n_prompt; i++)
+		ids[i] = (int32_t)(((int64_t)i * 7919 + 13) % n_vocab);
+	e->st.pos = 0;
+	double t0 = now();
+	int rc = prefill(e, ids, n_prompt, err, errlen);
+	double t1 = now();
+	free(ids);
+	if (rc)
+		return -1;
+	*prefill_tps = n_prompt / (t1 - t0);
+	int32_t id = 0;
+	for (int i = 0; i < n_gen; i++) {
+		const float *l = e->st.logits;
+		id = 0;
+		for (int j = 1; j < n_vocab; j++)
+			if (l[j] > l[id])
+				id = j;
+		if (forward(&e->model, &e->st, &id, 1, err, errlen))
+			return -1;
+	}
+	double t2 = now();
+	*decode_tps = n_gen > 0 ? n_gen / (t2 - t1) : 0.0;
+	return 0;
+}

@@ -1,0 +1,80 @@
+/*
+ * kernels.h - the CPU backend's inner loops: dot products of one weight row
+ * (any dtype, read in its stored block form) with one activation row, and a
+ * few f32 vector helpers, in three flavours chosen at run time: portable C
+ * (kernels.c, the reference), AVX2 (kernels_avx2.c) and AVX-512
+ * (kernels_avx512.c).
+ *
+ * Like ggml, quantised weights are never expanded to f32: the activation
+ * row is quantised once per matmul to 8 bits (KQ8 for the 32-element block
+ * types, KQ8K for the 256-element K-quants) and the dot products run on
+ * integers, with the block scales applied per block. F32/F16/BF16 weights
+ * take the activation as f32 and convert the weight on the fly.
+ *
+ * Selection: kernels_get() returns the best set the CPU supports, or the
+ * one named by the environment variable INFERD_SIMD (scalar|avx2|avx512)
+ * when the CPU supports it, so tests and benchmarks can force a level.
+ */
+#ifndef INFERD_KERNELS_H
+#define INFERD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* Activation block for Q8_0, Q4_0 and Q4_1 weights: 32 elements. */
+typedef struct KQ8 {
+	float d;       /* scale: x ~= d * qs[i] */
+	float s;       /* d * sum(qs), the Q4_1 min term needs it */
+	int8_t qs[32]; /* quantised values, round-to-nearest of x / d */
+} KQ8;
+
+/* Activation block for the K-quants: 256 elements. */
+typedef struct KQ8K {
+	float d;           /* scale: x ~= d * qs[i] */
+	int16_t bsums[16]; /* sum of each 16 consecutive qs (mins, offsets) */
+	int8_t qs[256];    /* quantised values */
+} KQ8K;
+
+/* How a weight type wants its activation row. */
+typedef enum {
+	KACT_F32 = 0, /* plain floats (F32, F16, BF16 weights) */
+	KACT_Q8 = 1,  /* KQ8 blocks */
+	KACT_Q8K = 2, /* KQ8K blocks */
+} kact;
+
+kact kernel_act(dtype t);
+/* Bytes of one prepared activation row of n elements for weight type t. */
+size_t kernel_act_bytes(dtype t, int64_t n);
+/* Prepare (quantise or copy) one activation row of n elements. */
+void kernel_prepare_act(dtype t, const float *x, void *out, int64_t n);
+
+/* sum_i w[i] * x[i] over n elements: w is one stored weight row of the
+ * dtype, x one row made by kernel_prepare_act() for that dtype. */
+typedef float (*kdot_fn)(int64_t n, const void *w, const void *x);
+
+/* A set of kernels for one instruction-set level. */
+typedef struct KernelSet {
+	const char *name;     /* "scalar", "avx2", "avx512" */
+	kdot_fn dot[DT_COUNT]; /* per weight type */
+	/* sum a[i]*b[i] (attention scores). */
+	float (*dot_f32)(int n, const float *a, const float *b);
+	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */
+	void (*scale_axpy)(int n, float c, float a, const float *x, float *y);
+} KernelSet;
+
+const KernelSet *kernels_scalar(void);
+const KernelSet *kernels_avx2(void);   /* built with -mavx2 -mfma -mf16c */
+const KernelSet *kernels_avx512(void); /* built with AVX-512 F/BW/VL/VNNI */
+
+/* The set for a level name if this CPU supports it, else NULL. */
+const KernelSet *kernels_by_name(const char *name);
+/* Best supported set, or the one $INFERD_SIMD names (falls back to the
+ * best with a notice on stderr when that level is unsupported). Cached. */
+const KernelSet *kernels_get(void);
+
+/* Q4_K/Q5_K packed 6-bit scale and min of sub-block j (quant.c). */
+void k4_scale_min(const uint8_t *scales, int j, uint8_t *sc, uint8_t *m);
+
+#endif
