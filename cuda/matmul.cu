@@ -121,12 +121,10 @@ __device__ __forceinline__ void unit_dot(const uint8_t *const *rowp, int u,
 			xs[4 * k + 2] = v.z;
 			xs[4 * k + 3] = v.w;
 		}
-		float xsum = 0.0f;
-		if constexpr (T == DT_Q4_1) {
+		float xsum = 0.0f; /* folds the -8 offset / the min */
 #pragma unroll
-			for (int k = 0; k < 32; k++)
-				xsum += xs[k];
-		}
+		for (int k = 0; k < 32; k++)
+			xsum += xs[k];
 #pragma unroll
 		for (int r = 0; r < R; r++) {
 			const uint8_t *b =
@@ -143,11 +141,7 @@ __device__ __forceinline__ void unit_dot(const uint8_t *const *rowp, int u,
 			}
 			if constexpr (T == DT_Q4_0) {
 				/* sum d*(q-8)*x = d*(sum q*x - 8*sum x) */
-				float xs8 = 0.0f;
-#pragma unroll
-				for (int k = 0; k < 32; k++)
-					xs8 += xs[k];
-				acc[r] += ld_half(b) * (s - 8.0f * xs8);
+				acc[r] += ld_half(b) * (s - 8.0f * xsum);
 			} else {
 				acc[r] += ld_half(b) * s +
 					  ld_half(b + 2) * xsum;
