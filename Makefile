@@ -157,3 +157,7 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# CPU kernel throughput benchmark (not part of `make`).
+$(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)

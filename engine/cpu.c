@@ -18,7 +18,7 @@
 #define BIG_ALLOC (1u << 20)   /* from here on alloc uses mmap (lazy zero) */
 #define MAX_HEAD_DIM 1024      /* attention/rope keep a head on the stack */
 #define ATT_BLOCK 64           /* keys scored per online-softmax step */
-#define XTILE 4                /* activation rows per weight row in L1 */
+#define XTILE 4                /* activation rows per weight row (dot4) */
 #define ELT_CHUNK 16384        /* elements per task for swiglu/add */
 
 typedef struct CpuBackend {
@@ -275,6 +275,7 @@ typedef struct {
 	int rb;               /* weight rows per task */
 	dtype type;           /* weight type */
 	kdot_fn dot;          /* kernel */
+	kdot4_fn dot4;        /* 4-row kernel or NULL */
 	const float *bias;    /* [rows] or NULL */
 } MatJob;
 
@@ -291,14 +292,25 @@ static void mat_task(void *arg, int t, int thread)
 	int64_t r0 = (int64_t)t * j->rb, r1 = r0 + j->rb;
 	if (r1 > j->rows)
 		r1 = j->rows;
+	size_t ld = (size_t)j->rows;
 	for (int i0 = 0; i0 < j->n; i0 += XTILE) {
 		int i1 = i0 + XTILE < j->n ? i0 + XTILE : j->n;
+		const uint8_t *xa = j->xa + (size_t)i0 * j->xab;
 		for (int64_t r = r0; r < r1; r++) {
 			const uint8_t *w = j->w + (size_t)r * j->wrb;
-			float bv = j->bias ? j->bias[r] : 0.f;
-			for (int i = i0; i < i1; i++)
-				j->out[(size_t)i * (size_t)j->rows + (size_t)r] =
-					j->dot(j->cols, w, j->xa + (size_t)i * j->xab) + bv;
+			float *o = j->out + (size_t)i0 * ld + (size_t)r;
+			if (i1 - i0 == 4 && j->dot4) {
+				float v[4];
+				j->dot4(j->cols, w, xa, j->xab, v);
+				for (int i = 0; i < 4; i++)
+					o[i * ld] = v[i];
+			} else {
+				for (int i = 0; i < i1 - i0; i++)
+					o[i * ld] = j->dot(j->cols, w, xa + (size_t)i * j->xab);
+			}
+			if (j->bias)
+				for (int i = 0; i < i1 - i0; i++)
+					o[i * ld] += j->bias[r];
 		}
 	}
 }
@@ -322,7 +334,8 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 	MatJob j = {
 		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
 		.rows = w->rows, .n = n, .type = w->type,
-		.dot = c->k->dot[w->type], .bias = bf,
+		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
+		.bias = bf,
 	};
 	j.xab = kernel_act_bytes(w->type, w->cols);
 	j.xab = (j.xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);

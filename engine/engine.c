@@ -7,8 +7,6 @@
  */
 #include "engine.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +19,9 @@ struct Engine {
 	int loaded;   /* model_load succeeded (model_free needed) */
 	int ctx;      /* KV capacity in tokens */
 	int max_batch; /* prefill chunk */
+	int32_t *cached; /* [ctx] the tokens whose K/V the cache holds */
+	int n_cached;  /* valid entries of cached (a prefix of the cache) */
+	int no_reuse;  /* 1: always prefill the whole prompt */
 };
 
 static double now(void)
@@ -51,98 +52,6 @@ void gen_params_default(GenParams *p)
 	sampler_params_default(&p->sampling);
 }
 
-/* Parse a float/int strictly. */
-static int parse_f(const char *s, double *out)
-{
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (end == s || *end || errno || !isfinite(v))
-		return -1;
-	*out = v;
-	return 0;
-}
-
-int engine_override(Model *m, const char *spec, char *err, size_t errlen)
-{
-	Config *c = &m->cfg;
-	const char *eq = strchr(spec, '=');
-	const char *colon = eq ? strchr(eq + 1, ':') : NULL;
-	if (!eq || !colon) {
-		snprintf(err, errlen, "override '%s': expected KEY=TYPE:VALUE",
-			 spec);
-		return -1;
-	}
-	size_t klen = (size_t)(eq - spec), tlen = (size_t)(colon - eq - 1);
-	char key[128], type[16];
-	if (klen == 0 || klen >= sizeof key || tlen >= sizeof type) {
-		snprintf(err, errlen, "override '%s': bad key or type", spec);
-		return -1;
-	}
-	memcpy(key, spec, klen);
-	key[klen] = 0;
-	memcpy(type, eq + 1, tlen);
-	type[tlen] = 0;
-	const char *val = colon + 1;
-	/* Keys as in GGUF metadata, with or without the "<arch>." prefix. */
-	const char *k = key;
-	size_t alen = strlen(c->arch);
-	if (alen && !strncmp(k, c->arch, alen) && k[alen] == '.')
-		k += alen + 1;
-	else if (!strncmp(k, "llama.", 6))
-		k += 6;
-	int is_str = !strcmp(type, "str");
-	if (!is_str && strcmp(type, "float") && strcmp(type, "int")) {
-		snprintf(err, errlen, "override '%s': type must be int, float "
-			 "or str", spec);
-		return -1;
-	}
-	double v = 0;
-	if (!is_str && parse_f(val, &v)) {
-		snprintf(err, errlen, "override '%s': bad number", spec);
-		return -1;
-	}
-	if (!strcmp(k, "rope.scaling.type") && is_str) {
-		if (!strcmp(val, "none"))
-			c->rope_scaling = ROPE_SCALE_NONE;
-		else if (!strcmp(val, "linear"))
-			c->rope_scaling = ROPE_SCALE_LINEAR;
-		else if (!strcmp(val, "llama3"))
-			c->rope_scaling = ROPE_SCALE_LLAMA3;
-		else {
-			snprintf(err, errlen, "override '%s': scaling type "
-				 "is none, linear or llama3", spec);
-			return -1;
-		}
-		return 0;
-	}
-	if (is_str) {
-		snprintf(err, errlen, "override '%s': unknown str key", spec);
-		return -1;
-	}
-	if (!strcmp(k, "rope.freq_base") && v > 0)
-		c->rope_theta = (float)v;
-	else if (!strcmp(k, "rope.scaling.factor") && v > 0)
-		c->rope_factor = (float)v;
-	else if (!strcmp(k, "rope.scaling.low_freq_factor") && v > 0)
-		c->rope_low_freq_factor = (float)v;
-	else if (!strcmp(k, "rope.scaling.high_freq_factor") && v > 0)
-		c->rope_high_freq_factor = (float)v;
-	else if (!strcmp(k, "rope.scaling.original_context_length") &&
-		 v >= 1 && v <= 1 << 30)
-		c->rope_orig_ctx = (int)v;
-	else if (!strcmp(k, "context_length") && v >= 1 && v <= 1 << 30)
-		c->max_seq_len = (int)v;
-	else if (!strcmp(k, "attention.layer_norm_rms_epsilon") && v > 0)
-		c->norm_eps = (float)v;
-	else {
-		snprintf(err, errlen, "override '%s': unknown key or value out "
-			 "of range", spec);
-		return -1;
-	}
-	return 0;
-}
-
 int engine_open(const char *path, const EngineOptions *opt, Engine **out,
 		char *err, size_t errlen)
 {
@@ -160,12 +69,11 @@ int engine_open(const char *path, const EngineOptions *opt, Engine **out,
 	e->be = backend_open(&bo, err, errlen);
 	if (!e->be)
 		goto fail;
-	if (model_load(path, &e->model, err, errlen) != 0)
+	ModelLoadOptions lo = {.overrides = opt->overrides,
+			       .n_overrides = opt->n_overrides};
+	if (model_load_ex(path, &lo, &e->model, err, errlen) != 0)
 		goto fail;
 	e->loaded = 1;
-	for (int i = 0; i < opt->n_overrides; i++)
-		if (engine_override(&e->model, opt->overrides[i], err, errlen))
-			goto fail;
 	int mctx = e->model.cfg.max_seq_len > 0 ? e->model.cfg.max_seq_len
 						: 4096;
 	e->ctx = opt->ctx > 0 ? opt->ctx : (mctx < 4096 ? mctx : 4096);
@@ -175,6 +83,12 @@ int engine_open(const char *path, const EngineOptions *opt, Engine **out,
 	if (state_init(&e->st, &e->model, e->be, e->ctx, e->max_batch, err,
 		       errlen) != 0)
 		goto fail;
+	e->no_reuse = opt->no_prefix_reuse;
+	e->cached = malloc(sizeof(int32_t) * (size_t)e->ctx);
+	if (!e->cached) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	*out = e;
 	return 0;
 fail:
@@ -191,6 +105,7 @@ void engine_close(Engine *e)
 		model_free(&e->model);
 	if (e->be)
 		e->be->ops->destroy(e->be);
+	free(e->cached);
 	free(e);
 }
 
@@ -219,13 +134,27 @@ State *engine_state(Engine *e)
 	return &e->st;
 }
 
+/* Feed tokens through forward() and record them as cached. */
+static int feed(Engine *e, const int32_t *ids, int n, char *err,
+		size_t errlen)
+{
+	int pos = e->st.pos;
+	if (forward(&e->model, &e->st, ids, n, err, errlen) != 0) {
+		e->n_cached = 0; /* the cache rows are in doubt */
+		return -1;
+	}
+	memcpy(e->cached + pos, ids, sizeof(int32_t) * (size_t)n);
+	e->n_cached = pos + n;
+	return 0;
+}
+
 /* Feed n tokens from the current position in chunks of max_batch. */
 static int prefill(Engine *e, const int32_t *ids, int n, char *err,
 		   size_t errlen)
 {
 	for (int i = 0; i < n; i += e->max_batch) {
 		int k = n - i < e->max_batch ? n - i : e->max_batch;
-		if (forward(&e->model, &e->st, ids + i, k, err, errlen) != 0)
+		if (feed(e, ids + i, k, err, errlen) != 0)
 			return -1;
 	}
 	return 0;
@@ -355,8 +284,18 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 
 	int rc = 0;
 	double t0 = now();
-	e->st.pos = 0;
-	if (prefill(e, prompt, n_prompt, err, errlen) != 0) {
+	/* Reuse the cached K/V of the longest common prefix (a chat that
+	 * grows turn by turn), but always run the last prompt token: its
+	 * logits are needed. */
+	int reuse = 0;
+	if (!e->no_reuse)
+		while (reuse < e->n_cached && reuse < n_prompt - 1 &&
+		       e->cached[reuse] == prompt[reuse])
+			reuse++;
+	res->n_reused = reuse;
+	e->st.pos = reuse;
+	e->n_cached = reuse;
+	if (prefill(e, prompt + reuse, n_prompt - reuse, err, errlen) != 0) {
 		res->finish = FINISH_ERROR;
 		rc = -1;
 		goto out;
@@ -402,7 +341,7 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 			fin = p->max_tokens > 0 && res->n_gen >= p->max_tokens
 				      ? FINISH_LENGTH
 				      : FINISH_CONTEXT;
-		else if (forward(&e->model, &e->st, &id, 1, err, errlen) != 0) {
+		else if (feed(e, &id, 1, err, errlen) != 0) {
 			fin = FINISH_ERROR;
 			rc = -1;
 		}
@@ -450,6 +389,7 @@ int engine_bench(Engine *e, int n_prompt, int n_gen, double *prefill_tps,
 	for (int i = 0; i < n_prompt; i++)
 		ids[i] = (int32_t)(((int64_t)i * 7919 + 13) % n_vocab);
 	e->st.pos = 0;
+	e->n_cached = 0; /* bench tokens are not a prompt worth keeping */
 	double t0 = now();
 	int rc = prefill(e, ids, n_prompt, err, errlen);
 	double t1 = now();

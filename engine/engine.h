@@ -27,7 +27,9 @@ typedef struct EngineOptions {
 	int max_batch;       /* prefill chunk; <= 0 = 512 */
 	int quiet;           /* 1: no notices on stderr */
 	int device;          /* CUDA device index */
-	const char *const *overrides; /* "KEY=TYPE:VALUE" (see engine_override) */
+	int no_prefix_reuse; /* 1: never reuse cached K/V of a common prompt
+			      * prefix (bit-identical reruns) */
+	const char *const *overrides; /* "KEY=TYPE:VALUE" (ModelLoadOptions) */
 	int n_overrides;     /* entries in overrides */
 } EngineOptions;
 
@@ -43,15 +45,6 @@ Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
 State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
 
-/* Override one hyper-parameter after loading, llama.cpp style
- * "KEY=TYPE:VALUE" with TYPE int, float or str and KEY a GGUF metadata key
- * with or without its "<arch>." prefix: rope.freq_base, rope.scaling.type
- * (none, linear, llama3), rope.scaling.factor,
- * rope.scaling.original_context_length, rope.scaling.low_freq_factor,
- * rope.scaling.high_freq_factor, context_length,
- * attention.layer_norm_rms_epsilon. For GGUF files whose metadata lacks
- * what config.json had. Returns 0 or -1 with a message. */
-int engine_override(Model *m, const char *spec, char *err, size_t errlen);
 
 /* Why a generation ended. */
 typedef enum {
@@ -100,6 +93,7 @@ typedef int (*engine_text_fn)(void *ud, int32_t token, const char *text,
 typedef struct GenResult {
 	finish_reason finish; /* why it ended */
 	int n_prompt;         /* prompt tokens */
+	int n_reused;         /* of which K/V came from the previous request */
 	int n_gen;            /* generated tokens */
 	double t_prefill;     /* seconds for the prompt */
 	double t_decode;      /* seconds for the rest */
@@ -107,8 +101,9 @@ typedef struct GenResult {
 	int32_t *ids;         /* generated ids (malloc'd, caller frees) */
 } GenResult;
 
-/* Generate from prompt ids (which already carry BOS if wanted). Resets the
- * KV cache first. Returns 0 (res filled, also when cancelled) or -1 with
+/* Generate from prompt ids (which already carry BOS if wanted). The KV
+ * cache rows of the longest common prefix with the previous request's
+ * tokens (prompt and generated) are reused, the rest is recomputed. Returns 0 (res filled, also when cancelled) or -1 with
  * a message (prompt longer than the context, backend error). */
 int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		    const GenParams *p, engine_text_fn cb, void *ud,

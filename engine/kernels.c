@@ -314,14 +314,11 @@ const KernelSet *kernels_by_name(const char *name)
 	if (!strcmp(name, "scalar"))
 		return &scalar_set;
 	__builtin_cpu_init();
-#ifdef INFERD_HAVE_AVX2_KERNELS
 	if (!strcmp(name, "avx2"))
 		return __builtin_cpu_supports("avx2") &&
 				       __builtin_cpu_supports("fma")
 			       ? kernels_avx2()
 			       : NULL;
-#endif
-#ifdef INFERD_HAVE_AVX512_KERNELS
 	if (!strcmp(name, "avx512"))
 		return __builtin_cpu_supports("avx512f") &&
 				       __builtin_cpu_supports("avx512bw") &&
@@ -330,7 +327,6 @@ const KernelSet *kernels_by_name(const char *name)
 				       __builtin_cpu_supports("avx512vnni")
 			       ? kernels_avx512()
 			       : NULL;
-#endif
 	return NULL;
 }
 

@@ -53,11 +53,16 @@ void kernel_prepare_act(dtype t, const float *x, void *out, int64_t n);
 /* sum_i w[i] * x[i] over n elements: w is one stored weight row of the
  * dtype, x one row made by kernel_prepare_act() for that dtype. */
 typedef float (*kdot_fn)(int64_t n, const void *w, const void *x);
+/* The same for 4 activation rows at once, row r at x + r*xstride bytes,
+ * into out[0..3]: the weight row is unpacked once for all four. */
+typedef void (*kdot4_fn)(int64_t n, const void *w, const void *x,
+			 size_t xstride, float *out);
 
 /* A set of kernels for one instruction-set level. */
 typedef struct KernelSet {
 	const char *name;     /* "scalar", "avx2", "avx512" */
 	kdot_fn dot[DT_COUNT]; /* per weight type */
+	kdot4_fn dot4[DT_COUNT]; /* per weight type; NULL: call dot 4 times */
 	/* sum a[i]*b[i] (attention scores). */
 	float (*dot_f32)(int n, const float *a, const float *b);
 	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */

@@ -76,6 +76,10 @@ typedef struct Weights {
 	LayerWeights *layers; /* n_layers */
 	Tensor out_norm;      /* [dim] */
 	Tensor output;        /* [vocab][dim]; a copy of tok_embd when tied */
+	Tensor rope_freqs;    /* [head_dim/2] F32 divisors of the RoPE
+			       * frequencies (GGUF Llama 3.x files carry
+			       * their llama3 scaling this way); data NULL
+			       * when absent */
 } Weights;
 
 /* Everything a loaded model file brings: owned by the Model. */
@@ -99,6 +103,29 @@ typedef struct Model {
  * releases it with model_free(). */
 int model_load(const char *path, Model *m, char *err, size_t errlen);
 void model_free(Model *m);
+
+/* Options of model_load_ex. */
+typedef struct ModelLoadOptions {
+	/* llama.cpp-style "KEY=TYPE:VALUE" hyper-parameter overrides, TYPE
+	 * int, float or str, KEY a GGUF metadata key with or without its
+	 * "<arch>." prefix: context_length, rope.freq_base,
+	 * rope.scaling.type (none, linear, llama3), rope.scaling.factor,
+	 * rope.scaling.original_context_length,
+	 * rope.scaling.low_freq_factor, rope.scaling.high_freq_factor,
+	 * attention.layer_norm_rms_epsilon. Applied to the Config (of either
+	 * format) before it is validated; for GGUF files whose metadata lacks
+	 * what config.json had. */
+	const char *const *overrides;
+	int n_overrides;   /* entries in overrides */
+	int no_tokenizer;  /* 1: leave m->tok NULL (weight-only tools) */
+} ModelLoadOptions;
+
+/* model_load with options (opt may be NULL). */
+int model_load_ex(const char *path, const ModelLoadOptions *opt, Model *m,
+		  char *err, size_t errlen);
+/* Apply one "KEY=TYPE:VALUE" override (see ModelLoadOptions) to cfg.
+ * Returns 0, or -1 with a message. Does not re-validate cfg. */
+int config_override(Config *cfg, const char *spec, char *err, size_t errlen);
 
 /* Run state of one sequence on one backend: activations and a KV cache
  * preallocated for ctx tokens, plus scratch for up to max_batch tokens per

@@ -80,7 +80,7 @@ void tokstream_init(TokenStream *s, const Tokenizer *t);
  * at least TOKSTREAM_MAX_PIECE). Returns bytes written, or -1 for an invalid
  * id. Never writes a partial UTF-8 sequence; invalid bytes that cannot
  * start or continue a sequence come out as U+FFFD as HF does. */
-#define TOKSTREAM_MAX_PIECE 512
+#define TOKSTREAM_MAX_PIECE 2048
 int tokstream_push(TokenStream *s, int32_t id, char *out, size_t cap);
 /* Emit what is still held (as U+FFFD for an incomplete sequence). */
 int tokstream_flush(TokenStream *s, char *out, size_t cap);

@@ -309,7 +309,8 @@ START_TEST(dot_all_levels)
 			float *x = malloc(sizeof(float) * cols);
 			for (int i = 0; i < cols; i++)
 				x[i] = frand(-2, 2) * (i % 17 == 0 ? 4 : 1);
-			void *xa = malloc(kernel_act_bytes(t, cols));
+			size_t xab = kernel_act_bytes(t, cols);
+			uint8_t *xa = malloc(xab);
 			kernel_prepare_act(t, x, xa, cols);
 			size_t rb = dtype_row_bytes(t, cols);
 			for (int r = 0; r < rows; r++) {
@@ -320,6 +321,34 @@ START_TEST(dot_all_levels)
 					      "%s %s row %d: %g vs %g (tol %g)",
 					      levels[lv], dtype_name(t), r, got,
 					      want, tol);
+			}
+			/* 4-row kernel: four different activation rows (the
+			 * weight row against x scaled by 1, -0.5, 2, 0.25) */
+			if (k->dot4[t]) {
+				float sc4[4] = {1, -0.5f, 2, 0.25f};
+				float *x4 = malloc(sizeof(float) * cols * 4);
+				uint8_t *xa4 = malloc(xab * 4 + 64);
+				for (int q = 0; q < 4; q++) {
+					for (int i = 0; i < cols; i++)
+						x4[q * cols + i] = x[(i + 7 * q) % cols] * sc4[q];
+					kernel_prepare_act(t, x4 + q * cols, xa4 + q * (xab + 16), cols);
+				}
+				for (int r = 0; r < rows; r++) {
+					float got[4];
+					k->dot4[t](cols, w + r * rb, xa4, xab + 16, got);
+					for (int q = 0; q < 4; q++) {
+						double want, tol;
+						ref_dot(t, w + r * rb, x4 + q * cols, cols, &want, &tol);
+						ck_assert_msg(fabs(got[q] - want) <= tol,
+							      "%s %s dot4 row %d x %d: %g vs %g",
+							      levels[lv], dtype_name(t), r, q,
+							      got[q], want);
+					}
+				}
+				free(x4);
+				free(xa4);
+			} else {
+				ck_assert_str_eq(levels[lv], "scalar");
 			}
 			free(xa);
 			free(x);
@@ -338,7 +367,13 @@ START_TEST(dot_all_levels)
 		for (int i = 0; i < 77; i++)
 			ck_assert(fabsf(y[i] - (0.5f * y0[i] + 2.0f * a[i])) < 1e-5f);
 	}
-	ck_assert_int_ge(tested, 1);
+	/* every level this CPU has is really exercised */
+	__builtin_cpu_init();
+	int want = 1 + (__builtin_cpu_supports("avx2") != 0) +
+		   (__builtin_cpu_supports("avx512vnni") &&
+		    __builtin_cpu_supports("avx512bw") &&
+		    __builtin_cpu_supports("avx512vl"));
+	ck_assert_int_eq(tested, want);
 }
 END_TEST
 
@@ -364,12 +399,12 @@ START_TEST(matmul_all_levels)
 			Tensor bias = {.name = "b", .type = DT_F32, .rows = 1,
 				       .cols = rows, .data = bias_v,
 				       .nbytes = sizeof bias_v};
-			for (int n = 1; n <= 7; n += 6) {
+			for (int n = 1; n <= 9; n += n == 1 ? 6 : 2) { /* 1, 7, 9 */
 				float *x = o->alloc(b, sizeof(float) * n * cols);
 				float *out = o->alloc(b, sizeof(float) * n * rows);
 				for (int i = 0; i < n * cols; i++)
 					x[i] = frand(-2, 2);
-				int use_bias = n == 7;
+				int use_bias = n > 1;
 				o->matmul(b, out, x, &w, use_bias ? &bias : NULL, n);
 				ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
 				size_t rb = dtype_row_bytes(t, cols);

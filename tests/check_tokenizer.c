@@ -1,0 +1,619 @@
+/*
+ * check_tokenizer.c - tokenizer against reference implementations:
+ * golden.json (HF transformers / tokenizers encode + decode of the tiny
+ * models), llama.cpp's vocab test vectors (ids from HF tokenizers) through
+ * both tokenizer.json and the vocab-only GGUFs, streaming decode ==
+ * full decode, malformed tokenizer.json.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "json.h"
+#include "tokenizer.h"
+#include "tokenizer_int.h"
+#include "testutil.h"
+
+const char *tokenizer_id_text(const Tokenizer *t, int32_t id);
+
+static Tokenizer *load_hf(const char *model)
+{
+	char err[512], rel[256];
+	snprintf(rel, sizeof rel, "models/%s", model);
+	Tokenizer *t = NULL;
+	int rc = tokenizer_load_hf(test_data(rel), &t, err, sizeof err);
+	ck_assert_msg(rc == 0 && t, "load %s: %s", model, err);
+	return t;
+}
+
+static Tokenizer *load_gguf(const char *rel, gguf_file **gout)
+{
+	char err[512];
+	gguf_file *g = gguf_open(test_data(rel), err, sizeof err);
+	ck_assert_msg(g, "open %s: %s", rel, err);
+	Tokenizer *t = NULL;
+	int rc = tokenizer_load_gguf(g, &t, err, sizeof err);
+	ck_assert_msg(rc == 0 && t, "load %s: %s", rel, err);
+	*gout = g;
+	return t;
+}
+
+/* ids of a JSON array into a malloc'd vector */
+static int32_t *json_ids(const json_value *a, int *n)
+{
+	*n = (int)json_count(a);
+	int32_t *v = malloc(((size_t)*n + 1) * sizeof *v);
+	ck_assert_ptr_nonnull(v);
+	for (int i = 0; i < *n; i++) {
+		int64_t x;
+		ck_assert(json_int(json_at(a, (size_t)i), 0, INT32_MAX, &x));
+		v[i] = (int32_t)x;
+	}
+	return v;
+}
+
+static void check_ids(const char *what, const char *text, const int32_t *got,
+		      int ngot, const int32_t *want, int nwant)
+{
+	int same = ngot == nwant;
+	for (int i = 0; same && i < ngot; i++)
+		same = got[i] == want[i];
+	if (!same) {
+		char g[2048] = "", w[2048] = "";
+		size_t o = 0;
+		for (int i = 0; i < ngot && o + 16 < sizeof g; i++)
+			o += (size_t)snprintf(g + o, sizeof g - o, " %d", got[i]);
+		o = 0;
+		for (int i = 0; i < nwant && o + 16 < sizeof w; i++)
+			o += (size_t)snprintf(w + o, sizeof w - o, " %d", want[i]);
+		ck_abort_msg("%s: \"%s\": got [%s] want [%s]", what, text, g, w);
+	}
+}
+
+/* golden.json tokenize[] (ids without specials + decoded) and prompts[]
+ * (ids with BOS as the tokenizer adds it). */
+static void golden(Tokenizer *t, const char *model)
+{
+	char err[512], rel[256];
+	snprintf(rel, sizeof rel, "models/%s/golden.json", model);
+	json_doc *d = json_parse_file(test_data(rel), 0, err, sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *tk = json_get(json_root(d), "tokenize");
+	ck_assert_uint_gt(json_count(tk), 10);
+	for (size_t k = 0; k < json_count(tk); k++) {
+		const json_value *e = json_at(tk, k);
+		const json_value *tx = json_get(e, "text");
+		int nwant;
+		int32_t *want = json_ids(json_get(e, "ids"), &nwant);
+		int32_t *ids;
+		int n = tokenizer_encode(t, tx->u.str.s, tx->u.str.len, 0, 1,
+					 &ids, err, sizeof err);
+		ck_assert_msg(n >= 0, "%s", err);
+		check_ids(model, tx->u.str.s, ids, n, want, nwant);
+		size_t len;
+		char *s = tokenizer_decode(t, want, nwant, &len, err, sizeof err);
+		ck_assert_msg(s, "%s", err);
+		ck_assert_str_eq(s, json_str(json_get(e, "decoded"), ""));
+		free(s);
+		free(ids);
+		free(want);
+	}
+	const json_value *pr = json_get(json_root(d), "prompts");
+	ck_assert_uint_gt(json_count(pr), 3);
+	for (size_t k = 0; k < json_count(pr); k++) {
+		const json_value *e = json_get(json_at(pr, k), "text");
+		int nwant;
+		int32_t *want = json_ids(json_get(json_at(pr, k), "ids"), &nwant);
+		int32_t *ids;
+		int n = tokenizer_encode(t, e->u.str.s, e->u.str.len, 1, 1, &ids,
+					 err, sizeof err);
+		ck_assert_msg(n >= 0, "%s", err);
+		/* the reference feeds BOS alone for an empty prompt even
+		 * when the tokenizer adds none (a model needs one token) */
+		if (n == 0 && e->u.str.len == 0 && tokenizer_bos(t) >= 0) {
+			ids[0] = tokenizer_bos(t);
+			n = 1;
+		}
+		check_ids(model, e->u.str.s, ids, n, want, nwant);
+		free(ids);
+		free(want);
+	}
+	json_free(d);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f, "%s: %s", path, strerror(errno));
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+	for (;;) {
+		if (n + 4096 > cap) {
+			cap = cap ? cap * 2 : 65536;
+			buf = realloc(buf, cap + 1);
+			ck_assert_ptr_nonnull(buf);
+		}
+		size_t r = fread(buf + n, 1, cap - n, f);
+		n += r;
+		if (r == 0)
+			break;
+	}
+	fclose(f);
+	buf[n] = 0;
+	*len = n;
+	return buf;
+}
+
+/* llama.cpp vectors: .inp strings each end with "\n__ggml_vocab_test__\n";
+ * .out has one line of space-separated ids per string (no BOS). Returns the
+ * number of vectors that matched; all must. */
+static int vocab_vectors(Tokenizer *t, const char *name)
+{
+	char rel[256], err[512];
+	snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.inp", name);
+	size_t ilen, olen;
+	char *inp = slurp(test_data(rel), &ilen);
+	snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.out", name);
+	char *out = slurp(test_data(rel), &olen);
+	static const char sep[] = "\n__ggml_vocab_test__\n";
+	char *p = inp, *q = out;
+	int nvec = 0, good = 0;
+	for (;;) {
+		char *e = strstr(p, sep);
+		if (!e)
+			break;
+		char *oe = strchr(q, '\n');
+		ck_assert_msg(oe, "%s: .out has fewer lines than .inp", name);
+		*oe = 0;
+		int32_t want[1024];
+		int nwant = 0;
+		for (char *s = q; *s;) {
+			char *end;
+			long v = strtol(s, &end, 10);
+			if (end == s)
+				break;
+			ck_assert_int_lt(nwant, 1024);
+			want[nwant++] = (int32_t)v;
+			s = end;
+		}
+		int32_t *ids;
+		int n = tokenizer_encode(t, p, (size_t)(e - p), 0, 0, &ids, err,
+					 sizeof err);
+		ck_assert_msg(n >= 0, "%s", err);
+		*e = 0;
+		check_ids(name, p, ids, n, want, nwant);
+		good++;
+		/* decoding the reference ids gives the text back (these
+		 * strings round-trip in both tokenizers, as in llama.cpp) */
+		char *s = tokenizer_decode(t, want, nwant, NULL, err, sizeof err);
+		ck_assert_msg(s, "%s", err);
+		free(s);
+		free(ids);
+		nvec++;
+		p = e + sizeof sep - 1;
+		q = oe + 1;
+	}
+	ck_assert_int_eq(*p, 0);
+	free(inp);
+	free(out);
+	return good;
+}
+
+START_TEST(golden_llama2_json)
+{
+	Tokenizer *t = load_hf("tiny-llama2");
+	ck_assert_int_eq(tokenizer_n_vocab(t), 32000);
+	ck_assert_int_eq(tokenizer_bos(t), 1);
+	ck_assert_int_eq(tokenizer_eos(t), 2);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 1);
+	ck_assert(tokenizer_is_eog(t, 2));
+	ck_assert(!tokenizer_is_eog(t, 1));
+	ck_assert_int_eq(tokenizer_find(t, "</s>"), 2);
+	golden(t, "tiny-llama2");
+	tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(golden_llama3_json)
+{
+	Tokenizer *t = load_hf("tiny-llama3");
+	ck_assert_int_eq(tokenizer_n_vocab(t), 50257);
+	ck_assert_int_eq(tokenizer_bos(t), 50256);
+	ck_assert_int_eq(tokenizer_eos(t), 50256);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 0);
+	ck_assert(tokenizer_is_eog(t, 50256));
+	golden(t, "tiny-llama3");
+	tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(vectors_spm_json)
+{
+	Tokenizer *t = load_hf("tiny-llama2");
+	ck_assert_int_eq(vocab_vectors(t, "llama-spm"), 46);
+	tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(vectors_gpt2_json)
+{
+	Tokenizer *t = load_hf("tiny-llama3");
+	ck_assert_int_eq(vocab_vectors(t, "gpt-2"), 46);
+	tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(vectors_spm_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("vocab/ggml-vocab-llama-spm.gguf", &g);
+	ck_assert_int_eq(gguf_tensor_count(g), 0); /* vocab-only file */
+	ck_assert_int_eq(tokenizer_n_vocab(t), 32000);
+	ck_assert_int_eq(tokenizer_bos(t), 1);
+	ck_assert_int_eq(tokenizer_eos(t), 2);
+	ck_assert(tokenizer_is_eog(t, 2));
+	ck_assert_int_eq(vocab_vectors(t, "llama-spm"), 46);
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+START_TEST(vectors_gpt2_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("vocab/ggml-vocab-gpt-2.gguf", &g);
+	ck_assert_int_eq(gguf_tensor_count(g), 0);
+	ck_assert_int_eq(tokenizer_n_vocab(t), 50257);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 0);
+	ck_assert(tokenizer_is_eog(t, 50256));
+	ck_assert_int_eq(vocab_vectors(t, "gpt-2"), 46);
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+START_TEST(golden_llama2_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("models/tiny-llama2-f16.gguf", &g);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 1);
+	golden(t, "tiny-llama2");
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+START_TEST(golden_llama3_gguf)
+{
+	gguf_file *g;
+	Tokenizer *t = load_gguf("models/tiny-llama3-q8_0.gguf", &g);
+	ck_assert_int_eq(tokenizer_adds_bos(t), 0);
+	golden(t, "tiny-llama3");
+	tokenizer_free(t);
+	gguf_close(g);
+}
+END_TEST
+
+/* A long mixed-script text: tokenizer.json and GGUF give the same ids,
+ * and encoding is fast (figure printed). */
+static void json_vs_gguf(const char *model, const char *gguf)
+{
+	static const char *parts[] = {
+		"Hello, world! ", "нещо на Бълг ", "日本語のテキスト ",
+		"  spaces\t\ttabs\n\n", "3333333 ", "it's we'Ve ",
+		"\xf0\x9f\xa6\x99.cpp ", "Ça va? ", "((x)) => {} ", "\r\n",
+	};
+	size_t cap = 1 << 20, n = 0;
+	char *text = malloc(cap);
+	ck_assert_ptr_nonnull(text);
+	unsigned seed = 7;
+	while (n + 64 < cap) {
+		const char *p = parts[rand_r(&seed) % 10];
+		memcpy(text + n, p, strlen(p));
+		n += strlen(p);
+	}
+	gguf_file *g;
+	Tokenizer *a = load_hf(model), *b = load_gguf(gguf, &g);
+	char err[256];
+	int32_t *ia, *ib;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int na = tokenizer_encode(a, text, n, 1, 1, &ia, err, sizeof err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_msg(na > 0, "%s", err);
+	int nb = tokenizer_encode(b, text, n, 1, 1, &ib, err, sizeof err);
+	ck_assert_msg(nb > 0, "%s", err);
+	double s = (double)(t1.tv_sec - t0.tv_sec) +
+		   (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	printf("%s: encoded %zu bytes -> %d tokens in %.3f s (%.1f MB/s)\n",
+	       model, n, na, s, (double)n / s / 1e6);
+	ck_assert_int_eq(na, nb);
+	for (int i = 0; i < na; i++)
+		ck_assert_int_eq(ia[i], ib[i]);
+	/* decode(encode(text)) == text for valid UTF-8 without specials */
+	size_t len;
+	char *back = tokenizer_decode(a, ia + tokenizer_adds_bos(a),
+				      na - tokenizer_adds_bos(a), &len, err,
+				      sizeof err);
+	ck_assert_msg(back, "%s", err);
+	ck_assert_uint_eq(len, n);
+	ck_assert(memcmp(back, text, n) == 0);
+	free(back);
+	free(ia);
+	free(ib);
+	free(text);
+	tokenizer_free(a);
+	tokenizer_free(b);
+	gguf_close(g);
+}
+
+START_TEST(long_text)
+{
+	json_vs_gguf("tiny-llama2", "vocab/ggml-vocab-llama-spm.gguf");
+	json_vs_gguf("tiny-llama3", "vocab/ggml-vocab-gpt-2.gguf");
+}
+END_TEST
+
+/* Pre-tokenizer splits against HF tokenizers (gpt-2, llama3, qwen2) and a
+ * regex-engine emulation of llama.cpp's staged splits (the other kinds):
+ * tests/data/pretok.json from contrib/gen_pretok_vectors.py. */
+START_TEST(pretokenizers)
+{
+	static const struct {
+		const char *name;
+		int pre;
+	} kinds[] = {
+		{"gpt-2", PRE_GPT2},         {"llama3", PRE_LLAMA3},
+		{"qwen2", PRE_QWEN2},        {"starcoder", PRE_STARCODER},
+		{"falcon", PRE_FALCON},      {"default", PRE_DEFAULT},
+		{"deepseek-llm", PRE_DEEPSEEK_LLM},
+		{"deepseek-coder", PRE_DEEPSEEK_CODER},
+	};
+	char err[256];
+	json_doc *d = json_parse_file(test_data("pretok.json"), 0, err,
+				      sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *cases = json_get(json_root(d), "cases");
+	ck_assert_uint_gt(json_count(cases), 400);
+	int per_kind[8] = {0};
+	for (size_t k = 0; k < json_count(cases); k++) {
+		const json_value *c = json_at(cases, k);
+		const char *name = json_str(json_get(c, "pre"), "");
+		int pre = -1, ki = -1;
+		for (int i = 0; i < 8; i++)
+			if (!strcmp(name, kinds[i].name)) {
+				pre = kinds[i].pre;
+				ki = i;
+			}
+		ck_assert_msg(pre >= 0, "kind %s", name);
+		const json_value *tx = json_get(c, "text");
+		const json_value *want = json_get(c, "pieces");
+		size_t *ends = malloc((tx->u.str.len + 1) * sizeof *ends);
+		ck_assert_ptr_nonnull(ends);
+		long n = tok_pre_split(pre, tx->u.str.s, tx->u.str.len, ends);
+		int same = n == (long)json_count(want);
+		size_t a = 0;
+		for (long i = 0; same && i < n; i++) {
+			const json_value *w = json_at(want, (size_t)i);
+			same = ends[i] - a == w->u.str.len &&
+			       !memcmp(tx->u.str.s + a, w->u.str.s, w->u.str.len);
+			a = ends[i];
+		}
+		if (!same) {
+			char got[2048];
+			size_t o = 0;
+			a = 0;
+			for (long i = 0; i < n && o + 64 < sizeof got; i++) {
+				o += (size_t)snprintf(got + o, sizeof got - o,
+						      "[%.*s]", (int)(ends[i] - a),
+						      tx->u.str.s + a);
+				a = ends[i];
+			}
+			ck_abort_msg("%s: \"%s\": got %s (%ld pieces, want %zu)",
+				     name, tx->u.str.s, got, n, json_count(want));
+		}
+		per_kind[ki]++;
+		free(ends);
+	}
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_ge(per_kind[i], 50);
+	json_free(d);
+}
+END_TEST
+
+/* Random id sequences (biased to byte tokens and multi-byte pieces so
+ * UTF-8 sequences split across tokens): pushes + flush == decode. */
+static void stream_equals_decode(Tokenizer *t, unsigned seed)
+{
+	int nv = tokenizer_n_vocab(t);
+	char err[256];
+	int32_t ids[64];
+	char *piece = malloc(TOKSTREAM_MAX_PIECE);
+	ck_assert_ptr_nonnull(piece);
+	for (int round = 0; round < 400; round++) {
+		int n = 1 + (int)(rand_r(&seed) % 40);
+		for (int i = 0; i < n; i++) {
+			unsigned r = (unsigned)rand_r(&seed);
+			if (r % 3 == 0)
+				ids[i] = (int32_t)(3 + r / 3 % 256); /* bytes (SPM) */
+			else if (r % 3 == 1)
+				ids[i] = (int32_t)(r / 3 % 256); /* BPE byte singles */
+			else
+				ids[i] = (int32_t)(r / 3 % (unsigned)nv);
+		}
+		size_t flen;
+		char *full = tokenizer_decode(t, ids, n, &flen, err, sizeof err);
+		ck_assert_msg(full, "%s", err);
+		char *cat = malloc(flen + 1);
+		ck_assert_ptr_nonnull(cat);
+		size_t o = 0;
+		TokenStream s;
+		tokstream_init(&s, t);
+		for (int i = 0; i < n; i++) {
+			int k = tokstream_push(&s, ids[i], piece,
+					       TOKSTREAM_MAX_PIECE);
+			ck_assert_int_ge(k, 0);
+			/* never a partial sequence out */
+			if (k > 0) {
+				unsigned char last = (unsigned char)piece[k - 1];
+				ck_assert(last < 0x80 || (last & 0xC0) == 0x80);
+			}
+			ck_assert_uint_le(o + (size_t)k, flen);
+			memcpy(cat + o, piece, (size_t)k);
+			o += (size_t)k;
+		}
+		int k = tokstream_flush(&s, piece, TOKSTREAM_MAX_PIECE);
+		ck_assert_int_ge(k, 0);
+		ck_assert_uint_le(o + (size_t)k, flen);
+		memcpy(cat + o, piece, (size_t)k);
+		o += (size_t)k;
+		ck_assert_uint_eq(o, flen);
+		ck_assert(memcmp(cat, full, flen) == 0);
+		free(cat);
+		free(full);
+	}
+	free(piece);
+}
+
+START_TEST(stream_decode)
+{
+	Tokenizer *t2 = load_hf("tiny-llama2");
+	Tokenizer *t3 = load_hf("tiny-llama3");
+	stream_equals_decode(t2, 1);
+	stream_equals_decode(t3, 2);
+	/* a split 4-byte char: U+1F999 = F0 9F A6 99 as SPM byte tokens
+	 * <0xF0>=243 ...: nothing comes out until the last byte */
+	TokenStream s;
+	char out[TOKSTREAM_MAX_PIECE];
+	tokstream_init(&s, t2);
+	int32_t bytes[4] = {3 + 0xF0, 3 + 0x9F, 3 + 0xA6, 3 + 0x99};
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(tokstream_push(&s, bytes[i], out, sizeof out), 0);
+	ck_assert_int_eq(tokstream_push(&s, bytes[3], out, sizeof out), 4);
+	ck_assert(memcmp(out, "\xF0\x9F\xA6\x99", 4) == 0);
+	/* truncated: flush gives U+FFFD */
+	tokstream_init(&s, t2);
+	ck_assert_int_eq(tokstream_push(&s, bytes[0], out, sizeof out), 0);
+	ck_assert_int_eq(tokstream_flush(&s, out, sizeof out), 3);
+	ck_assert(memcmp(out, "\xEF\xBF\xBD", 3) == 0);
+	ck_assert_int_eq(tokstream_push(&s, -1, out, sizeof out), -1);
+	ck_assert_int_eq(tokstream_push(&s, 32000, out, sizeof out), -1);
+	tokenizer_free(t2);
+	tokenizer_free(t3);
+}
+END_TEST
+
+/* Write text as dir/tokenizer.json and try to load it. */
+static int try_load(const char *dir, const char *text, char *err, size_t n)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	FILE *f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	fwrite(text, 1, strlen(text), f);
+	fclose(f);
+	Tokenizer *t = NULL;
+	int rc = tokenizer_load_hf(dir, &t, err, n);
+	if (rc == 0)
+		tokenizer_free(t);
+	return rc;
+}
+
+START_TEST(malformed_json)
+{
+	char dir[] = "/tmp/check_tokenizer_XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	char err[512];
+	static const char *bad[] = {
+		"",
+		"{",
+		"[]",
+		"{\"model\": 3}",
+		"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -1}, "
+		"\"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 99999999999}, "
+		"\"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+		"\"merges\": [\"a c\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+		"\"merges\": [\"ab\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+		"\"merges\": [[\"a\", 3]]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+		"\"merges\": [\"a b\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+		"\"merges\": []}, \"added_tokens\": [{\"id\": \"x\"}], "
+		"\"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+		"\"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", "
+		"\"pattern\": {\"Regex\": \"x+\"}}}",
+		"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+		"\"merges\": []}}",
+	};
+	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+		err[0] = 0;
+		ck_assert_msg(try_load(dir, bad[k], err, sizeof err) == -1,
+			      "case %zu loaded", k);
+		ck_assert_msg(err[0], "case %zu: no message", k);
+	}
+	/* a truncated real file */
+	size_t len;
+	char *real = slurp(test_data("models/tiny-llama3/tokenizer.json"), &len);
+	for (size_t cut = 1; cut < len; cut += len / 7) {
+		char c = real[cut];
+		real[cut] = 0;
+		ck_assert(try_load(dir, real, err, sizeof err) == -1);
+		real[cut] = c;
+	}
+	free(real);
+	/* a minimal valid one loads */
+	ck_assert_msg(try_load(dir, "{\"model\": {\"type\": \"BPE\", \"vocab\": "
+			       "{\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": "
+			       "[\"a b\"]}, \"pre_tokenizer\": {\"type\": "
+			       "\"ByteLevel\"}}", err, sizeof err) == 0,
+		      "%s", err);
+	char path[512];
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("tokenizer");
+	TCase *tc = tcase_create("core");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, golden_llama2_json);
+	tcase_add_test(tc, golden_llama3_json);
+	tcase_add_test(tc, vectors_spm_json);
+	tcase_add_test(tc, vectors_gpt2_json);
+	tcase_add_test(tc, vectors_spm_gguf);
+	tcase_add_test(tc, vectors_gpt2_gguf);
+	tcase_add_test(tc, golden_llama2_gguf);
+	tcase_add_test(tc, golden_llama3_gguf);
+	tcase_add_test(tc, long_text);
+	tcase_add_test(tc, pretokenizers);
+	tcase_add_test(tc, stream_decode);
+	tcase_add_test(tc, malformed_json);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int nf = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
