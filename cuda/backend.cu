@@ -295,6 +295,10 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		return NULL;
 	}
 	c->sm_count = prop.multiProcessorCount;
+	{
+		const char *g = getenv("INFERD_CUDA_GEMM");
+		c->gemm_split = !(g && !strcmp(g, "f16"));
+	}
 	snprintf(c->desc, sizeof c->desc, "%.200s, %.1f GiB, sm_%d%d, %d SMs",
 		 prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,
 		 prop.minor, prop.multiProcessorCount);

@@ -40,6 +40,7 @@ typedef struct CudaBackend {
 	size_t ids_cap;        /* capacity of ids, in ids */
 	int32_t *result;       /* argmax() result slot (device) */
 	int32_t *result_host;  /* pinned host slot argmax() reads back */
+	int gemm_split;        /* prefill GEMM with hi+lo f16 activations */
 } CudaBackend;
 
 static inline CudaBackend *cb(Backend *b)
