@@ -420,6 +420,13 @@ START_TEST(cli_generate_ids)
 		el += (size_t)snprintf(expect + el, sizeof expect - el,
 				       i ? " %d" : "%d", want[i]);
 	ck_assert_str_eq(out, strcat(expect, "\n"));
+	/* the same prompt from stdin */
+	ck_assert_int_eq(RUN("printf 'Once upon a time' | %s generate %s -f - "
+			     "-n 24 --temp 0 --ids -t 2 --backend cpu "
+			     "2>/dev/null",
+			     bin, test_data(LLAMA2)),
+			 0);
+	ck_assert_str_eq(out, expect);
 	/* stats on stderr */
 	ck_assert_int_eq(RUN("%s generate %s -p 'Once upon a time' -n 4 "
 			     "--temp 0 -t 2 --backend cpu 2>&1 >/dev/null",
