@@ -416,6 +416,16 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 		t->eos = -1;
 	if (t->bos < 0)
 		t->add_bos = 0;
+	if (t->eos < 0) {
+		/* no config named one: the first conventional end token */
+		for (size_t k = 0; k < sizeof eog_names / sizeof *eog_names &&
+				   t->eos < 0; k++) {
+			int32_t id = tok_lookup(t, eog_names[k],
+						strlen(eog_names[k]));
+			if (id >= 0 && t->type[id] == TT_CONTROL && id != t->bos)
+				t->eos = id;
+		}
+	}
 	tok_add_eog(t, t->eos);
 	for (size_t k = 0; k < sizeof eog_names / sizeof *eog_names; k++) {
 		int32_t id = tok_lookup(t, eog_names[k], strlen(eog_names[k]));
@@ -961,7 +971,8 @@ static int encode_spm(const Tokenizer *t, EncWork *e, const char *s,
 		e->capnorm = need;
 	}
 	size_t m = 0;
-	if (t->add_space_prefix && (at_start || !t->prefix_first_only)) {
+	if (t->add_space_prefix && (at_start || !t->prefix_first_only) &&
+	    !(t->prefix_unless_space && s[0] == ' ')) {
 		memcpy(e->norm, "\xe2\x96\x81", 3);
 		m = 3;
 	}
@@ -973,27 +984,26 @@ static int encode_spm(const Tokenizer *t, EncWork *e, const char *s,
 			e->norm[m++] = s[i];
 		}
 	}
-	return bpe_word(t, &e->w, e->norm, m, out);
+	if (!t->split_words)
+		return bpe_word(t, &e->w, e->norm, m, out);
+	/* HF Metaspace(split): each U+2581 starts a new word */
+	size_t a = 0;
+	for (size_t i = 1; i <= m; i++) {
+		if (i < m && !(m - i >= 3 &&
+			       !memcmp(e->norm + i, "\xe2\x96\x81", 3)))
+			continue;
+		if (bpe_word(t, &e->w, e->norm + a, i - a, out))
+			return -1;
+		a = i;
+	}
+	return 0;
 }
 
-static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
-		      size_t n, IdVec *out)
+/* Run the split stages over s[0..n): leaves the piece ends (code point
+ * indices) in e->cut and returns their count, -1 when out of memory. */
+static long pre_split(const uint8_t *stage, int nstage, EncWork *e,
+		      const char *s, size_t n)
 {
-	if (n == 0)
-		return 0;
-	if (t->bpe_prefix_space && s[0] != ' ') {
-		/* ByteLevel(add_prefix_space): encode " " + text */
-		char *p = malloc(n + 1);
-		if (!p)
-			return -1;
-		p[0] = ' ';
-		memcpy(p + 1, s, n);
-		Tokenizer tmp = *t;
-		tmp.bpe_prefix_space = 0;
-		int rc = encode_bpe(&tmp, e, p, n + 1, out);
-		free(p);
-		return rc;
-	}
 	if (n + 1 > e->capcp) {
 		size_t cap = n + 1;
 		uint32_t *a = realloc(e->cp, cap * sizeof *a);
@@ -1023,12 +1033,12 @@ static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
 	e->off[ncp] = (uint32_t)n;
 	size_t ncut = 1;
 	e->cut[0] = (uint32_t)ncp;
-	for (int st = 0; st < t->nstage; st++) {
+	for (int st = 0; st < nstage; st++) {
 		size_t nc2 = 0, a = 0;
 		for (size_t k = 0; k < ncut; k++) {
 			size_t end = e->cut[k], p = a, gap = a;
 			while (p < end) {
-				size_t m = stage_match(t->stage[st], e->cp,
+				size_t m = stage_match(stage[st], e->cp,
 						       end, p);
 				if (!m) {
 					p++;
@@ -1049,8 +1059,32 @@ static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
 		e->cut2 = tmp;
 		ncut = nc2;
 	}
+	return (long)ncut;
+}
+
+static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
+		      size_t n, IdVec *out)
+{
+	if (n == 0)
+		return 0;
+	if (t->bpe_prefix_space && s[0] != ' ') {
+		/* ByteLevel(add_prefix_space): encode " " + text */
+		char *p = malloc(n + 1);
+		if (!p)
+			return -1;
+		p[0] = ' ';
+		memcpy(p + 1, s, n);
+		Tokenizer tmp = *t;
+		tmp.bpe_prefix_space = 0;
+		int rc = encode_bpe(&tmp, e, p, n + 1, out);
+		free(p);
+		return rc;
+	}
+	long ncut = pre_split(t->stage, t->nstage, e, s, n);
+	if (ncut < 0)
+		return -1;
 	size_t a = 0;
-	for (size_t k = 0; k < ncut; k++) {
+	for (size_t k = 0; k < (size_t)ncut; k++) {
 		size_t b0 = e->off[a], b1 = e->off[e->cut[k]];
 		if (bpe_word(t, &e->w, s + b0, b1 - b0, out))
 			return -1;
@@ -1132,6 +1166,19 @@ oom:
 	free(out.v);
 	seterr(err, errlen, "tokenizer: out of memory");
 	return -1;
+}
+
+long tok_pre_split(int pre, const char *s, size_t n, size_t *ends)
+{
+	Tokenizer t;
+	memset(&t, 0, sizeof t);
+	tok_set_pre(&t, pre);
+	EncWork e = {0};
+	long k = n ? pre_split(t.stage, t.nstage, &e, s, n) : 0;
+	for (long i = 0; i < k; i++)
+		ends[i] = e.off[e.cut[i]];
+	enc_free(&e);
+	return k;
 }
 
 /* ---- decoding -------------------------------------------------------- */
@@ -1343,6 +1390,14 @@ static int hf_pre_one(Tokenizer *t, const json_value *p, int *bytelevel,
 				 ? ST_DIGIT1 : ST_DIGITS, err, errlen);
 	if (!strcmp(type, "Metaspace")) {
 		*metaspace = 1;
+		t->prefix_unless_space = 1;
+		t->split_words = json_bool(json_get(p, "split"), 1);
+		const char *rep = json_str(json_get(p, "replacement"), "");
+		if (strcmp(rep, "\xe2\x96\x81")) {
+			seterr(err, errlen, "tokenizer.json: Metaspace "
+			       "replacement must be U+2581");
+			return -1;
+		}
 		const char *scheme = json_str(json_get(p, "prepend_scheme"),
 					      NULL);
 		if (scheme) {

@@ -107,6 +107,10 @@ struct Tokenizer {
 	int32_t unk;            /* <unk> id or -1 */
 	int add_space_prefix;   /* SPM: prepend U+2581 to a text segment */
 	int prefix_first_only;  /* ... only to the segment at text start */
+	int prefix_unless_space; /* ... unless it starts with a space
+				    (HF Metaspace) */
+	int split_words;        /* SPM: BPE each U+2581-led word apart
+				   (HF Metaspace split) */
 	int strip_space;        /* decode drops one leading space (SPM) */
 	int ignore_merges;      /* BPE: a whole pre-token in vocab is kept */
 	int bpe_prefix_space;   /* BPE ByteLevel add_prefix_space */
@@ -133,6 +137,9 @@ int tok_reserve_merges(Tokenizer *t, size_t n, char *err, size_t errlen);
 /* Pieces, byte ids, special list, end-of-generation set. */
 int tok_finish(Tokenizer *t, char *err, size_t errlen);
 void tok_add_eog(Tokenizer *t, int32_t id);
+/* Pre-tokenize s[0..n) as kind pre: stores the byte end of each piece in
+ * ends (room for n) and returns the count, -1 when out of memory. */
+long tok_pre_split(int pre, const char *s, size_t n, size_t *ends);
 /* Set pre and the stages for a PRE_* kind. */
 void tok_set_pre(Tokenizer *t, int pre);
 
