@@ -31,8 +31,8 @@ echo "demo: question: $QUESTION"
 via_daemon() {
 	TMP=$(mktemp -d "${TMPDIR:-/tmp}/inferd-demo.XXXXXX") || return 1
 	SOCK=$TMP/inferd.sock
-	"$BUILD/inferd" --socket "$SOCK" --db "$TMP/inferd.db" --model "$MODEL" \
-		>"$TMP/inferd.log" 2>&1 &
+	"$BUILD/inferd" --socket "$SOCK" --db "$TMP/inferd.db" \
+		--model "smollm2=$MODEL" >"$TMP/inferd.log" 2>&1 &
 	PID=$!
 	i=0
 	while [ ! -S "$SOCK" ] && [ $i -lt 300 ]; do
@@ -42,8 +42,8 @@ via_daemon() {
 	done
 	rc=1
 	if [ -S "$SOCK" ]; then
-		"$BUILD/infer-client" --socket "$SOCK" chat --system "$SYSTEM" \
-			--temp 0 -n 64 "$QUESTION"
+		"$BUILD/infer-client" --socket "$SOCK" generate smollm2 --chat \
+			--system "$SYSTEM" --temp 0 -n 64 -p "$QUESTION"
 		rc=$?
 	else
 		echo "demo: inferd did not come up; its log:" >&2
