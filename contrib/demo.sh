@@ -14,9 +14,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 QUESTION="What is the capital of France?"
 # SmolLM2's template injects a default system prompt when there is none.
 # With it (or with "You are a helpful assistant.") the first greedy token
-# is a near-tie ("The" over "L"/"La" by 0.05 logits with our CPU backend);
-# with an empty system message "The" leads by 0.98, so the answer does
-# not hang on rounding. All three answer "The capital of France is Paris."
+# is a near-tie (0.05 logits), and llama.cpp answers "...is France." or in
+# French there; with an empty system message "The" leads by 0.98 and both
+# engines answer "The capital of France is Paris." (README, infer-run chat).
 SYSTEM=""
 
 MODEL=$(sh "$HERE/fetch-demo-model.sh" | tail -1) || {
