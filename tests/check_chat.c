@@ -96,6 +96,8 @@ START_TEST(detect_real_templates)
 		{"meta-llama/Meta-Llama-3-8B-Instruct", 1, "<|eot_id|>", ""},
 		{"meta-llama/Llama-3.2-1B-Instruct", 1, "<|eot_id|>", ""},
 		{"mistralai/Mistral-7B-Instruct-v0.1", 1, "</s>", ""},
+		{"mistralai/Mistral-Large-Instruct-2407 (v3)", 1, "</s>", ""},
+		{"mistralai/Mistral-Nemo-Instruct-2407 (v3-tekken)", 1, "</s>", ""},
 		{"HuggingFaceH4/zephyr-7b-beta", 0, "</s>", ""},
 		{"google/gemma-7b-it", 1, "<end_of_turn>", ""},
 		{"microsoft/Phi-3.5-mini-instruct", 0, "<|end|>", ""},
@@ -118,6 +120,17 @@ START_TEST(detect_real_templates)
 		ck_assert_str_eq(t.default_system, want[k].default_system);
 		ck_assert_int_eq(chat_add_bos(&t, 1), !want[k].emits_bos);
 		ck_assert_int_eq(chat_add_bos(&t, 0), 0);
+		/* Variants within a family. */
+		if (strstr(want[k].name, "Llama-3.2"))
+			ck_assert(t.llama3_dated && t.llama3_today);
+		if (strstr(want[k].name, "Meta-Llama-3-8B"))
+			ck_assert(!t.llama3_dated);
+		if (strstr(want[k].name, "(v3)"))
+			ck_assert_int_eq(t.mistral_v3, 1);
+		if (strstr(want[k].name, "tekken"))
+			ck_assert_int_eq(t.mistral_v3, 2);
+		if (strstr(want[k].name, "v0.1"))
+			ck_assert(t.mistral_eos_space && !t.mistral_v3);
 	}
 	json_free(d);
 }
