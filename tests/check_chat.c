@@ -7,6 +7,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat.h"
 #include "json.h"
@@ -233,6 +234,24 @@ START_TEST(tiny_models)
 		ck_assert_str_eq(t.bos, k[i].bos);
 		ck_assert_str_eq(t.eos, k[i].eos);
 		ck_assert_str_eq(chat_end_of_turn(&t), k[i].eos);
+		/* A Jinja file named on the command line: SmolLM2's template. */
+		json_doc *d = vectors();
+		const char *smol = tmpl_field(json_root(d), 0, "template");
+		char path[] = "/tmp/check_chat_XXXXXX.jinja";
+		int fd = mkstemps(path, 6);
+		ck_assert_int_ge(fd, 0);
+		ck_assert(write(fd, smol, strlen(smol)) == (ssize_t)strlen(smol));
+		close(fd);
+		ck_assert_msg(chat_template_for_model(&m, path, &t, err, sizeof err) == 0,
+			      "%s", err);
+		unlink(path);
+		ck_assert_int_eq(t.family, CHAT_CHATML);
+		ck_assert_str_eq(t.default_system,
+				 "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+		ck_assert_int_eq(chat_template_for_model(&m, "/nonexistent/x.jinja", &t,
+							 err, sizeof err), -1);
+		ck_assert_msg(strstr(err, "cannot open"), "%s", err);
+		json_free(d);
 		model_free(&m);
 	}
 }
