@@ -66,6 +66,7 @@ typedef struct Conn {
 	Request *reqs;           /* requests in flight */
 	int nreq;                /* their count */
 	int closing;             /* close once the output is flushed */
+	int free_scheduled;      /* conn_free queued on the loop */
 	struct Conn *prev, *next; /* list of connections */
 } Conn;
 
@@ -85,6 +86,8 @@ typedef struct Daemon {
 	int inflight;               /* requests queued or running */
 	UidCount uids[256];         /* per-user in-flight counts */
 	int draining;               /* shutting down: accept nothing new */
+	int closing_all;            /* drained: flushing and closing conns */
+	int drain_stage;            /* drain timer firings so far */
 	double t_start;             /* monotonic start time */
 	char sock_path[108];        /* our socket (not with systemd) */
 	char lock_path[120];        /* lock file beside it */
@@ -200,9 +203,24 @@ static void request_free(Request *r)
 	free(r);
 }
 
+static void conn_close(struct Conn *c);
+
+/* Drained: let every connection flush what it was sent (the last "done"
+ * or the shutdown's "ok"), then leave the loop when the last one closed
+ * (or after 5 s for clients that do not read). */
 static void maybe_exit(Daemon *d)
 {
-	if (d->draining && d->inflight == 0)
+	if (!d->draining || d->inflight != 0 || d->closing_all)
+		return;
+	d->closing_all = 1;
+	d->drain_stage = 1;
+	struct timeval tv = { 5, 0 };
+	event_add(d->ev_drain, &tv);
+	for (struct Conn *c = d->conns, *next; c; c = next) {
+		next = c->next;
+		conn_close(c);
+	}
+	if (!d->conns)
 		event_base_loopexit(d->base, NULL);
 }
 
@@ -252,8 +270,6 @@ static void request_finish(Daemon *d, Request *r)
 	request_free(r);
 	maybe_exit(d);
 }
-
-static void conn_close(Conn *c);
 
 static void send_frame(Conn *c, const uint8_t *f, size_t len)
 {
@@ -1089,11 +1105,34 @@ static void conn_free(Conn *c)
 	d->nconns--;
 	bufferevent_free(c->bev);
 	free(c);
+	if (d->closing_all && !d->conns)
+		event_base_loopexit(d->base, NULL);
+}
+
+static void deferred_free(evutil_socket_t fd, short what, void *arg)
+{
+	conn_free(arg);
+}
+
+/* Free c from the loop, never from under a callback that still uses it. */
+static void schedule_free(Conn *c)
+{
+	static const struct timeval zero = { 0, 0 };
+	if (c->free_scheduled)
+		return;
+	c->free_scheduled = 1;
+	if (event_base_once(c->d->base, -1, EV_TIMEOUT, deferred_free, c, &zero) < 0)
+		dlog("cannot schedule a connection close");
 }
 
 static void on_flushed_close(struct bufferevent *bev, void *arg)
 {
-	conn_free(arg);
+	schedule_free(arg);
+}
+
+static void on_closing_event(struct bufferevent *bev, short what, void *arg)
+{
+	schedule_free(arg);
 }
 
 /* Close after what is queued has been written. */
@@ -1103,14 +1142,11 @@ static void conn_close(Conn *c)
 		return;
 	c->closing = 1;
 	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > (size_t)PROTO_MAX_FRAME * 16) {
-		/* not reading: do not wait for it */
-		conn_free(c);
-		return;
-	}
-	bufferevent_setcb(c->bev, NULL, on_flushed_close, NULL, c);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_free(c);
+	bufferevent_setcb(c->bev, NULL, on_flushed_close, on_closing_event, c);
+	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	/* nothing to flush, or a client that does not read: go now */
+	if (out == 0 || out > (size_t)PROTO_MAX_FRAME * 16)
+		schedule_free(c);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -1223,8 +1259,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	Daemon *d = arg;
-	static int second;
-	if (second++) {
+	if (d->drain_stage++) {
 		dlog("requests still running after cancelling; exiting anyway");
 		event_base_loopexit(d->base, NULL);
 		return;

@@ -173,7 +173,10 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	Request *r = g->r;
 	if (atomic_load(&r->cancel))
 		return 1;
-	if (len == 0) /* text held back (stop string): nothing to send */
+	/* one event per generated token, also while its text is held back
+	 * (len 0: stop-string prefix or an incomplete UTF-8 sequence), so
+	 * clients can count tokens; text released at the end has token -1 */
+	if (len == 0 && token < 0)
 		return 0;
 	if (!g->t_first)
 		g->t_first = mono_now();
