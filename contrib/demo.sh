@@ -30,7 +30,7 @@ echo "demo: question: $QUESTION"
 via_daemon() {
 	TMP=$(mktemp -d "${TMPDIR:-/tmp}/inferd-demo.XXXXXX") || return 1
 	SOCK=$TMP/inferd.sock
-	"$BUILD/inferd" --socket "$SOCK" --db "$TMP/inferd.db" --model "$MODEL" \
+	"$BUILD/inferd" --socket "$SOCK" --db "$TMP/inferd.db" --model "demo=$MODEL" \
 		>"$TMP/inferd.log" 2>&1 &
 	PID=$!
 	i=0
@@ -41,8 +41,8 @@ via_daemon() {
 	done
 	rc=1
 	if [ -S "$SOCK" ]; then
-		"$BUILD/infer-client" --socket "$SOCK" chat --system "$SYSTEM" \
-			--temp 0 -n 64 "$QUESTION"
+		"$BUILD/infer-client" --socket "$SOCK" chat demo "$QUESTION" \
+			--system "$SYSTEM" --temp 0 -n 64
 		rc=$?
 	else
 		echo "demo: inferd did not come up; its log:" >&2

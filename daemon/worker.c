@@ -405,6 +405,23 @@ static void run_job(Slot *m, Request *r)
 		job_ok(m, r);
 		return;
 	}
+	if (!m->eng && r->op == OP_GENERATE) {
+		/* tell the client why the first token takes a while */
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		size_t len;
+		fb_begin(&sb, &pk);
+		msgpack_pack_map(&pk, 3);
+		pk_str(&pk, "id");
+		msgpack_pack_uint32(&pk, r->id);
+		pk_str(&pk, "type");
+		pk_str(&pk, "loading");
+		pk_str(&pk, "model");
+		pk_str(&pk, m->name);
+		uint8_t *f = fb_end(&sb, &len);
+		if (f)
+			daemon_post(m->d, r, f, len, 0);
+	}
 	if (ensure_loaded(m, err, sizeof err) < 0) {
 		job_error(m, r, PROTO_E_LOAD, err);
 		return;

@@ -306,6 +306,9 @@ static int handle_frame(infer_client *c, const uint8_t *buf, size_t len)
 	} else if (obj_is(type, "queued")) {
 		if (c->on_queued)
 			c->on_queued(r->ud, (int)obj_num(proto_field(&root, "position")));
+	} else if (obj_is(type, "loading")) {
+		if (c->on_queued)
+			c->on_queued(r->ud, -1);
 	} else if (obj_is(type, "done") || obj_is(type, "ok") ||
 		   obj_is(type, "error")) {
 		ended = 1;
