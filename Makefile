@@ -193,3 +193,7 @@ uninstall:
 # CPU kernel throughput benchmark (not part of `make`).
 $(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Broker benchmark: ping round trip and generate overhead (not part of `make`).
+$(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a $(BUILD)/inferd
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a -lmsgpackc $(LDLIBS)
