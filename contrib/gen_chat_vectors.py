@@ -80,6 +80,9 @@ CONVERSATIONS = [
       {"role": "assistant", "content": "Hi there"}], False),
     ([SYS, {"role": "user", "content": "Hello"}], False),
     ([{"role": "user", "content": "Ünïcödé ✓ 日本語"}], True),
+    ([{"role": "user", "content": "\u00a0\u3000 Hola\u2003\n"},
+      {"role": "assistant", "content": "\u2028 reply \u00a0"},
+      {"role": "user", "content": "\u200b zero-width is not space \u200b"}], True),
 ]
 
 

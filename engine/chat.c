@@ -53,22 +53,51 @@ static void put(Buf *b, const char *s, size_t n)
 
 static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 
-/* Python str.strip() / Jinja trim whitespace within ASCII: space, \t \n
- * \v \f \r and the separators \x1c-\x1f. (Non-ASCII spaces such as U+00A0
- * are left alone: none of our test texts carry them at the edges.) */
-static int is_py_space(unsigned char c)
+/* Python str.isspace() code points, which str.strip() and Jinja's trim
+ * remove: \t-\r, \x1c-\x1f, space, U+0085, U+00A0, U+1680,
+ * U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000. */
+static int is_py_space_cp(uint32_t c)
 {
-	return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+	return (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x20) ||
+	       c == 0x85 || c == 0xa0 || c == 0x1680 ||
+	       (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
+	       c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
-static void put_stripped(Buf *b, const char *s)
+/* Byte length of the space at s[i..n) (0 if none there). */
+static size_t space_at(const unsigned char *s, size_t i, size_t n)
 {
-	size_t n = strlen(s), i = 0;
-	while (i < n && is_py_space((unsigned char)s[i]))
-		i++;
-	while (n > i && is_py_space((unsigned char)s[n - 1]))
-		n--;
-	put(b, s + i, n - i);
+	uint32_t c = s[i];
+	if (c < 0x80)
+		return is_py_space_cp(c) ? 1 : 0;
+	if ((c & 0xe0) == 0xc0 && i + 1 < n && (s[i + 1] & 0xc0) == 0x80)
+		return is_py_space_cp(((c & 0x1f) << 6) | (s[i + 1] & 0x3f)) ? 2 : 0;
+	if ((c & 0xf0) == 0xe0 && i + 2 < n && (s[i + 1] & 0xc0) == 0x80 &&
+	    (s[i + 2] & 0xc0) == 0x80)
+		return is_py_space_cp(((c & 0x0f) << 12) |
+				      ((uint32_t)(s[i + 1] & 0x3f) << 6) |
+				      (s[i + 2] & 0x3f)) ? 3 : 0;
+	return 0;
+}
+
+/* Byte length of the space ending at s[..n) (0 if none). */
+static size_t space_before(const unsigned char *s, size_t start, size_t n)
+{
+	for (size_t k = 1; k <= 3 && k <= n - start; k++)
+		if (space_at(s, n - k, n) == k)
+			return k;
+	return 0;
+}
+
+static void put_stripped(Buf *b, const char *text)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	size_t n = strlen(text), i = 0, k;
+	while (i < n && (k = space_at(s, i, n)) > 0)
+		i += k;
+	while (n > i && (k = space_before(s, i, n)) > 0)
+		n -= k;
+	put(b, text + i, n - i);
 }
 
 const char *chat_family_name(chat_family f)

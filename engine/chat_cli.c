@@ -17,7 +17,7 @@
 
 #define MAX_OVERRIDES 32 /* --override-kv flags kept */
 
-static const char usage[] =
+const char chat_cli_usage[] =
 	"usage: infer-run chat MODEL [options]\n"
 	"  -p, --prompt TEXT       ask one question, print the answer, exit\n"
 	"                          (without it: interactive, one message per line;\n"
@@ -344,9 +344,10 @@ static int turn(Engine *e, const ChatTemplate *t, History *h, const Args *a,
 		free(res.ids);
 		if (!a->quiet)
 			fprintf(stderr,
-				"[%d prompt tokens, %d generated, %s; prefill %.1f tok/s, "
-				"decode %.1f tok/s]\n",
-				res.n_prompt, res.n_gen, finish_reason_name(res.finish),
+				"[%d prompt tokens (%d reused from the last turn), "
+				"%d generated, %s; prefill %.1f tok/s, decode %.1f tok/s]\n",
+				res.n_prompt, res.n_reused, res.n_gen,
+				finish_reason_name(res.finish),
 				res.t_prefill > 0 ? res.n_prompt / res.t_prefill : 0.0,
 				res.t_decode > 0 && res.n_gen > 1
 					? (res.n_gen - 1) / res.t_decode : 0.0);
@@ -367,7 +368,7 @@ int chat_cli_main(int argc, char **argv)
 	Args a;
 	int pr = parse_args(argc, argv, &a);
 	if (pr) {
-		fputs(usage, pr > 0 ? stdout : stderr);
+		fputs(chat_cli_usage, pr > 0 ? stdout : stderr);
 		return pr > 0 ? 0 : 2;
 	}
 	char err[512];

@@ -194,6 +194,37 @@ START_TEST(render_errors)
 }
 END_TEST
 
+/* The tiny test models carry no chat template (neither their
+ * tokenizer_config.json nor their GGUF): asking for theirs fails clearly,
+ * naming one works with the tokenizer's bos/eos texts. */
+START_TEST(tiny_models)
+{
+	struct { const char *path, *bos, *eos; } k[] = {
+		{"models/tiny-llama2", "<s>", "</s>"},
+		{"models/tiny-llama2-f16.gguf", "<s>", "</s>"},
+		{"models/tiny-llama3", "<|endoftext|>", "<|endoftext|>"},
+		{"models/tiny-llama3-q8_0.gguf", "<|endoftext|>", "<|endoftext|>"},
+	};
+	for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+		Model m;
+		char err[512];
+		ck_assert_msg(model_load(test_data(k[i].path), &m, err, sizeof err) == 0,
+			      "%s", err);
+		ck_assert_ptr_null(m.chat_template);
+		ChatTemplate t;
+		ck_assert_int_eq(chat_template_for_model(&m, NULL, &t, err, sizeof err), -1);
+		ck_assert_msg(strstr(err, "has no chat template") &&
+				      strstr(err, "--chat-template"), "%s", err);
+		ck_assert_msg(chat_template_for_model(&m, "llama2", &t, err, sizeof err) == 0,
+			      "%s", err);
+		ck_assert_str_eq(t.bos, k[i].bos);
+		ck_assert_str_eq(t.eos, k[i].eos);
+		ck_assert_str_eq(chat_end_of_turn(&t), k[i].eos);
+		model_free(&m);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("chat");
@@ -203,6 +234,7 @@ int main(void)
 	tcase_add_test(tc, unknown_template);
 	tcase_add_test(tc, named_families);
 	tcase_add_test(tc, render_errors);
+	tcase_add_test(tc, tiny_models);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -151,8 +151,11 @@ static int collect(void *ud, int32_t token, const char *s, size_t len)
 	return 0;
 }
 
-/* Greedy answer through the engine, with the system message the demo
- * uses. */
+/* Greedy answer through the engine, with the empty system message the
+ * demo uses: with SmolLM2's default system prompt, or "You are a helpful
+ * assistant.", the first token is a near-tie ("The" leads "L"/"La" by
+ * about 0.05 logits on the CPU backend); with "" it leads by about 1, so
+ * the test does not hang on rounding differences between kernels. */
 START_TEST(answer_paris)
 {
 	NEED_MODEL(path);
@@ -164,14 +167,14 @@ START_TEST(answer_paris)
 	ck_assert_msg(chat_template_for_model(engine_model(e), NULL, &t, err,
 					      sizeof err) == 0, "%s", err);
 	ChatMessage msgs[] = {
-		{"system", "You are a helpful assistant."},
+		{"system", ""},
 		{"user", "What is the capital of France?"},
 	};
 	size_t len;
 	char *prompt = chat_render(&t, msgs, 2, 1, NULL, &len, err, sizeof err);
 	ck_assert_msg(prompt, "%s", err);
 	ck_assert_str_eq(prompt,
-			 "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+			 "<|im_start|>system\n<|im_end|>\n"
 			 "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
 			 "<|im_start|>assistant\n");
 	const Tokenizer *tok = engine_tokenizer(e);
@@ -208,7 +211,7 @@ START_TEST(infer_run_chat)
 		TEST_SKIP("%s not built", bin);
 	char cmd[8192];
 	snprintf(cmd, sizeof cmd,
-		 "'%s' chat '%s' --backend cpu --system 'You are a helpful assistant.' "
+		 "'%s' chat '%s' --backend cpu --system '' "
 		 "--temp 0 -n 32 -q -p 'What is the capital of France?' </dev/null",
 		 bin, path);
 	FILE *f = popen(cmd, "r");

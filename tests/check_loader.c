@@ -17,6 +17,7 @@
 #include "gguf.h"
 #include "model.h"
 #include "testutil.h"
+#include "tokenizer.h"
 
 static const char *llama3_ovr[] = {
 	"llama.rope.freq_base=float:500000",
@@ -114,6 +115,10 @@ START_TEST(llama2_configs)
 	ck_assert_ptr_null(hf.chat_template);
 	ck_assert_ptr_nonnull(hf.tok);
 	ck_assert_ptr_nonnull(f16.tok);
+	ck_assert_int_eq(tokenizer_n_vocab(hf.tok), 32000);
+	ck_assert_int_eq(tokenizer_n_vocab(f16.tok), 32000);
+	ck_assert_int_eq(tokenizer_bos(hf.tok), 1); /* config bos_token_id */
+	ck_assert_int_eq(tokenizer_bos(q8.tok), 1);
 	ck_assert(strstr(hf.path, "tiny-llama2"));
 	model_free(&hf);
 	model_free(&f16);
@@ -134,6 +139,9 @@ START_TEST(llama3_configs)
 	ck_assert_str_eq(hf.quant, "f16");
 	ck_assert_ptr_eq(hf.w.output.data, hf.w.tok_embd.data); /* tied */
 	ck_assert_ptr_eq(f16.w.output.data, f16.w.tok_embd.data);
+	ck_assert_int_eq(tokenizer_n_vocab(hf.tok), 50257);
+	ck_assert_int_eq(tokenizer_n_vocab(q8.tok), 50257);
+	ck_assert_int_eq(tokenizer_eos(f16.tok), 50256);
 	/* the known converter gap: without overrides the GGUF has no rope
 	 * metadata, so defaults apply */
 	load_ok("models/tiny-llama3-f16.gguf", NULL, &raw);
@@ -214,6 +222,78 @@ static void compare_weights(const char *hfdir, const char *gguf,
 	model_free(&gg);
 }
 
+/* Q8_0 rows against the HF source: each element within half a
+ * quantisation step d = amax/127 of its block, plus the f16 rounding of d
+ * times |q| <= 127 (127 * 2^-11 d = 0.062 d): 0.57 d. Returns mismatches. */
+static int64_t diff_q8(const Tensor *hf, const Tensor *gg, int perm, int hd)
+{
+	ck_assert_int_eq(gg->type, DT_Q8_0);
+	ck_assert_int_eq(hf->rows, gg->rows);
+	ck_assert_int_eq(hf->cols, gg->cols);
+	size_t rb = dtype_row_bytes(gg->type, gg->cols);
+	float *row = malloc((size_t)gg->cols * sizeof *row);
+	int64_t bad = 0;
+	for (int64_t r = 0; r < gg->rows; r++) {
+		int64_t hr = perm ? unpermute(r, hd) : r;
+		dequantize_row(gg->type, (const uint8_t *)gg->data + r * rb,
+			       row, gg->cols);
+		for (int64_t b = 0; b < gg->cols; b += 32) {
+			float amax = 0;
+			for (int j = 0; j < 32; j++)
+				amax = fmaxf(amax, fabsf(elem(hf, hr, b + j)));
+			float tol = amax / 127 * 0.57f + 1e-7f;
+			for (int j = 0; j < 32; j++)
+				if (fabsf(row[b + j] - elem(hf, hr, b + j)) >
+				    tol)
+					bad++;
+		}
+	}
+	free(row);
+	return bad;
+}
+
+static int64_t diff_any(const Tensor *hf, const Tensor *gg, int perm, int hd)
+{
+	return gg->type == DT_Q8_0 ? diff_q8(hf, gg, perm, hd)
+				   : diff(hf, gg, perm, hd);
+}
+
+static void compare_q8(const char *hfdir, const char *gguf,
+		       const ModelLoadOptions *o)
+{
+	Model hf, gg;
+	load_ok(hfdir, NULL, &hf);
+	load_ok(gguf, o, &gg);
+	int hd = hf.cfg.head_dim;
+	ck_assert_int_eq(gg.w.tok_embd.type, DT_Q8_0);
+	ck_assert_int_eq(diff_any(&hf.w.tok_embd, &gg.w.tok_embd, 0, hd), 0);
+	ck_assert_int_eq(diff_any(&hf.w.output, &gg.w.output, 0, hd), 0);
+	for (int l = 0; l < hf.cfg.n_layers; l++) {
+		LayerWeights *a = &hf.w.layers[l], *b = &gg.w.layers[l];
+		ck_assert_int_eq(b->wq.type, DT_Q8_0);
+		ck_assert_int_eq(diff_any(&a->wq, &b->wq, 1, hd), 0);
+		ck_assert_int_eq(diff_any(&a->wk, &b->wk, 1, hd), 0);
+		ck_assert_int_gt(diff_any(&a->wk, &b->wk, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->wv, &b->wv, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->wo, &b->wo, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->w_gate, &b->w_gate, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->w_up, &b->w_up, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->w_down, &b->w_down, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->ffn_norm, &b->ffn_norm, 0, hd),
+				 0);
+	}
+	model_free(&hf);
+	model_free(&gg);
+}
+
+START_TEST(q8_0_tensors_close)
+{
+	ModelLoadOptions o = {llama3_ovr, 6, 0};
+	compare_q8("models/tiny-llama2", "models/tiny-llama2-q8_0.gguf", NULL);
+	compare_q8("models/tiny-llama3", "models/tiny-llama3-q8_0.gguf", &o);
+}
+END_TEST
+
 START_TEST(llama2_tensors_match)
 {
 	compare_weights("models/tiny-llama2", "models/tiny-llama2-f16.gguf",
@@ -259,8 +339,11 @@ static void write_in(const char *name, const char *text)
 static void link_in(const char *rel, const char *name)
 {
 	char p[128];
+	char *target = realpath(test_data(rel), NULL); /* links need it */
+	ck_assert_ptr_nonnull(target);
 	snprintf(p, sizeof p, "%s/%s", dir, name);
-	ck_assert_int_eq(symlink(test_data(rel), p), 0);
+	ck_assert_int_eq(symlink(target, p), 0);
+	free(target);
 }
 
 /* A copy of tiny-llama2 with config.json replaced by cfg. */
@@ -475,6 +558,7 @@ int main(void)
 	tcase_add_test(tc, llama3_configs);
 	tcase_add_test(tc, llama2_tensors_match);
 	tcase_add_test(tc, llama3_tensors_match);
+	tcase_add_test(tc, q8_0_tensors_close);
 	tcase_add_loop_test(tc, bad_hf_configs, 0,
 			    (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
 	tcase_add_test(tc, hf_template_and_index);
