@@ -65,7 +65,7 @@ BINS += $(BUILD)/infer-client
 endif
 ifeq ($(CUDA),1)
 ifneq ($(CUDA_SRC),)
-BINS += $(BUILD)/libinferd-cuda.so
+BINS += $(BUILD)/libinferd-cuda.so $(BUILD)/cuda-layer-bench
 endif
 endif
 
@@ -122,7 +122,11 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) engine/backend.h engine/tens
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -Iengine -c $< -o $@
 $(BUILD)/libinferd-cuda.so: $(CUDA_OBJ) $(BUILD)/engine/tensor.o
-	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -lcublas -lcudart
+	$(NVCC) -shared -o $@ $^ -Xlinker --version-script=cuda/exports.map,--no-undefined -L$(CUDA_HOME)/lib64 -lcublas -lcudart
+
+# Op-level forward benchmark of the CUDA backend (random weights).
+$(BUILD)/cuda-layer-bench: contrib/bench/cuda_layer_bench.c $(BUILD)/engine/tensor.o
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Tests: one Check binary per tests/check_*.c, linked with everything.
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJ) $(BUILD)/libengine.a $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(if $(LIBC_SRC),$(BUILD)/libinfer.a)
