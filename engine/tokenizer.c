@@ -1096,6 +1096,19 @@ static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
 static int encode_segment(const Tokenizer *t, EncWork *e, const char *s,
 			  size_t n, int at_start, IdVec *out)
 {
+	if (t->nfc && n) {
+		char *norm = NULL;
+		size_t nn;
+		if (unicode_nfc(s, n, &norm, &nn))
+			return -1;
+		if (norm) {
+			Tokenizer tmp = *t;
+			tmp.nfc = 0;
+			int rc = encode_segment(&tmp, e, norm, nn, at_start, out);
+			free(norm);
+			return rc;
+		}
+	}
 	if (t->kind == TOK_SPM)
 		return encode_spm(t, e, s, n, at_start, out);
 	return encode_bpe(t, e, s, n, out);
@@ -1128,6 +1141,12 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len,
 	*ids = NULL;
 	if (!text && len) {
 		seterr(err, errlen, "tokenizer: NULL text");
+		return -1;
+	}
+	if (len > (size_t)INT32_MAX / 4) {
+		/* offsets are 32-bit and SPM text grows up to 3x */
+		seterr(err, errlen, "tokenizer: text of %zu bytes too long",
+		       len);
 		return -1;
 	}
 	if (add_bos && t->add_bos && t->bos >= 0 && iv_push(&out, t->bos))
@@ -1609,7 +1628,7 @@ static int hf_build(Tokenizer **out, const char *dir, const json_value *root,
 				 "\xe2\x96\x81")) {
 			spm_norm = 1;
 		} else if (!strcmp(ty, "NFC")) {
-			/* accepted as a no-op: input is taken as NFC */
+			t->nfc = 1;
 		} else {
 			seterr(err, errlen, "tokenizer.json: unsupported "
 			       "normalizer %.40s", ty);
