@@ -29,6 +29,9 @@ SPECIAL_TEXTS = [
     "</s>",
     "<|endoftext|><|endoftext|>a",
     "<|eot_id|",
+    "a  <mask>  b x<|tool|>  \n y",
+    " <mask><|tool|> ",
+    "\u3000<mask>\u00a0",
     "e\u0301cole A\u030a \u212b\u2126 \u1100\u1161\u11a8 \u0958",
 ]
 
@@ -48,7 +51,9 @@ def variants():
     v["added_tokens"] += [added(50257, "<|begin_of_text|>", True),
                           added(50258, "<|eot_id|>", True),
                           added(50259, "<tool_call>", False),
-                          added(50260, "</tool_call>", False)]
+                          added(50260, "</tool_call>", False),
+                          dict(added(50261, "<mask>", True), lstrip=True),
+                          dict(added(50262, "<|tool|>", True), rstrip=True)]
     v["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": pv.LLAMA3},
          "behavior": "Isolated", "invert": False},

@@ -89,6 +89,7 @@ void tokenizer_free(Tokenizer *t)
 	free(t->vhash);
 	free(t->merges);
 	free(t->special);
+	free(t->astrip);
 	free(t);
 }
 
@@ -1162,11 +1163,33 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len,
 		int32_t id = match_special(t, text + i, len - i, parse_special);
 		if (id < 0)
 			continue;
-		if (encode_segment(t, &e, text + seg, i - seg, seg == 0, &out) ||
+		size_t end = i; /* end of the text before the token */
+		if (t->astrip && (t->astrip[id] & 1))
+			while (end > seg) {
+				size_t k = end - 1;
+				while (k > seg && ((unsigned char)text[k] & 0xC0) == 0x80)
+					k--;
+				uint32_t c;
+				utf8_next((const unsigned char *)text + k, end - k, &c);
+				if (!unicode_is_space(c))
+					break;
+				end = k;
+			}
+		if (encode_segment(t, &e, text + seg, end - seg, seg == 0, &out) ||
 		    iv_push(&out, id))
 			goto oom;
-		i += t->text_n[id] - 1;
-		seg = i + 1;
+		i += t->text_n[id];
+		if (t->astrip && (t->astrip[id] & 2))
+			while (i < len) {
+				uint32_t c;
+				size_t l = utf8_next((const unsigned char *)text + i,
+						     len - i, &c);
+				if (!unicode_is_space(c))
+					break;
+				i += l;
+			}
+		seg = i;
+		i--; /* the loop's i++ */
 	}
 	if (encode_segment(t, &e, text + seg, len - seg, seg == 0, &out))
 		goto oom;
@@ -1603,6 +1626,15 @@ static int hf_build(Tokenizer **out, const char *dir, const json_value *root,
 			goto fail;
 		t->type[id] = json_bool(json_get(a, "special"), 0) ? TT_CONTROL
 								   : TT_USER;
+		int strip = json_bool(json_get(a, "lstrip"), 0) |
+			    json_bool(json_get(a, "rstrip"), 0) << 1;
+		if (strip && !t->astrip &&
+		    !(t->astrip = calloc((size_t)t->n_vocab, 1))) {
+			seterr(err, errlen, "tokenizer: out of memory");
+			goto fail;
+		}
+		if (t->astrip)
+			t->astrip[id] = (uint8_t)strip;
 	}
 
 	/* flavour: SPM (U+2581 normalizer or Metaspace) or byte-level */
