@@ -325,7 +325,7 @@ START_TEST(test_disconnect_cancels)
 	t_send(fd, b, n);
 	static TReply r;
 	char s[64];
-	ck_assert_int_eq(t_recv(fd, &r, 30), 0);
+	ck_assert_int_eq(t_recv_event(fd, &r, 30), 0);
 	ck_assert_str_eq(t_str(&r, "type", s, sizeof s), "token");
 	msgpack_zone_destroy(&r.zone);
 	double t0 = t_now();
@@ -717,7 +717,7 @@ START_TEST(test_sigterm_drains)
 	t_send(fd, b, n);
 	static TReply r;
 	char s[64];
-	ck_assert_int_eq(t_recv(fd, &r, 30), 0);
+	ck_assert_int_eq(t_recv_event(fd, &r, 30), 0);
 	msgpack_zone_destroy(&r.zone);
 	kill(d.pid, SIGTERM);
 	int tokens = 1;
@@ -758,7 +758,7 @@ START_TEST(test_shutdown_timeout_cancels)
 	t_send(fd, b, n);
 	static TReply r;
 	char s[64];
-	ck_assert_int_eq(t_recv(fd, &r, 30), 0);
+	ck_assert_int_eq(t_recv_event(fd, &r, 30), 0);
 	msgpack_zone_destroy(&r.zone);
 	double t0 = t_now();
 	kill(d.pid, SIGTERM);
@@ -864,7 +864,7 @@ START_TEST(test_queue_limits)
 				  "max_tokens", "i:8000", "ignore_eos", "b:true");
 		t_send(fd, b, n);
 		if (id == 1) { /* wait until the first one runs */
-			ck_assert_int_eq(t_recv(fd, &r, 30), 0);
+			ck_assert_int_eq(t_recv_event(fd, &r, 30), 0);
 			msgpack_zone_destroy(&r.zone);
 		}
 	}

@@ -271,6 +271,23 @@ static inline int t_recv(int fd, TReply *r, double secs)
 	return 0;
 }
 
+/* Read frames until one whose type is not "loading" (the model is being
+ * loaded first) or "queued". */
+static inline int t_recv_event(int fd, TReply *r, double secs)
+{
+	for (;;) {
+		int rc = t_recv(fd, r, secs);
+		if (rc < 0)
+			return rc;
+		const msgpack_object *o = proto_field(&r->obj, "type");
+		if (!o || o->type != MSGPACK_OBJECT_STR ||
+		    !((o->via.str.size == 7 && !memcmp(o->via.str.ptr, "loading", 7)) ||
+		      (o->via.str.size == 6 && !memcmp(o->via.str.ptr, "queued", 6))))
+			return 0;
+		msgpack_zone_destroy(&r->zone);
+	}
+}
+
 /* Field of r as a C string in buf ("" if absent). */
 static inline const char *t_str(const TReply *r, const char *key, char *buf,
 				size_t cap)
