@@ -7,7 +7,7 @@
  *
  *   make build/broker_bench
  *   build/broker_bench [--model PATH] [--threads N] [--tokens N]
- *                      [--pings N] [--inferd PATH]
+ *                      [--pings N] [--inferd PATH] [--backend cpu|cuda]
  *
  * It starts its own inferd (BUILD/inferd next to itself by default) on a
  * temporary socket and database, and stops it at the end.
@@ -138,7 +138,7 @@ static void *gen_thread(void *arg)
 int main(int argc, char **argv)
 {
 	const char *model = "build/testdata/models/tiny-llama2";
-	const char *inferd = NULL;
+	const char *inferd = NULL, *backend = "cpu";
 	int threads = 1, tokens = 64, pings = 5000, reps = 10;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--model")) model = argv[i + 1];
@@ -146,6 +146,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--pings")) pings = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--inferd")) inferd = argv[i + 1];
+		else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
 		else {
 			fprintf(stderr, "broker_bench: unknown option %s\n", argv[i]);
 			return 2;
@@ -171,7 +172,7 @@ int main(int argc, char **argv)
 	pid_t pid = fork();
 	if (pid == 0) {
 		execl(inferd, inferd, "--socket", sock, "--db", db, "--model", mspec,
-		      "--threads", th, "--ctx", ctx, "--max-queue", "128",
+		      "--threads", th, "--ctx", ctx, "--backend", backend, "--max-queue", "128",
 		      "--max-uid-requests", "256", "--log-file", "/dev/null", (char *)NULL);
 		_exit(127);
 	}
@@ -182,13 +183,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "broker_bench: inferd did not come up\n");
 		return 1;
 	}
-	printf("broker_bench: model %s, %d thread%s, %d tokens, prompt \"%s\"\n",
-	       model, threads, threads > 1 ? "s" : "", tokens, PROMPT);
+	printf("broker_bench: model %s, backend %s, %d thread%s, %d tokens, prompt "
+	       "\"%s\"\n", model, backend, threads, threads > 1 ? "s" : "", tokens,
+	       PROMPT);
 	ping_bench(1, pings);
 	ping_bench(64, pings / 10 > 10 ? pings / 10 : 10);
 
 	/* generate: in-process engine (infer-run's path) */
-	EngineOptions eo = { .backend = "cpu", .threads = threads, .ctx = 512, .quiet = 1 };
+	EngineOptions eo = { .backend = backend, .threads = threads, .ctx = 512, .quiet = 1 };
 	Engine *e;
 	char err[512];
 	if (engine_open(model, &eo, &e, err, sizeof err) < 0) {
