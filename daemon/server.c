@@ -701,7 +701,17 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	msgpack_packer pk;
 	size_t len;
 	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 11);
+	/* device memory: the latest sample of any loaded model's backend */
+	uint64_t dtotal = 0, dfree = 0;
+	for (int i = 0; i < d->nslots; i++) {
+		pthread_mutex_lock(&d->slots[i]->mu);
+		if (d->slots[i]->dev_total && d->slots[i]->state == MS_LOADED) {
+			dtotal = d->slots[i]->dev_total;
+			dfree = d->slots[i]->dev_free;
+		}
+		pthread_mutex_unlock(&d->slots[i]->mu);
+	}
+	msgpack_pack_map(&pk, 13);
 	pk_str(&pk, "id");
 	msgpack_pack_uint32(&pk, id);
 	pk_str(&pk, "type");
@@ -718,6 +728,10 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	msgpack_pack_uint64(&pk, d->cfg->mem_budget);
 	pk_str(&pk, "mem_used");
 	msgpack_pack_uint64(&pk, mem_used(d));
+	pk_str(&pk, "device_total");
+	msgpack_pack_uint64(&pk, dtotal);
+	pk_str(&pk, "device_free");
+	msgpack_pack_uint64(&pk, dfree);
 	pk_str(&pk, "connections");
 	msgpack_pack_int(&pk, d->nconns);
 	pk_str(&pk, "inflight");
@@ -727,11 +741,13 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	for (int i = 0; i < d->nslots; i++) {
 		Slot *m = d->slots[i];
 		pthread_mutex_lock(&m->mu);
-		msgpack_pack_map(&pk, 5);
+		msgpack_pack_map(&pk, 6);
 		pk_str(&pk, "name");
 		pk_str(&pk, m->name);
 		pk_str(&pk, "state");
 		pk_str(&pk, state_name(m->state));
+		pk_str(&pk, "device");
+		pk_str(&pk, m->device);
 		pk_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
 		pk_str(&pk, "active");

@@ -41,8 +41,9 @@
  *              A different version -> error "version" naming both.
  *   ping       -> ok
  *   status     -> ok: version str, pid uint, uptime float (s), backend str,
- *              mem_budget uint, mem_used uint (bytes), connections uint,
- *              models array of {name, state, queue, active, bytes}
+ *              mem_budget uint, mem_used uint, device_total uint,
+ *              device_free uint (bytes), connections uint, inflight uint,
+ *              models array of {name, state, device, queue, active, bytes}
  *   models     -> ok: models array of {name str, path str, format str,
  *              state str, bytes uint, arch str, quant str, ctx uint,
  *              params uint, keep_alive int}
