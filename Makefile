@@ -76,6 +76,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# libinfer exports only what infer.h marks INFER_API.
+$(BUILD)/libclient/%.o: libclient/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -MMD -MP -c $< -o $@
+
 $(BUILD)/engine/%_avx2.o: engine/%_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
@@ -95,7 +100,8 @@ $(BUILD)/libinferd.a: $(DAEMON_OBJ)
 $(BUILD)/infer-run: $(BUILD)/engine/infer_run.o $(BUILD)/libengine.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/inferd: $(BUILD)/daemon/main.o $(BUILD)/libinferd.a $(BUILD)/libengine.a
+# inferd shares libclient/protocol.c (the frame validator) through libinfer.a.
+$(BUILD)/inferd: $(BUILD)/daemon/main.o $(BUILD)/libinferd.a $(BUILD)/libengine.a $(BUILD)/libinfer.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(SERVICE_LIBS) $(LDLIBS)
 
 # libinfer: public symbols only (infer.h marks them), soname by ABI major.
@@ -147,6 +153,7 @@ test: deps
 check: test
 
 demo: deps
+	@sh contrib/fetch-demo-model.sh >/dev/null
 	@$(MAKE) --no-print-directory all
 	@sh contrib/demo.sh $(BUILD)
 

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,7 +340,17 @@ static int get_tensor(Loader *L, const char *name, int rows, int cols,
 			       (long long)t.rows, (long long)t.cols, nd);
 		return -1;
 	}
-	if (to_f32 && t.type != DT_F32) {
+	if (to_f32 && t.type == DT_F32 && (uintptr_t)t.data % sizeof(float)) {
+		/* general.alignment < 4 leaves F32 data unaligned */
+		float *f = malloc((size_t)ec * sizeof *f);
+		if (!f || !keep_buf(L->p, f)) {
+			free(f);
+			seterr(L->err, L->errlen, "out of memory");
+			return -1;
+		}
+		memcpy(f, t.data, (size_t)ec * sizeof *f);
+		t.data = f;
+	} else if (to_f32 && t.type != DT_F32) {
 		if (dtype_is_quant(t.type)) {
 			seterr(L->err, L->errlen,
 			       "%s: a quantised (%s) vector is not supported",
@@ -396,9 +407,30 @@ static int load_tensors(Loader *L, int gguf)
 			w->output = w->tok_embd;
 		}
 	}
-	if (gguf && get_tensor(L, "rope_freqs.weight", S_ONE, S_HALF, 1, 1,
-			       &w->rope_freqs) < 0)
-		return -1;
+	if (gguf) {
+		Tensor rf;
+		if (get_tensor(L, "rope_freqs.weight", S_ONE, S_HALF, 1, 1,
+			       &rf) < 0)
+			return -1;
+		c->rope_freqs = rf.data;
+		for (int i = 0; c->rope_freqs && i < c->head_dim / 2; i++) {
+			float f = c->rope_freqs[i];
+			if (!(f >= 1 && f < 1e6f)) { /* llama3: 1..factor */
+				seterr(L->err, L->errlen,
+				       "rope_freqs.weight[%d] = %g is not a "
+				       "frequency divisor >= 1",
+				       i, f);
+				return -1;
+			}
+		}
+		if (c->rope_freqs && c->rope_scaling != ROPE_SCALE_NONE) {
+			seterr(L->err, L->errlen,
+			       "%s: rope_freqs.weight already scales RoPE; "
+			       "rope scaling metadata or overrides conflict",
+			       m->path);
+			return -1;
+		}
+	}
 	for (int l = 0; l < c->n_layers; l++) {
 		for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0];
 		     i++) {

@@ -416,6 +416,16 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 		t->eos = -1;
 	if (t->bos < 0)
 		t->add_bos = 0;
+	if (t->eos < 0) {
+		/* no config named one: the first conventional end token */
+		for (size_t k = 0; k < sizeof eog_names / sizeof *eog_names &&
+				   t->eos < 0; k++) {
+			int32_t id = tok_lookup(t, eog_names[k],
+						strlen(eog_names[k]));
+			if (id >= 0 && t->type[id] == TT_CONTROL && id != t->bos)
+				t->eos = id;
+		}
+	}
 	tok_add_eog(t, t->eos);
 	for (size_t k = 0; k < sizeof eog_names / sizeof *eog_names; k++) {
 		int32_t id = tok_lookup(t, eog_names[k], strlen(eog_names[k]));
@@ -961,7 +971,8 @@ static int encode_spm(const Tokenizer *t, EncWork *e, const char *s,
 		e->capnorm = need;
 	}
 	size_t m = 0;
-	if (t->add_space_prefix && (at_start || !t->prefix_first_only)) {
+	if (t->add_space_prefix && (at_start || !t->prefix_first_only) &&
+	    !(t->prefix_unless_space && s[0] == ' ')) {
 		memcpy(e->norm, "\xe2\x96\x81", 3);
 		m = 3;
 	}
@@ -973,7 +984,19 @@ static int encode_spm(const Tokenizer *t, EncWork *e, const char *s,
 			e->norm[m++] = s[i];
 		}
 	}
-	return bpe_word(t, &e->w, e->norm, m, out);
+	if (!t->split_words)
+		return bpe_word(t, &e->w, e->norm, m, out);
+	/* HF Metaspace(split): each U+2581 starts a new word */
+	size_t a = 0;
+	for (size_t i = 1; i <= m; i++) {
+		if (i < m && !(m - i >= 3 &&
+			       !memcmp(e->norm + i, "\xe2\x96\x81", 3)))
+			continue;
+		if (bpe_word(t, &e->w, e->norm + a, i - a, out))
+			return -1;
+		a = i;
+	}
+	return 0;
 }
 
 /* Run the split stages over s[0..n): leaves the piece ends (code point
@@ -1367,6 +1390,14 @@ static int hf_pre_one(Tokenizer *t, const json_value *p, int *bytelevel,
 				 ? ST_DIGIT1 : ST_DIGITS, err, errlen);
 	if (!strcmp(type, "Metaspace")) {
 		*metaspace = 1;
+		t->prefix_unless_space = 1;
+		t->split_words = json_bool(json_get(p, "split"), 1);
+		const char *rep = json_str(json_get(p, "replacement"), "");
+		if (strcmp(rep, "\xe2\x96\x81")) {
+			seterr(err, errlen, "tokenizer.json: Metaspace "
+			       "replacement must be U+2581");
+			return -1;
+		}
 		const char *scheme = json_str(json_get(p, "prepend_scheme"),
 					      NULL);
 		if (scheme) {

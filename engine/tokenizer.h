@@ -46,10 +46,19 @@ int tokenizer_adds_bos(const Tokenizer *t);
 int tokenizer_is_eog(const Tokenizer *t, int32_t id);
 /* Id of a token by its exact text (e.g. "<|im_end|>"), -1 if absent. */
 int32_t tokenizer_find(const Tokenizer *t, const char *text);
+/* Raw vocab text of id as stored in the file (byte-level images such as
+ * "\u0120the", U+2581 for SPM spaces, "<0x0A>"), NUL-terminated; NULL for
+ * an id out of range. Valid until tokenizer_free(). */
+const char *tokenizer_id_text(const Tokenizer *t, int32_t id);
+/* 1 when id is an added/special token (control or user-defined): the
+ * tokens that encode with parse_special matches in text. */
+int tokenizer_is_special(const Tokenizer *t, int32_t id);
 
-/* Encode len bytes of UTF-8 text. add_bos: prepend BOS when the model has
- * one. parse_special: match added/special tokens in the text (chat
- * templates); when 0 their text is encoded as plain text.
+/* Encode len bytes of UTF-8 text. add_bos: prepend BOS when the tokenizer
+ * adds one (tokenizer_adds_bos(); HF add_special_tokens, llama.cpp
+ * add_special). parse_special: match added/special tokens in the text
+ * (chat templates), longest first; when 0 only user-defined (non-special)
+ * added tokens are matched and special texts are encoded as plain text.
  * On success returns the count and sets *ids to a malloc'd array the caller
  * frees; returns -1 with a message on error (invalid UTF-8 is encoded
  * byte-wise, never an error). */
@@ -58,13 +67,16 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len,
 		     size_t errlen);
 
 /* Decode ids to UTF-8 as HF `decode(ids)` does (special tokens included,
- * SPM leading space of the first piece stripped). Returns a malloc'd,
+ * SPM leading space of the first piece stripped). Byte runs that are not
+ * valid UTF-8 become one U+FFFD per maximal invalid part (Rust
+ * from_utf8_lossy; HF's SPM ByteFallback would give one per byte). Returns a malloc'd,
  * NUL-terminated string (length in *len when non-NULL), NULL on an invalid
  * id (message in err). */
 char *tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n,
 		       size_t *len, char *err, size_t errlen);
 
-/* Streaming decoder: feed ids one by one, get the text that is complete.
+/* Streaming decoder (TOKSTREAM_MAX_PIECE was 512; raised to 2048 so a
+ * whole token of up to 677 bytes, each possibly U+FFFD, fits): feed ids one by one, get the text that is complete.
  * Bytes of a UTF-8 sequence split across tokens are held back until the
  * sequence is complete; the concatenation of all pushes and the final
  * flush equals tokenizer_decode() of all ids. */

@@ -107,6 +107,10 @@ struct Tokenizer {
 	int32_t unk;            /* <unk> id or -1 */
 	int add_space_prefix;   /* SPM: prepend U+2581 to a text segment */
 	int prefix_first_only;  /* ... only to the segment at text start */
+	int prefix_unless_space; /* ... unless it starts with a space
+				    (HF Metaspace) */
+	int split_words;        /* SPM: BPE each U+2581-led word apart
+				   (HF Metaspace split) */
 	int strip_space;        /* decode drops one leading space (SPM) */
 	int ignore_merges;      /* BPE: a whole pre-token in vocab is kept */
 	int bpe_prefix_space;   /* BPE ByteLevel add_prefix_space */

@@ -176,6 +176,7 @@ START_TEST(stop_across_tokens)
 	ck_assert_int_le(rs.n_gen, k + 2);
 
 	/* A partial match that fails is released in full. */
+	free(rs.ids);
 	char nearly[4] = {s.text[cut - 1], '\x01', 0};
 	ps.stop[1] = nearly;
 	Sink u = {0};

@@ -17,6 +17,7 @@
 #include "gguf.h"
 #include "model.h"
 #include "testutil.h"
+#include "tokenizer.h"
 
 static const char *llama3_ovr[] = {
 	"llama.rope.freq_base=float:500000",
@@ -110,10 +111,14 @@ START_TEST(llama2_configs)
 	ck_assert_ptr_nonnull(hf.w.output.data);
 	ck_assert_ptr_ne(hf.w.output.data, hf.w.tok_embd.data);
 	ck_assert_ptr_null(hf.w.layers[0].bq.data);
-	ck_assert_ptr_null(f16.w.rope_freqs.data);
+	ck_assert_ptr_null(f16.cfg.rope_freqs);
 	ck_assert_ptr_null(hf.chat_template);
 	ck_assert_ptr_nonnull(hf.tok);
 	ck_assert_ptr_nonnull(f16.tok);
+	ck_assert_int_eq(tokenizer_n_vocab(hf.tok), 32000);
+	ck_assert_int_eq(tokenizer_n_vocab(f16.tok), 32000);
+	ck_assert_int_eq(tokenizer_bos(hf.tok), 1); /* config bos_token_id */
+	ck_assert_int_eq(tokenizer_bos(q8.tok), 1);
 	ck_assert(strstr(hf.path, "tiny-llama2"));
 	model_free(&hf);
 	model_free(&f16);
@@ -134,6 +139,9 @@ START_TEST(llama3_configs)
 	ck_assert_str_eq(hf.quant, "f16");
 	ck_assert_ptr_eq(hf.w.output.data, hf.w.tok_embd.data); /* tied */
 	ck_assert_ptr_eq(f16.w.output.data, f16.w.tok_embd.data);
+	ck_assert_int_eq(tokenizer_n_vocab(hf.tok), 50257);
+	ck_assert_int_eq(tokenizer_n_vocab(q8.tok), 50257);
+	ck_assert_int_eq(tokenizer_eos(f16.tok), 50256);
 	/* the known converter gap: without overrides the GGUF has no rope
 	 * metadata, so defaults apply */
 	load_ok("models/tiny-llama3-f16.gguf", NULL, &raw);
@@ -214,6 +222,78 @@ static void compare_weights(const char *hfdir, const char *gguf,
 	model_free(&gg);
 }
 
+/* Q8_0 rows against the HF source: each element within half a
+ * quantisation step d = amax/127 of its block, plus the f16 rounding of d
+ * times |q| <= 127 (127 * 2^-11 d = 0.062 d): 0.57 d. Returns mismatches. */
+static int64_t diff_q8(const Tensor *hf, const Tensor *gg, int perm, int hd)
+{
+	ck_assert_int_eq(gg->type, DT_Q8_0);
+	ck_assert_int_eq(hf->rows, gg->rows);
+	ck_assert_int_eq(hf->cols, gg->cols);
+	size_t rb = dtype_row_bytes(gg->type, gg->cols);
+	float *row = malloc((size_t)gg->cols * sizeof *row);
+	int64_t bad = 0;
+	for (int64_t r = 0; r < gg->rows; r++) {
+		int64_t hr = perm ? unpermute(r, hd) : r;
+		dequantize_row(gg->type, (const uint8_t *)gg->data + r * rb,
+			       row, gg->cols);
+		for (int64_t b = 0; b < gg->cols; b += 32) {
+			float amax = 0;
+			for (int j = 0; j < 32; j++)
+				amax = fmaxf(amax, fabsf(elem(hf, hr, b + j)));
+			float tol = amax / 127 * 0.57f + 1e-7f;
+			for (int j = 0; j < 32; j++)
+				if (fabsf(row[b + j] - elem(hf, hr, b + j)) >
+				    tol)
+					bad++;
+		}
+	}
+	free(row);
+	return bad;
+}
+
+static int64_t diff_any(const Tensor *hf, const Tensor *gg, int perm, int hd)
+{
+	return gg->type == DT_Q8_0 ? diff_q8(hf, gg, perm, hd)
+				   : diff(hf, gg, perm, hd);
+}
+
+static void compare_q8(const char *hfdir, const char *gguf,
+		       const ModelLoadOptions *o)
+{
+	Model hf, gg;
+	load_ok(hfdir, NULL, &hf);
+	load_ok(gguf, o, &gg);
+	int hd = hf.cfg.head_dim;
+	ck_assert_int_eq(gg.w.tok_embd.type, DT_Q8_0);
+	ck_assert_int_eq(diff_any(&hf.w.tok_embd, &gg.w.tok_embd, 0, hd), 0);
+	ck_assert_int_eq(diff_any(&hf.w.output, &gg.w.output, 0, hd), 0);
+	for (int l = 0; l < hf.cfg.n_layers; l++) {
+		LayerWeights *a = &hf.w.layers[l], *b = &gg.w.layers[l];
+		ck_assert_int_eq(b->wq.type, DT_Q8_0);
+		ck_assert_int_eq(diff_any(&a->wq, &b->wq, 1, hd), 0);
+		ck_assert_int_eq(diff_any(&a->wk, &b->wk, 1, hd), 0);
+		ck_assert_int_gt(diff_any(&a->wk, &b->wk, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->wv, &b->wv, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->wo, &b->wo, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->w_gate, &b->w_gate, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->w_up, &b->w_up, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->w_down, &b->w_down, 0, hd), 0);
+		ck_assert_int_eq(diff_any(&a->ffn_norm, &b->ffn_norm, 0, hd),
+				 0);
+	}
+	model_free(&hf);
+	model_free(&gg);
+}
+
+START_TEST(q8_0_tensors_close)
+{
+	ModelLoadOptions o = {llama3_ovr, 6, 0};
+	compare_q8("models/tiny-llama2", "models/tiny-llama2-q8_0.gguf", NULL);
+	compare_q8("models/tiny-llama3", "models/tiny-llama3-q8_0.gguf", &o);
+}
+END_TEST
+
 START_TEST(llama2_tensors_match)
 {
 	compare_weights("models/tiny-llama2", "models/tiny-llama2-f16.gguf",
@@ -259,8 +339,11 @@ static void write_in(const char *name, const char *text)
 static void link_in(const char *rel, const char *name)
 {
 	char p[128];
+	char *target = realpath(test_data(rel), NULL); /* links need it */
+	ck_assert_ptr_nonnull(target);
 	snprintf(p, sizeof p, "%s/%s", dir, name);
-	ck_assert_int_eq(symlink(test_data(rel), p), 0);
+	ck_assert_int_eq(symlink(target, p), 0);
+	free(target);
 }
 
 /* A copy of tiny-llama2 with config.json replaced by cfg. */
@@ -466,6 +549,164 @@ START_TEST(overrides)
 }
 END_TEST
 
+
+/* ---- a GGUF Llama 3 file with its scaling as rope_freqs.weight ---- */
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	*n = (size_t)ftell(f);
+	fseek(f, 0, SEEK_SET);
+	uint8_t *p = malloc(*n);
+	ck_assert_int_eq(fread(p, 1, *n, f), *n);
+	fclose(f);
+	return p;
+}
+
+static size_t skip_tinfo(const uint8_t *p, size_t at)
+{
+	uint64_t len;
+	uint32_t nd;
+	memcpy(&len, p + at, 8);
+	at += 8 + len;
+	memcpy(&nd, p + at, 4);
+	return at + 4 + 8 * nd + 4 + 8;
+}
+
+/* The llama3 divisors as convert_hf_to_gguf.py computes them from
+ * config.json's rope_parameters (tiny-llama3: theta 500000, factor 8,
+ * low 1, high 4, original context 64, head_dim 16). */
+static void llama3_factors(float *out, int half)
+{
+	const double pi = 3.14159265358979323846;
+	double theta = 500000, factor = 8, low = 1, high = 4, orig = 64;
+	for (int i = 0; i < half; i++) {
+		double freq = 1.0 / pow(theta, 2.0 * i / (2.0 * half));
+		double wavelen = 2 * pi / freq;
+		if (wavelen < orig / high)
+			out[i] = 1;
+		else if (wavelen > orig / low)
+			out[i] = (float)factor;
+		else {
+			double sm = (orig / wavelen - low) / (high - low);
+			out[i] = (float)(1 / ((1 - sm) / factor + sm));
+		}
+	}
+}
+
+/* tiny-llama3-f16.gguf plus llama.rope.freq_base and rope_freqs.weight,
+ * written to dir/rf.gguf. */
+static const char *gguf_with_rope_freqs(const float *freqs, int half)
+{
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama3-f16.gguf"), &n);
+	char err[256];
+	gguf_file *g = gguf_open(test_data("models/tiny-llama3-f16.gguf"),
+				 err, sizeof err);
+	ck_assert_msg(g, "%s", err);
+	uint64_t nt = (uint64_t)gguf_tensor_count(g);
+	uint64_t nkv = (uint64_t)gguf_kv_count(g);
+	size_t data = gguf_data_offset(g);
+	/* tensor infos start after the last key's value: find the first
+	 * info by its name, then walk them */
+	Tensor t0;
+	gguf_tensor_at(g, 0, &t0);
+	size_t nl = strlen(t0.name);
+	uint8_t pat[64];
+	uint64_t l64 = nl;
+	memcpy(pat, &l64, 8);
+	memcpy(pat + 8, t0.name, nl);
+	uint8_t *hit = memmem(p, data, pat, 8 + nl);
+	ck_assert_ptr_nonnull(hit);
+	size_t ti0 = (size_t)(hit - p), ti1 = ti0;
+	for (uint64_t i = 0; i < nt; i++)
+		ti1 = skip_tinfo(p, ti1);
+	gguf_close(g);
+
+	static char path[160];
+	snprintf(path, sizeof path, "%s/rf.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	uint64_t v;
+	uint32_t u;
+	fwrite(p, 1, 8, f); /* magic, version */
+	v = nt + 1;
+	fwrite(&v, 8, 1, f);
+	v = nkv + 1;
+	fwrite(&v, 8, 1, f);
+	fwrite(p + 24, 1, ti0 - 24, f);
+	const char *key = "llama.rope.freq_base";
+	v = strlen(key);
+	fwrite(&v, 8, 1, f);
+	fwrite(key, 1, v, f);
+	u = GGUF_T_FLOAT32;
+	fwrite(&u, 4, 1, f);
+	float theta = 500000;
+	fwrite(&theta, 4, 1, f);
+	size_t pos = 24 + (ti0 - 24) + 8 + v + 8;
+	fwrite(p + ti0, 1, ti1 - ti0, f);
+	pos += ti1 - ti0;
+	const char *name = "rope_freqs.weight";
+	v = strlen(name);
+	fwrite(&v, 8, 1, f);
+	fwrite(name, 1, v, f);
+	u = 1;
+	fwrite(&u, 4, 1, f);
+	v = (uint64_t)half;
+	fwrite(&v, 8, 1, f);
+	u = 0; /* F32 */
+	fwrite(&u, 4, 1, f);
+	uint64_t old = n - data, off = (old + 31) / 32 * 32;
+	fwrite(&off, 8, 1, f);
+	pos += 8 + strlen(name) + 4 + 8 + 4 + 8;
+	static const uint8_t zero[32];
+	fwrite(zero, 1, (32 - pos % 32) % 32, f);
+	fwrite(p + data, 1, old, f);
+	fwrite(zero, 1, off - old, f);
+	fwrite(freqs, sizeof *freqs, (size_t)half, f);
+	ck_assert_int_eq(fclose(f), 0);
+	free(p);
+	return path;
+}
+
+START_TEST(gguf_rope_freqs)
+{
+	char err[512];
+	Model m, hf;
+	float want[8];
+	llama3_factors(want, 8);
+	/* the formula gives all three regimes at these sizes */
+	ck_assert(want[0] == 1 && want[7] == 8 && want[1] > 1 && want[1] < 8);
+	make_dir();
+	const char *p = gguf_with_rope_freqs(want, 8);
+	ck_assert_msg(model_load(p, &m, err, sizeof err) == 0, "%s", err);
+	load_ok("models/tiny-llama3", NULL, &hf);
+	ck_assert_ptr_nonnull(m.cfg.rope_freqs);
+	for (int i = 0; i < 8; i++)
+		ck_assert(m.cfg.rope_freqs[i] == want[i]);
+	ck_assert(m.cfg.rope_theta == 500000.0f);
+	ck_assert_int_eq(m.cfg.rope_scaling, ROPE_SCALE_NONE);
+	/* the weights are untouched by the rewrite */
+	ck_assert_int_eq(diff(&hf.w.layers[2].wk, &m.w.layers[2].wk, 1, 16),
+			 0);
+	model_free(&m);
+	model_free(&hf);
+	/* scaling twice is refused */
+	const char *o[] = {"llama.rope.scaling.type=str:linear",
+			   "llama.rope.scaling.factor=float:2"};
+	ModelLoadOptions opt = {o, 2, 1};
+	ck_assert(model_load_ex(p, &opt, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "already scales RoPE"), "%s", err);
+	/* a divisor below 1 is corrupt */
+	want[3] = 0;
+	p = gguf_with_rope_freqs(want, 8);
+	ck_assert(model_load(p, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "rope_freqs.weight[3]"), "%s", err);
+	rm_dir();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("loader");
@@ -475,11 +716,13 @@ int main(void)
 	tcase_add_test(tc, llama3_configs);
 	tcase_add_test(tc, llama2_tensors_match);
 	tcase_add_test(tc, llama3_tensors_match);
+	tcase_add_test(tc, q8_0_tensors_close);
 	tcase_add_loop_test(tc, bad_hf_configs, 0,
 			    (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
 	tcase_add_test(tc, hf_template_and_index);
 	tcase_add_test(tc, bad_gguf);
 	tcase_add_test(tc, overrides);
+	tcase_add_test(tc, gguf_rope_freqs);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -428,6 +428,128 @@ START_TEST(pretokenizers)
 }
 END_TEST
 
+static void write_file(const char *dir, const char *name, const char *text,
+		       size_t len)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	FILE *f = fopen(path, "wb");
+	ck_assert_msg(f, "%s: %s", path, strerror(errno));
+	ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* tokenizer.json variants (Llama-3 / Qwen2 style byte-level with added
+ * tokens and configs; Metaspace sentencepiece) against HF tokenizers'
+ * encode (add_special_tokens) and decode: tests/data/tok_variants.json from
+ * contrib/gen_tok_variants.py. The variant file is the stored head spliced
+ * with the base model's "model" section (its last key). */
+START_TEST(hf_variants)
+{
+	char err[512];
+	json_doc *d = json_parse_file(test_data("tok_variants.json"), 0, err,
+				      sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *vs = json_get(json_root(d), "variants");
+	ck_assert_uint_eq(json_count(vs), 4);
+	for (size_t k = 0; k < json_count(vs); k++) {
+		const json_value *v = json_at(vs, k);
+		const char *name = json_str(json_get(v, "name"), "");
+		char rel[256];
+		snprintf(rel, sizeof rel, "models/%s/tokenizer.json",
+			 json_str(json_get(v, "base"), ""));
+		size_t blen;
+		char *base = slurp(test_data(rel), &blen);
+		char *model = strstr(base, "\n  \"model\": {");
+		ck_assert_ptr_nonnull(model);
+		const char *im = "\"ignore_merges\": false";
+		char *ig = strstr(model, im);
+		ck_assert_ptr_nonnull(ig);
+		const json_value *head = json_get(v, "head");
+		size_t cap = blen + head->u.str.len + 64, o = 0;
+		char *text = malloc(cap);
+		ck_assert_ptr_nonnull(text);
+		o += (size_t)snprintf(text, cap, "{%s,", head->u.str.s);
+		memcpy(text + o, model, (size_t)(ig - model));
+		o += (size_t)(ig - model);
+		o += (size_t)snprintf(text + o, cap - o, "\"ignore_merges\": %s",
+				      json_bool(json_get(v, "ignore_merges"), 0)
+				      ? "true" : "false");
+		size_t rest = strlen(ig + strlen(im));
+		memcpy(text + o, ig + strlen(im), rest);
+		o += rest;
+		char dir[] = "/tmp/check_tokvar_XXXXXX";
+		ck_assert_ptr_nonnull(mkdtemp(dir));
+		write_file(dir, "tokenizer.json", text, o);
+		const json_value *files = json_get(v, "files");
+		for (size_t f = 0; f < json_count(files); f++) {
+			const json_value *fv = files->u.obj.vals[f];
+			write_file(dir, files->u.obj.keys[f]->u.str.s,
+				   fv->u.str.s, fv->u.str.len);
+		}
+		Tokenizer *t = NULL;
+		int rc = tokenizer_load_hf(dir, &t, err, sizeof err);
+		ck_assert_msg(rc == 0, "%s: %s", name, err);
+		int64_t x;
+		json_int(json_get(v, "bos"), -1, INT32_MAX, &x);
+		ck_assert_int_eq(tokenizer_bos(t), x);
+		json_int(json_get(v, "eos"), -1, INT32_MAX, &x);
+		ck_assert_int_eq(tokenizer_eos(t), x);
+		json_int(json_get(v, "adds_bos"), 0, 1, &x);
+		ck_assert_int_eq(tokenizer_adds_bos(t), x);
+		const json_value *eog = json_get(v, "eog");
+		for (size_t i = 0; i < json_count(eog); i++) {
+			json_int(json_at(eog, i), 0, INT32_MAX, &x);
+			ck_assert_msg(tokenizer_is_eog(t, (int32_t)x),
+				      "%s: %d not eog", name, (int)x);
+		}
+		eog = json_get(v, "not_eog");
+		for (size_t i = 0; i < json_count(eog); i++) {
+			json_int(json_at(eog, i), 0, INT32_MAX, &x);
+			ck_assert_msg(!tokenizer_is_eog(t, (int32_t)x),
+				      "%s: %d eog", name, (int)x);
+		}
+		const json_value *cases = json_get(v, "cases");
+		ck_assert_uint_gt(json_count(cases), 60);
+		for (size_t i = 0; i < json_count(cases); i++) {
+			const json_value *c = json_at(cases, i);
+			const json_value *tx = json_get(c, "text");
+			int nwant;
+			int32_t *want = json_ids(json_get(c, "ids"), &nwant);
+			int32_t *ids;
+			int n = tokenizer_encode(t, tx->u.str.s, tx->u.str.len,
+						 1, 1, &ids, err, sizeof err);
+			ck_assert_msg(n >= 0, "%s", err);
+			check_ids(name, tx->u.str.s, ids, n, want, nwant);
+			char *s = tokenizer_decode(t, want, nwant, NULL, err,
+						   sizeof err);
+			ck_assert_msg(s, "%s", err);
+			ck_assert_msg(!strcmp(s, json_str(json_get(c, "decoded"),
+							 "")),
+				      "%s: decode \"%s\" got \"%s\"", name,
+				      json_str(json_get(c, "decoded"), ""), s);
+			free(s);
+			free(ids);
+			free(want);
+		}
+		tokenizer_free(t);
+		for (size_t f = 0; f < json_count(files); f++) {
+			char path[512];
+			snprintf(path, sizeof path, "%s/%s", dir,
+				 files->u.obj.keys[f]->u.str.s);
+			unlink(path);
+		}
+		char path[512];
+		snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+		unlink(path);
+		rmdir(dir);
+		free(text);
+		free(base);
+	}
+	json_free(d);
+}
+END_TEST
+
 /* Random id sequences (biased to byte tokens and multi-byte pieces so
  * UTF-8 sequences split across tokens): pushes + flush == decode. */
 static void stream_equals_decode(Tokenizer *t, unsigned seed)
@@ -603,6 +725,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, golden_llama3_gguf);
 	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, pretokenizers);
+	tcase_add_test(tc, hf_variants);
 	tcase_add_test(tc, stream_decode);
 	tcase_add_test(tc, malformed_json);
 	suite_add_tcase(s, tc);

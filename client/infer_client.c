@@ -1,0 +1,588 @@
+/*
+ * infer_client.c - infer-client, the command line face of inferd, built
+ * only on libinfer's public API (infer.h).
+ *
+ * Exit status: 0 done, 1 the request failed, 2 usage error, 3 the daemon
+ * is unreachable (the message names the socket path tried).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "infer.h"
+
+#define EXIT_FAILED 1      /* the request failed */
+#define EXIT_USAGE 2       /* bad command line */
+#define EXIT_UNREACHABLE 3 /* cannot talk to inferd */
+#define MAX_HISTORY 256    /* chat messages kept */
+
+/* Options shared by every command. */
+typedef struct Global {
+	const char *socket; /* --socket, NULL = default */
+	int json;           /* --json: JSON lines on stdout */
+	int verbose;        /* -v: statistics on stderr */
+} Global;
+
+static const char top_usage[] =
+"usage: infer-client [--socket PATH] [--json] [-v] COMMAND [ARGS]\n"
+"Talk to inferd, the local inference daemon.\n"
+"  ping                        check the daemon answers (prints round trip)\n"
+"  status | ps                 daemon, memory, loaded models, queues\n"
+"  models                      models the daemon knows\n"
+"  load MODEL [--keep-alive S] load a model now\n"
+"  unload MODEL                unload a model\n"
+"  generate MODEL [PROMPT]     generate (PROMPT or stdin); streams to stdout\n"
+"  chat MODEL                  interactive chat on stdin\n"
+"  tokenize MODEL TEXT         print token ids\n"
+"  detokenize MODEL ID...      print the text of ids\n"
+"  log [--limit N] [--all]     recent requests (yours; --all: everyone's)\n"
+"  shutdown                    stop the daemon (its user or root)\n"
+"COMMAND --help shows a command's options.\n"
+"Exit status: 0 ok, 1 request failed, 2 usage, 3 daemon unreachable.\n";
+
+static const char gen_usage[] =
+"usage: infer-client generate MODEL [PROMPT] [options]\n"
+"Generate from PROMPT (or stdin when absent); text streams to stdout.\n"
+"  -p, --prompt TEXT      prompt (instead of the positional one)\n"
+"  --chat                 send PROMPT as a user message (chat template)\n"
+"  --system TEXT          system prompt (implies a chat)\n"
+"  --chat-template NAME   chatml, llama2, llama3, ... or a Jinja file\n"
+"  -n, --max-tokens N     new tokens at most\n"
+"  --temp T               temperature, 0 = greedy\n"
+"  --top-k K              top-k, 0 = off\n"
+"  --top-p P              top-p, 1 = off\n"
+"  --min-p P              min-p, 0 = off\n"
+"  --repeat-penalty X     repetition penalty, 1 = off\n"
+"  --freq-penalty X       frequency penalty\n"
+"  --presence-penalty X   presence penalty\n"
+"  --repeat-last-n N      penalty window in tokens\n"
+"  --seed S               PRNG seed\n"
+"  --stop STR             stop string (repeatable, 8)\n"
+"  --ignore-eos           keep going past end-of-generation\n"
+"  --keep-alive S         keep the model loaded S seconds after (-1 forever)\n"
+"Unset options take the daemon's defaults (those of infer-run).\n";
+
+static int usage_err(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "infer-client: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(see infer-client --help)\n");
+	return EXIT_USAGE;
+}
+
+static int connect_or_die(const Global *g, infer_client **c)
+{
+	char err[512];
+	int rc = infer_connect(c, g->socket, err, sizeof err);
+	if (rc == 0)
+		return 0;
+	fprintf(stderr, "infer-client: %s\n", err);
+	if (rc == INFER_ECONNECT) {
+		char def[256];
+		if (!g->socket && infer_default_socket(def, sizeof def) == 0)
+			fprintf(stderr, "(is inferd running? it listens on %s by "
+				"default)\n", def);
+		return EXIT_UNREACHABLE;
+	}
+	return rc == INFER_EVERSION ? EXIT_FAILED : EXIT_UNREACHABLE;
+}
+
+static int failed(infer_client *c, int rc)
+{
+	fprintf(stderr, "infer-client: %s: %s\n", infer_strerror(rc),
+		infer_errmsg(c));
+	return rc == INFER_EIO || rc == INFER_ECLOSED ? EXIT_UNREACHABLE : EXIT_FAILED;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Write text as a JSON string. */
+static void json_str(FILE *f, const char *s, size_t n)
+{
+	fputc('"', f);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch == '\n')
+			fputs("\\n", f);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+/* Read all of stdin (for a prompt). */
+static char *read_stdin(void)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	if (!buf)
+		return NULL;
+	for (;;) {
+		if (len + 1 >= cap) {
+			char *p = realloc(buf, cap *= 2);
+			if (!p) {
+				free(buf);
+				return NULL;
+			}
+			buf = p;
+		}
+		size_t n = fread(buf + len, 1, cap - len - 1, stdin);
+		if (n == 0)
+			break;
+		len += n;
+	}
+	buf[len] = 0;
+	return buf;
+}
+
+/* ---- commands ---- */
+
+static int cmd_ping(const Global *g, infer_client *c, int argc, char **argv)
+{
+	double t0 = now_ms();
+	int rc = infer_ping(c);
+	if (rc < 0)
+		return failed(c, rc);
+	double ms = now_ms() - t0;
+	if (g->json)
+		printf("{\"ok\":true,\"rtt_ms\":%.3f}\n", ms);
+	else
+		printf("pong from inferd (protocol %d) in %.3f ms\n",
+		       infer_daemon_protocol(c), ms);
+	return 0;
+}
+
+static int cmd_json(const Global *g, infer_client *c, int (*fn)(infer_client *, char **))
+{
+	char *json;
+	int rc = fn(c, &json);
+	if (rc < 0)
+		return failed(c, rc);
+	printf("%s\n", json);
+	free(json);
+	return 0;
+}
+
+static int cmd_log(const Global *g, infer_client *c, int argc, char **argv)
+{
+	int limit = 0, all = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--all"))
+			all = 1;
+		else if (!strcmp(argv[i], "--limit") && i + 1 < argc)
+			limit = atoi(argv[++i]);
+		else
+			return usage_err("log: unexpected '%s'", argv[i]);
+	}
+	char *json;
+	int rc = infer_log(c, limit, all, &json);
+	if (rc < 0)
+		return failed(c, rc);
+	printf("%s\n", json);
+	free(json);
+	return 0;
+}
+
+static int cmd_load(const Global *g, infer_client *c, int argc, char **argv,
+		    int unload)
+{
+	const char *model = NULL;
+	int keep = INFER_KEEP_DEFAULT;
+	for (int i = 1; i < argc; i++) {
+		if (!unload && !strcmp(argv[i], "--keep-alive") && i + 1 < argc)
+			keep = atoi(argv[++i]);
+		else if (!model && argv[i][0] != '-')
+			model = argv[i];
+		else
+			return usage_err("unexpected '%s'", argv[i]);
+	}
+	if (!model)
+		return usage_err("%s needs a MODEL", argv[0]);
+	if (!unload && !g->json)
+		fprintf(stderr, "loading %s...\n", model);
+	double t0 = now_ms();
+	int rc = unload ? infer_unload(c, model) : infer_load(c, model, keep);
+	if (rc < 0)
+		return failed(c, rc);
+	if (g->json)
+		printf("{\"ok\":true,\"model\":\"%s\",\"ms\":%.1f}\n", model, now_ms() - t0);
+	else
+		printf("%s %s (%.0f ms)\n", unload ? "unloaded" : "loaded", model,
+		       now_ms() - t0);
+	return 0;
+}
+
+static int cmd_tokenize(const Global *g, infer_client *c, int argc, char **argv)
+{
+	const char *pos[2];
+	int npos = 0, bos = 1, special = 1;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--no-bos"))
+			bos = 0;
+		else if (!strcmp(argv[i], "--no-special"))
+			special = 0;
+		else if (npos < 2)
+			pos[npos++] = argv[i];
+		else
+			return usage_err("tokenize: unexpected '%s'", argv[i]);
+	}
+	if (npos != 2)
+		return usage_err("usage: tokenize MODEL TEXT%s", "");
+	int32_t *ids;
+	int n = infer_tokenize(c, pos[0], pos[1], bos, special, &ids);
+	if (n < 0)
+		return failed(c, n);
+	if (g->json)
+		fputs("{\"tokens\":[", stdout);
+	for (int i = 0; i < n; i++)
+		printf(g->json ? "%s%d" : "%s%d", i ? (g->json ? "," : " ") : "", ids[i]);
+	puts(g->json ? "]}" : "");
+	free(ids);
+	return 0;
+}
+
+static int cmd_detokenize(const Global *g, infer_client *c, int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_err("usage: detokenize MODEL ID...%s", "");
+	int n = argc - 2;
+	int32_t *ids = malloc(((size_t)n + 1) * sizeof *ids);
+	if (!ids)
+		return EXIT_FAILED;
+	for (int i = 0; i < n; i++) {
+		char *end;
+		long v = strtol(argv[2 + i], &end, 10);
+		if (*end || end == argv[2 + i] || v < 0 || v > INT32_MAX) {
+			free(ids);
+			return usage_err("not a token id: '%s'", argv[2 + i]);
+		}
+		ids[i] = (int32_t)v;
+	}
+	char *text;
+	int rc = infer_detokenize(c, argv[1], ids, (size_t)n, &text);
+	free(ids);
+	if (rc < 0)
+		return failed(c, rc);
+	if (g->json) {
+		fputs("{\"text\":", stdout);
+		json_str(stdout, text, strlen(text));
+		puts("}");
+	} else {
+		puts(text);
+	}
+	free(text);
+	return 0;
+}
+
+/* Streaming output for generate / chat. */
+typedef struct Out {
+	const Global *g;  /* --json */
+	char *reply;      /* accumulated text (chat history) */
+	size_t len, cap;  /* its length / allocation */
+} Out;
+
+static int on_token(void *ud, int32_t token, const char *text, size_t len)
+{
+	Out *o = ud;
+	if (o->g->json) {
+		printf("{\"token\":%d,\"text\":", token);
+		json_str(stdout, text, len);
+		puts("}");
+	} else {
+		fwrite(text, 1, len, stdout);
+	}
+	fflush(stdout);
+	if (o->len + len + 1 > o->cap) {
+		size_t cap = (o->cap ? o->cap * 2 : 256) + len;
+		char *p = realloc(o->reply, cap);
+		if (!p)
+			return 0;
+		o->reply = p;
+		o->cap = cap;
+	}
+	memcpy(o->reply + o->len, text, len);
+	o->len += len;
+	o->reply[o->len] = 0;
+	return 0;
+}
+
+static void on_queued(void *ud, int position)
+{
+	fprintf(stderr, "(queued: %d ahead)\n", position);
+}
+
+static int report(const Global *g, const infer_gen_result *r)
+{
+	if (g->json)
+		printf("{\"done\":true,\"finish\":\"%s\",\"prompt_tokens\":%d,"
+		       "\"gen_tokens\":%d,\"ttft_ms\":%.2f,\"total_ms\":%.2f,"
+		       "\"tok_s\":%.2f}\n", r->finish, r->prompt_tokens,
+		       r->gen_tokens, r->ttft_ms, r->total_ms, r->tok_s);
+	else if (g->verbose)
+		fprintf(stderr, "\n[%s] prompt %d tokens, generated %d, first "
+			"token %.1f ms, %.2f tok/s, total %.1f ms\n", r->finish,
+			r->prompt_tokens, r->gen_tokens, r->ttft_ms, r->tok_s,
+			r->total_ms);
+	return 0;
+}
+
+/* Parse generate's options into p; returns 0, or an exit code. */
+static int gen_options(int argc, char **argv, int first, infer_gen_params *p,
+		       const char **prompt, int *chat, const char **stops)
+{
+	for (int i = first; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		char *end = NULL;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			fputs(gen_usage, stdout);
+			return -1;
+		} else if (!strcmp(a, "--chat")) {
+			*chat = 1;
+			continue;
+		} else if (!strcmp(a, "--ignore-eos")) {
+			p->ignore_eos = 1;
+			continue;
+		} else if (a[0] != '-' || !a[1]) {
+			if (*prompt)
+				return usage_err("unexpected argument '%s'", a);
+			*prompt = a;
+			continue;
+		}
+		if (!v)
+			return usage_err("%s needs a value", a);
+		i++;
+		errno = 0;
+		if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
+			*prompt = v;
+		else if (!strcmp(a, "--system"))
+			p->system = v;
+		else if (!strcmp(a, "--chat-template"))
+			p->chat_template = v;
+		else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens"))
+			p->max_tokens = (int)strtol(v, &end, 10);
+		else if (!strcmp(a, "--temp"))
+			p->temperature = strtof(v, &end);
+		else if (!strcmp(a, "--top-k"))
+			p->top_k = (int)strtol(v, &end, 10);
+		else if (!strcmp(a, "--top-p"))
+			p->top_p = strtof(v, &end);
+		else if (!strcmp(a, "--min-p"))
+			p->min_p = strtof(v, &end);
+		else if (!strcmp(a, "--repeat-penalty"))
+			p->repeat_penalty = strtof(v, &end);
+		else if (!strcmp(a, "--freq-penalty"))
+			p->freq_penalty = strtof(v, &end);
+		else if (!strcmp(a, "--presence-penalty"))
+			p->presence_penalty = strtof(v, &end);
+		else if (!strcmp(a, "--repeat-last-n"))
+			p->penalty_last_n = (int)strtol(v, &end, 10);
+		else if (!strcmp(a, "--seed"))
+			p->seed = strtoll(v, &end, 10);
+		else if (!strcmp(a, "--keep-alive"))
+			p->keep_alive = (int)strtol(v, &end, 10);
+		else if (!strcmp(a, "--stop")) {
+			if (p->n_stop == 8)
+				return usage_err("at most 8 --stop%s", "");
+			stops[p->n_stop++] = v;
+		} else
+			return usage_err("unknown option '%s'", a);
+		if (end && (*end || errno))
+			return usage_err("bad number '%s'", v);
+	}
+	p->stop = stops;
+	return 0;
+}
+
+static int cmd_generate(const Global *g, infer_client *c, int argc, char **argv)
+{
+	if (argc < 2 || argv[1][0] == '-') {
+		fputs(gen_usage, argc >= 2 && !strcmp(argv[1], "--help") ? stdout : stderr);
+		return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : EXIT_USAGE;
+	}
+	infer_gen_params p;
+	infer_gen_params_init(&p);
+	p.model = argv[1];
+	const char *prompt = NULL, *stops[8];
+	int chat = 0;
+	int rc = gen_options(argc, argv, 2, &p, &prompt, &chat, stops);
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	char *in = NULL;
+	if (!prompt) {
+		if (!(in = read_stdin()))
+			return EXIT_FAILED;
+		prompt = in;
+	}
+	infer_message msg = { "user", prompt };
+	if (chat) {
+		p.messages = &msg;
+		p.n_messages = 1;
+	} else {
+		p.prompt = prompt;
+	}
+	infer_on_queued(c, on_queued);
+	Out o = { g, NULL, 0, 0 };
+	infer_gen_result res;
+	rc = infer_generate(c, &p, on_token, &o, &res);
+	free(in);
+	free(o.reply);
+	if (rc < 0) {
+		if (!g->json)
+			fputc('\n', stdout);
+		return failed(c, rc);
+	}
+	if (!g->json)
+		fputc('\n', stdout);
+	return report(g, &res);
+}
+
+static int cmd_chat(const Global *g, infer_client *c, int argc, char **argv)
+{
+	if (argc < 2 || argv[1][0] == '-') {
+		fputs("usage: infer-client chat MODEL [generate options]\n"
+		      "One user message per line on stdin; replies stream to "
+		      "stdout. Ctrl-D ends.\n", stderr);
+		return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : EXIT_USAGE;
+	}
+	infer_gen_params p;
+	infer_gen_params_init(&p);
+	p.model = argv[1];
+	const char *prompt = NULL, *stops[8];
+	int chat = 1;
+	int rc = gen_options(argc, argv, 2, &p, &prompt, &chat, stops);
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	infer_message hist[MAX_HISTORY];
+	char *owned[MAX_HISTORY];
+	int n = 0;
+	char line[8192];
+	int tty = isatty(0);
+	for (;;) {
+		if (tty)
+			fputs("> ", stderr);
+		if (!fgets(line, sizeof line, stdin))
+			break;
+		line[strcspn(line, "\n")] = 0;
+		if (!line[0])
+			continue;
+		if (n + 2 > MAX_HISTORY) { /* drop the oldest exchange */
+			free(owned[0]);
+			free(owned[1]);
+			memmove(hist, hist + 2, (size_t)(n - 2) * sizeof *hist);
+			memmove(owned, owned + 2, (size_t)(n - 2) * sizeof *owned);
+			n -= 2;
+		}
+		owned[n] = strdup(line);
+		if (!owned[n])
+			break;
+		hist[n] = (infer_message){ "user", owned[n] };
+		n++;
+		p.messages = hist;
+		p.n_messages = (size_t)n;
+		Out o = { g, NULL, 0, 0 };
+		infer_gen_result res;
+		rc = infer_generate(c, &p, on_token, &o, &res);
+		fputc('\n', stdout);
+		if (rc < 0) {
+			free(o.reply);
+			rc = failed(c, rc);
+			break;
+		}
+		report(g, &res);
+		owned[n] = o.reply ? o.reply : strdup("");
+		hist[n] = (infer_message){ "assistant", owned[n] };
+		n++;
+		rc = 0;
+	}
+	for (int i = 0; i < n; i++)
+		free(owned[i]);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	Global g = { 0 };
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+			g.socket = argv[++i];
+		else if (!strcmp(argv[i], "--json"))
+			g.json = 1;
+		else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+			g.verbose = 1;
+		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(top_usage, stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--version")) {
+			printf("infer-client (libinfer %s)\n", infer_version());
+			return 0;
+		} else
+			return usage_err("unknown option '%s'", argv[i]);
+	}
+	if (i == argc) {
+		fputs(top_usage, stderr);
+		return EXIT_USAGE;
+	}
+	char **av = argv + i;
+	int ac = argc - i;
+	const char *cmd = av[0];
+	static const char *const known[] = { "ping", "status", "ps", "models",
+		"load", "unload", "generate", "chat", "tokenize", "detokenize",
+		"log", "shutdown" };
+	int ok = 0;
+	for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+		ok |= !strcmp(cmd, known[k]);
+	if (!ok)
+		return usage_err("unknown command '%s'", cmd);
+	if (ac >= 2 && (!strcmp(av[1], "--help") || !strcmp(av[1], "-h")) &&
+	    strcmp(cmd, "generate") && strcmp(cmd, "chat")) {
+		fputs(top_usage, stdout);
+		return 0;
+	}
+	infer_client *c;
+	int rc = connect_or_die(&g, &c);
+	if (rc)
+		return rc;
+	if (!strcmp(cmd, "ping"))
+		rc = cmd_ping(&g, c, ac, av);
+	else if (!strcmp(cmd, "status") || !strcmp(cmd, "ps"))
+		rc = cmd_json(&g, c, infer_status);
+	else if (!strcmp(cmd, "models"))
+		rc = cmd_json(&g, c, infer_models);
+	else if (!strcmp(cmd, "load"))
+		rc = cmd_load(&g, c, ac, av, 0);
+	else if (!strcmp(cmd, "unload"))
+		rc = cmd_load(&g, c, ac, av, 1);
+	else if (!strcmp(cmd, "generate"))
+		rc = cmd_generate(&g, c, ac, av);
+	else if (!strcmp(cmd, "chat"))
+		rc = cmd_chat(&g, c, ac, av);
+	else if (!strcmp(cmd, "tokenize"))
+		rc = cmd_tokenize(&g, c, ac, av);
+	else if (!strcmp(cmd, "detokenize"))
+		rc = cmd_detokenize(&g, c, ac, av);
+	else if (!strcmp(cmd, "log"))
+		rc = cmd_log(&g, c, ac, av);
+	else if (!strcmp(cmd, "shutdown")) {
+		rc = infer_shutdown(c);
+		rc = rc < 0 ? failed(c, rc) : 0;
+		if (!rc)
+			puts(g.json ? "{\"ok\":true}" : "inferd is shutting down");
+	}
+	infer_close(c);
+	return rc;
+}

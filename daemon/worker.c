@@ -1,0 +1,501 @@
+/*
+ * worker.c - one thread per model: it owns the model's Engine and runs the
+ * model's jobs (load, unload, generate, tokenize, detokenize) one at a
+ * time, in arrival order. Replies go back to the loop as ready frames
+ * through daemon_post(); token events are posted as the engine produces
+ * them, and the request's cancel flag (set by the loop on cancel or
+ * disconnect) stops a generation at the next token.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat.h"
+#include "daemon.h"
+#include "protocol.h"
+
+/* Configuration the workers need; set by server.c before they start. */
+extern const DaemonConfig *daemon_cfg;
+extern Db *daemon_db;
+
+double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void fb_begin(msgpack_sbuffer *sb, msgpack_packer *pk)
+{
+	msgpack_sbuffer_init(sb);
+	msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+	msgpack_sbuffer_write(sb, "\0\0\0\0", PROTO_HDR);
+}
+
+uint8_t *fb_end(msgpack_sbuffer *sb, size_t *len)
+{
+	if (!sb->data) { /* msgpack-c failed to allocate */
+		*len = 0;
+		return NULL;
+	}
+	proto_put_len((uint8_t *)sb->data, (uint32_t)(sb->size - PROTO_HDR));
+	*len = sb->size;
+	return (uint8_t *)msgpack_sbuffer_release(sb);
+}
+
+void pk_str(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
+		     long position, size_t *len)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, position >= 0 ? 5 : 4);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "error");
+	pk_str(&pk, "code");
+	pk_str(&pk, code);
+	pk_str(&pk, "message");
+	pk_str(&pk, msg);
+	if (position >= 0) {
+		pk_str(&pk, "position");
+		msgpack_pack_long(&pk, position);
+	}
+	return fb_end(&sb, len);
+}
+
+/* End r with an error (also stored for the log). */
+static void job_error(Slot *m, Request *r, const char *code, const char *msg)
+{
+	size_t len = 0;
+	snprintf(r->error, sizeof r->error, "%s", msg);
+	uint8_t *f = r->internal ? NULL : error_frame(r->id, code, msg, -1, &len);
+	daemon_post(m->d, r, f, len, 1);
+}
+
+/* End r with {id, type:"ok"} plus nothing else (load / unload). */
+static void job_ok(Slot *m, Request *r)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len = 0;
+	uint8_t *f = NULL;
+	if (!r->internal) {
+		fb_begin(&sb, &pk);
+		msgpack_pack_map(&pk, r->op == OP_LOAD ? 4 : 3);
+		pk_str(&pk, "id");
+		msgpack_pack_uint32(&pk, r->id);
+		pk_str(&pk, "type");
+		pk_str(&pk, "ok");
+		pk_str(&pk, "model");
+		pk_str(&pk, m->name);
+		if (r->op == OP_LOAD) {
+			pk_str(&pk, "load_ms");
+			msgpack_pack_double(&pk, m->load_ms);
+		}
+		f = fb_end(&sb, &len);
+	}
+	daemon_post(m->d, r, f, len, 1);
+}
+
+static void model_db(Slot *m, int loaded, int used)
+{
+	DbModel dm = { m->name, m->path, m->format, m->arch, m->quant,
+		       m->params, m->est_bytes, loaded, used };
+	if (daemon_db)
+		db_log_model(daemon_db, &dm);
+}
+
+/* Open the engine if it is not open. Returns 0 or -1 with err. */
+static int ensure_loaded(Slot *m, char *err, size_t errlen)
+{
+	if (m->eng)
+		return 0;
+	pthread_mutex_lock(&m->mu);
+	m->state = MS_LOADING;
+	pthread_mutex_unlock(&m->mu);
+	double t0 = mono_now();
+	Engine *e = NULL;
+	int rc = engine_open(m->path, &daemon_cfg->eng, &e, err, errlen);
+	pthread_mutex_lock(&m->mu);
+	if (rc < 0) {
+		m->state = MS_UNLOADED;
+		pthread_mutex_unlock(&m->mu);
+		return -1;
+	}
+	m->eng = e;
+	m->state = MS_LOADED;
+	m->load_ms = (mono_now() - t0) * 1e3;
+	const Model *em = engine_model(e);
+	snprintf(m->arch, sizeof m->arch, "%s", em->cfg.arch);
+	snprintf(m->quant, sizeof m->quant, "%s", em->quant);
+	m->params = em->n_params;
+	m->ctx = engine_ctx(e);
+	pthread_mutex_unlock(&m->mu);
+	fprintf(stderr, "inferd: loaded %s (%s, %s) in %.0f ms\n", m->name,
+		m->arch, m->quant, m->load_ms);
+	model_db(m, 1, 0);
+	return 0;
+}
+
+static void unload(Slot *m)
+{
+	if (!m->eng)
+		return;
+	engine_close(m->eng);
+	m->eng = NULL;
+	pthread_mutex_lock(&m->mu);
+	m->state = MS_UNLOADED;
+	pthread_mutex_unlock(&m->mu);
+	fprintf(stderr, "inferd: unloaded %s\n", m->name);
+}
+
+/* Per-generation context for the token callback. */
+typedef struct GenCtx {
+	Slot *m;        /* the model */
+	Request *r;      /* the request */
+	double t_first;  /* monotonic time of the first piece, 0 before */
+} GenCtx;
+
+static int on_text(void *ud, int32_t token, const char *text, size_t len)
+{
+	GenCtx *g = ud;
+	Request *r = g->r;
+	if (atomic_load(&r->cancel))
+		return 1;
+	if (len == 0) /* text held back (stop string): nothing to send */
+		return 0;
+	if (!g->t_first)
+		g->t_first = mono_now();
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t flen;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 4);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, r->id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "token");
+	pk_str(&pk, "token");
+	msgpack_pack_int32(&pk, token);
+	pk_str(&pk, "text");
+	msgpack_pack_bin(&pk, len);
+	msgpack_pack_bin_body(&pk, text, len);
+	uint8_t *f = fb_end(&sb, &flen);
+	if (f)
+		daemon_post(g->m->d, r, f, flen, 0);
+	return atomic_load(&r->cancel);
+}
+
+/* The prompt ids of a generate: the raw prompt as infer-run encodes it
+ * (BOS when the tokenizer adds one, special tokens parsed), or the chat
+ * messages rendered with the model's own template, whose end-of-turn text
+ * becomes a stop string as in `infer-run chat`. A system prompt given with
+ * a plain prompt makes it a two-message chat. */
+static int prompt_ids(Slot *m, Request *r, int32_t **ids, char *err,
+		      size_t errlen)
+{
+	const Tokenizer *t = engine_tokenizer(m->eng);
+	if (!r->n_msgs && !r->system)
+		return tokenizer_encode(t, r->text, r->text_len,
+					tokenizer_adds_bos(t), 1, ids, err,
+					errlen);
+	ChatTemplate tmpl;
+	if (chat_template_for_model(engine_model(m->eng), r->tmpl, &tmpl, err,
+				    errlen) < 0)
+		return -1;
+	int n = (r->n_msgs ? r->n_msgs : 1) + (r->system != NULL);
+	ChatMessage *msgs = calloc((size_t)n, sizeof *msgs);
+	if (!msgs) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	int k = 0;
+	if (r->system)
+		msgs[k++] = (ChatMessage){ "system", r->system };
+	if (r->n_msgs)
+		for (int i = 0; i < r->n_msgs; i++)
+			msgs[k++] = (ChatMessage){ r->roles[i], r->contents[i] };
+	else
+		msgs[k++] = (ChatMessage){ "user", r->text };
+	size_t len;
+	char *text = chat_render(&tmpl, msgs, k, 1, NULL, &len, err, errlen);
+	free(msgs);
+	if (!text)
+		return -1;
+	int nids = tokenizer_encode(t, text, len,
+				    chat_add_bos(&tmpl, tokenizer_adds_bos(t)),
+				    1, ids, err, errlen);
+	free(text);
+	const char *eot = chat_end_of_turn(&tmpl);
+	if (nids >= 0 && eot[0] && r->gp.n_stop < ENGINE_MAX_STOP &&
+	    (r->stop[r->gp.n_stop] = strdup(eot)))
+		r->gp.stop[r->gp.n_stop] = r->stop[r->gp.n_stop], r->gp.n_stop++;
+	return nids;
+}
+
+static void run_generate(Slot *m, Request *r)
+{
+	char err[256];
+	int32_t *ids = NULL;
+	int n = prompt_ids(m, r, &ids, err, sizeof err);
+	if (n < 0) {
+		job_error(m, r, PROTO_E_BAD, err);
+		return;
+	}
+	if (n == 0) {
+		free(ids);
+		job_error(m, r, PROTO_E_BAD, "the prompt has no tokens");
+		return;
+	}
+	GenCtx g = { m, r, 0 };
+	GenResult res = { 0 };
+	double t0 = mono_now();
+	int rc = engine_generate(m->eng, ids, n, &r->gp, on_text, &g, &res,
+				 err, sizeof err);
+	free(ids);
+	free(res.ids);
+	double t1 = mono_now();
+	r->n_prompt = n;
+	if (rc < 0) {
+		job_error(m, r, PROTO_E_ENGINE, err);
+		return;
+	}
+	r->n_gen = res.n_gen;
+	r->ttft = (t0 - r->t_start) + res.ttft;
+	r->t_total = t1 - r->t_start;
+	r->tok_s = res.t_decode > 0 && res.n_gen > 1 ?
+		   (res.n_gen - 1) / res.t_decode : 0;
+	snprintf(r->finish, sizeof r->finish, "%s",
+		 finish_reason_name(res.finish));
+	if (res.finish == FINISH_ERROR) {
+		job_error(m, r, PROTO_E_ENGINE, "backend error during generation");
+		return;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 8);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, r->id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "done");
+	pk_str(&pk, "finish");
+	pk_str(&pk, r->finish);
+	pk_str(&pk, "prompt_tokens");
+	msgpack_pack_int(&pk, r->n_prompt);
+	pk_str(&pk, "gen_tokens");
+	msgpack_pack_int(&pk, r->n_gen);
+	pk_str(&pk, "ttft_ms");
+	msgpack_pack_double(&pk, r->ttft * 1e3);
+	pk_str(&pk, "total_ms");
+	msgpack_pack_double(&pk, r->t_total * 1e3);
+	pk_str(&pk, "tok_s");
+	msgpack_pack_double(&pk, r->tok_s);
+	uint8_t *f = fb_end(&sb, &len);
+	daemon_post(m->d, r, f, len, 1);
+}
+
+static void run_tokenize(Slot *m, Request *r)
+{
+	char err[256];
+	int32_t *ids = NULL;
+	const Tokenizer *t = engine_tokenizer(m->eng);
+	int n = tokenizer_encode(t, r->text, r->text_len, r->add_bos,
+				 r->special, &ids, err, sizeof err);
+	if (n < 0) {
+		job_error(m, r, PROTO_E_BAD, err);
+		return;
+	}
+	r->n_prompt = n;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 3);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, r->id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "ok");
+	pk_str(&pk, "tokens");
+	msgpack_pack_array(&pk, (size_t)n);
+	for (int i = 0; i < n; i++)
+		msgpack_pack_int32(&pk, ids[i]);
+	free(ids);
+	uint8_t *f = fb_end(&sb, &len);
+	daemon_post(m->d, r, f, len, 1);
+}
+
+static void run_detokenize(Slot *m, Request *r)
+{
+	char err[256];
+	size_t tl = 0;
+	const Tokenizer *t = engine_tokenizer(m->eng);
+	int nv = tokenizer_n_vocab(t);
+	for (int i = 0; i < r->n_ids; i++)
+		if (r->ids[i] < 0 || r->ids[i] >= nv) {
+			snprintf(err, sizeof err, "token %d is outside the "
+				 "vocabulary (0..%d)", r->ids[i], nv - 1);
+			job_error(m, r, PROTO_E_BAD, err);
+			return;
+		}
+	char *text = tokenizer_decode(t, r->ids, r->n_ids, &tl, err, sizeof err);
+	if (!text) {
+		job_error(m, r, PROTO_E_BAD, err);
+		return;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 3);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, r->id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "ok");
+	pk_str(&pk, "text");
+	msgpack_pack_bin(&pk, tl);
+	msgpack_pack_bin_body(&pk, text, tl);
+	free(text);
+	uint8_t *f = fb_end(&sb, &len);
+	daemon_post(m->d, r, f, len, 1);
+}
+
+static void run_job(Slot *m, Request *r)
+{
+	char err[512];
+	if (atomic_load(&r->cancel)) {
+		pthread_mutex_lock(&m->mu);
+		if (!m->eng && m->state == MS_LOADING)
+			m->state = MS_UNLOADED; /* drop the admission's reservation */
+		pthread_mutex_unlock(&m->mu);
+		snprintf(r->finish, sizeof r->finish, "cancel");
+		job_error(m, r, PROTO_E_BAD, "cancelled before it started");
+		return;
+	}
+	if (r->op == OP_UNLOAD) {
+		if (r->internal) {
+			/* idle unload: only if still idle and nothing waits */
+			pthread_mutex_lock(&m->mu);
+			int idle = m->qlen == 0 && m->keep_alive >= 0 &&
+				   mono_now() - m->last_used >= m->keep_alive;
+			pthread_mutex_unlock(&m->mu);
+			if (idle && m->eng) {
+				fprintf(stderr, "inferd: %s idle for %d s\n",
+					m->name, m->keep_alive);
+				unload(m);
+			}
+		} else {
+			unload(m);
+		}
+		job_ok(m, r);
+		return;
+	}
+	if (ensure_loaded(m, err, sizeof err) < 0) {
+		job_error(m, r, PROTO_E_LOAD, err);
+		return;
+	}
+	if (r->keep_alive != -2) {
+		pthread_mutex_lock(&m->mu);
+		m->keep_alive = r->keep_alive;
+		pthread_mutex_unlock(&m->mu);
+	}
+	switch (r->op) {
+	case OP_LOAD: job_ok(m, r); break;
+	case OP_GENERATE: run_generate(m, r); break;
+	case OP_TOKENIZE: run_tokenize(m, r); break;
+	case OP_DETOKENIZE: run_detokenize(m, r); break;
+	default: job_error(m, r, PROTO_E_INTERNAL, "job of unknown kind");
+	}
+	model_db(m, 0, 1);
+}
+
+static void *worker_main(void *arg)
+{
+	Slot *m = arg;
+	pthread_mutex_lock(&m->mu);
+	for (;;) {
+		while (!m->qhead && !m->stop)
+			pthread_cond_wait(&m->cv, &m->mu);
+		if (m->stop)
+			break;
+		Request *r = m->qhead;
+		m->qhead = r->qnext;
+		if (!m->qhead)
+			m->qtail = NULL;
+		m->qlen--;
+		m->running = r;
+		pthread_mutex_unlock(&m->mu);
+		int keep0 = r->keep_alive == 0 && r->op == OP_GENERATE;
+		run_job(m, r); /* r belongs to the loop after this */
+		if (keep0)
+			unload(m); /* keep_alive 0: unload when done */
+		pthread_mutex_lock(&m->mu);
+		m->running = NULL;
+		m->last_used = mono_now();
+	}
+	/* drop what still waits: the loop frees them on their final event */
+	while (m->qhead) {
+		Request *r = m->qhead;
+		m->qhead = r->qnext;
+		m->qlen--;
+		pthread_mutex_unlock(&m->mu);
+		job_error(m, r, PROTO_E_SHUTDOWN, "inferd is shutting down");
+		pthread_mutex_lock(&m->mu);
+	}
+	m->qtail = NULL;
+	pthread_mutex_unlock(&m->mu);
+	unload(m);
+	return NULL;
+}
+
+int worker_start(Slot *m, char *err, size_t errlen)
+{
+	pthread_mutex_init(&m->mu, NULL);
+	pthread_cond_init(&m->cv, NULL);
+	m->last_used = mono_now();
+	if (pthread_create(&m->thread, NULL, worker_main, m) != 0) {
+		snprintf(err, errlen, "cannot start the worker of %s", m->name);
+		return -1;
+	}
+	return 0;
+}
+
+void worker_push(Slot *m, Request *r)
+{
+	r->model = m;
+	r->qnext = NULL;
+	pthread_mutex_lock(&m->mu);
+	if (m->qtail)
+		m->qtail->qnext = r;
+	else
+		m->qhead = r;
+	m->qtail = r;
+	m->qlen++;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void worker_stop(Slot *m)
+{
+	pthread_mutex_lock(&m->mu);
+	m->stop = 1;
+	if (m->running)
+		atomic_store(&m->running->cancel, 1);
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+	pthread_join(m->thread, NULL);
+	pthread_mutex_destroy(&m->mu);
+	pthread_cond_destroy(&m->cv);
+}
