@@ -289,7 +289,7 @@ static void ref_dot(dtype t, const uint8_t *wrow, const float *x, int cols,
 static int cols_for(dtype t)
 {
 	kact a = kernel_act(t);
-	return a == KACT_Q8 ? 32 * 9 : a == KACT_Q8K ? 256 * 3 : 131;
+	return a == KACT_Q8 ? 32 * 11 : a == KACT_Q8K ? 256 * 3 : 131;
 }
 
 static const char *levels[] = {"scalar", "avx2", "avx512"};
