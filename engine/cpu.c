@@ -30,9 +30,9 @@ typedef struct CpuBackend {
 	char err[256];           /* its message */
 	void *act;               /* prepared activation rows (matmul) */
 	size_t act_cap;          /* bytes in act */
-	float *vec;              /* f32 copy of a norm weight or bias */
+	float *vec;              /* f32 copy of a norm weight (rmsnorm) */
 	size_t vec_cap;          /* floats in vec */
-	float *vec2;             /* second one (bias while vec holds ...) */
+	float *vec2;             /* f32 copy of a bias (matmul) */
 	size_t vec2_cap;         /* floats in vec2 */
 } CpuBackend;
 
@@ -226,13 +226,14 @@ static void cpu_embed(Backend *b, float *out, const Tensor *table,
 	}
 }
 
+/* rmsnorm over rows, one task per row. */
 typedef struct {
-	float *out;
-	const float *x;
-	const float *w;
-	int dim;
-	float eps;
-	const KernelSet *k;
+	float *out;         /* [n][dim] */
+	const float *x;     /* [n][dim], may equal out */
+	const float *w;     /* [dim] f32 weight */
+	int dim;            /* row width */
+	float eps;          /* added to the mean square */
+	const KernelSet *k; /* for the sum of squares */
 } NormJob;
 
 static void norm_task(void *arg, int i, int thread)
@@ -263,6 +264,7 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 
 /* ---- matmul ---- */
 
+/* matmul, one task per block of rb weight rows. */
 typedef struct {
 	float *out;           /* [n][rows] */
 	const uint8_t *w;     /* weight rows */
@@ -442,12 +444,14 @@ static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
 
 /* ---- attention ---- */
 
+/* attention, one task per (query row, head). */
 typedef struct {
-	float *out;
-	const float *q, *kc, *vc;
-	int n, pos0, n_heads, n_kv_heads, head_dim;
-	float scale;
-	const KernelSet *k;
+	float *out;               /* [n][n_heads*head_dim] */
+	const float *q, *kc, *vc; /* queries, K cache, V cache (backend.h) */
+	int n, pos0;              /* query rows, position of the first */
+	int n_heads, n_kv_heads, head_dim; /* shape */
+	float scale;              /* 1/sqrt(head_dim) */
+	const KernelSet *k;       /* dot and scale_axpy */
 } AttJob;
 
 /* One query row and head: online softmax over blocks of ATT_BLOCK keys
@@ -511,11 +515,12 @@ static void cpu_attention(Backend *b, float *out, const float *q,
 
 /* ---- element-wise ---- */
 
+/* swiglu/add in chunks of ELT_CHUNK elements. */
 typedef struct {
-	float *x;
-	const float *y;
-	size_t count;
-	int op; /* 0 swiglu, 1 add */
+	float *x;       /* in/out (gate for swiglu) */
+	const float *y; /* second operand (up for swiglu) */
+	size_t count;   /* elements */
+	int op;         /* 0 swiglu, 1 add */
 } EltJob;
 
 static void elt_task(void *arg, int t, int thread)
