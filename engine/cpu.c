@@ -20,6 +20,7 @@
 #define ATT_BLOCK 64           /* keys scored per online-softmax step */
 #define XTILE 4                /* activation rows per weight row (dot4) */
 #define ELT_CHUNK 16384        /* elements per task for swiglu/add */
+#define L2_BLOCK (256u << 10)  /* weight bytes per prefill task (in L2) */
 #define PAR_MIN_WORK 262144.0 /* multiply-adds below which an op runs on
 				* the calling thread: waking workers costs
 				* more (tiny models, busy machines) */
@@ -402,6 +403,11 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		rb = 1;
 	if (rb > 64)
 		rb = 64;
+	/* Prefill: keep a task's weight rows within L2 while every
+	 * activation row passes over them. */
+	int64_t fit = (int64_t)(L2_BLOCK / wrb);
+	if (n > XTILE && rb > fit)
+		rb = fit < 4 ? 4 : fit;
 	j.rb = (int)rb;
 	int tasks = (int)((w->rows + rb - 1) / rb);
 	run(c, tasks, mat_task, &j, (double)n * (double)w->rows * (double)w->cols);
