@@ -129,6 +129,11 @@ int engine_ctx(const Engine *e)
 	return e->ctx;
 }
 
+int engine_fatal(const Engine *e)
+{
+	return e->st.fatal;
+}
+
 State *engine_state(Engine *e)
 {
 	return &e->st;

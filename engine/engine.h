@@ -44,6 +44,9 @@ const Tokenizer *engine_tokenizer(const Engine *e);
 Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
 State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
+/* 1 after a backend error it cannot recover from (e.g. a CUDA illegal
+ * address): every later generate fails; the owner should reopen. */
+int engine_fatal(const Engine *e);
 
 
 /* Why a generation ended. */

@@ -7,6 +7,7 @@
  * files fail with messages that name the problem.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +121,13 @@ START_TEST(llama2_configs)
 	ck_assert_int_eq(tokenizer_bos(hf.tok), 1); /* config bos_token_id */
 	ck_assert_int_eq(tokenizer_bos(q8.tok), 1);
 	ck_assert(strstr(hf.path, "tiny-llama2"));
+	/* a file inside the directory stands for it */
+	Model via;
+	load_ok("models/tiny-llama2/config.json", NULL, &via);
+	ck_assert_int_eq(via.format, MODEL_FMT_HF);
+	ck_assert_str_eq(via.path, test_data("models/tiny-llama2"));
+	same_cfg(&via.cfg, &f16.cfg);
+	model_free(&via);
 	model_free(&hf);
 	model_free(&f16);
 	model_free(&q8);
@@ -448,6 +456,83 @@ START_TEST(hf_template_and_index)
 }
 END_TEST
 
+
+/* A qwen2-style directory: tiny-llama2's weights plus q/k/v biases in a
+ * second shard (BF16), listed by an index; biases come out as F32. */
+START_TEST(hf_qwen2_biases_sharded)
+{
+	char err[512];
+	Model m;
+	make_dir();
+	link_in("models/tiny-llama2/model.safetensors", "a.safetensors");
+	link_in("models/tiny-llama2/tokenizer.json", "tokenizer.json");
+	write_in("config.json",
+		 "{\"architectures\":[\"Qwen2ForCausalLM\"],"
+		 "\"hidden_size\":64,\"intermediate_size\":192,"
+		 "\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+		 "\"num_key_value_heads\":2,\"vocab_size\":32000,"
+		 "\"max_position_embeddings\":512,\"rms_norm_eps\":1e-6,"
+		 "\"rope_theta\":1000000.0,\"tie_word_embeddings\":false}");
+	/* 6 bias vectors: q 64, k 32, v 32 per layer; value j of vector b is
+	 * (b + 1) * 2^-(j % 8), exact in bf16 */
+	char hdr[2048];
+	size_t off = 0, len = 0;
+	int sizes[3] = {64, 32, 32};
+	const char *nm[3] = {"q", "k", "v"};
+	len += (size_t)snprintf(hdr + len, sizeof hdr - len, "{");
+	for (int l = 0, b = 0; l < 2; l++)
+		for (int k = 0; k < 3; k++, b++) {
+			len += (size_t)snprintf(
+				hdr + len, sizeof hdr - len,
+				"%s\"model.layers.%d.self_attn.%s_proj.bias\":"
+				"{\"dtype\":\"BF16\",\"shape\":[%d],"
+				"\"data_offsets\":[%zu,%zu]}",
+				b ? "," : "", l, nm[k], sizes[k], off,
+				off + 2 * (size_t)sizes[k]);
+			off += 2 * (size_t)sizes[k];
+		}
+	len += (size_t)snprintf(hdr + len, sizeof hdr - len, "}");
+	char p[128];
+	snprintf(p, sizeof p, "%s/b.safetensors", dir);
+	FILE *f = fopen(p, "wb");
+	uint64_t hl = len;
+	fwrite(&hl, 8, 1, f);
+	fwrite(hdr, 1, len, f);
+	for (int l = 0, b = 0; l < 2; l++)
+		for (int k = 0; k < 3; k++, b++)
+			for (int j = 0; j < sizes[k]; j++) {
+				float v = ldexpf((float)(b + 1), -(j % 8));
+				uint32_t bits;
+				memcpy(&bits, &v, 4);
+				uint16_t h = (uint16_t)(bits >> 16);
+				fwrite(&h, 2, 1, f);
+			}
+	fclose(f);
+	write_in("model.safetensors.index.json",
+		 "{\"metadata\":{},\"weight_map\":{"
+		 "\"lm_head.weight\":\"a.safetensors\","
+		 "\"model.layers.1.self_attn.v_proj.bias\":\"b.safetensors\"}}");
+	ck_assert_msg(model_load(dir, &m, err, sizeof err) == 0, "%s", err);
+	ck_assert_str_eq(m.cfg.arch, "qwen2");
+	ck_assert_int_eq(m.cfg.has_qkv_bias, 1);
+	ck_assert(m.cfg.rope_theta == 1e6f && m.cfg.norm_eps == 1e-6f);
+	const Tensor *bv = &m.w.layers[1].bv, *bq = &m.w.layers[0].bq;
+	ck_assert_int_eq(bv->type, DT_F32);
+	ck_assert(bv->rows == 1 && bv->cols == 32 && bv->nbytes == 128);
+	ck_assert(((const float *)bv->data)[31] == 6.0f / 128);
+	ck_assert(((const float *)bq->data)[63] == 1.0f / 128);
+	ck_assert(((const float *)m.w.layers[0].bk.data)[8] == 2.0f);
+	model_free(&m);
+	/* qwen2 without its biases is an error naming the tensor */
+	write_in("model.safetensors.index.json",
+		 "{\"weight_map\":{\"lm_head.weight\":\"a.safetensors\"}}");
+	ck_assert(model_load(dir, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "model.layers.0.self_attn.q_proj.bias is "
+				  "missing"), "%s", err);
+	rm_dir();
+}
+END_TEST
+
 /* GGUF copy with the u32 value of key patched. */
 static const char *gguf_with(const char *rel, const char *key, uint32_t v)
 {
@@ -549,6 +634,261 @@ START_TEST(overrides)
 }
 END_TEST
 
+
+/* ---- a GGUF Llama 3 file with its scaling as rope_freqs.weight ---- */
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	*n = (size_t)ftell(f);
+	fseek(f, 0, SEEK_SET);
+	uint8_t *p = malloc(*n);
+	ck_assert_int_eq(fread(p, 1, *n, f), *n);
+	fclose(f);
+	return p;
+}
+
+static size_t skip_tinfo(const uint8_t *p, size_t at)
+{
+	uint64_t len;
+	uint32_t nd;
+	memcpy(&len, p + at, 8);
+	at += 8 + len;
+	memcpy(&nd, p + at, 4);
+	return at + 4 + 8 * nd + 4 + 8;
+}
+
+/* The llama3 divisors as convert_hf_to_gguf.py computes them from
+ * config.json's rope_parameters (tiny-llama3: theta 500000, factor 8,
+ * low 1, high 4, original context 64, head_dim 16). */
+static void llama3_factors(float *out, int half)
+{
+	const double pi = 3.14159265358979323846;
+	double theta = 500000, factor = 8, low = 1, high = 4, orig = 64;
+	for (int i = 0; i < half; i++) {
+		double freq = 1.0 / pow(theta, 2.0 * i / (2.0 * half));
+		double wavelen = 2 * pi / freq;
+		if (wavelen < orig / high)
+			out[i] = 1;
+		else if (wavelen > orig / low)
+			out[i] = (float)factor;
+		else {
+			double sm = (orig / wavelen - low) / (high - low);
+			out[i] = (float)(1 / ((1 - sm) / factor + sm));
+		}
+	}
+}
+
+/* tiny-llama3-f16.gguf plus llama.rope.freq_base and rope_freqs.weight,
+ * written to dir/rf.gguf. */
+static const char *gguf_with_rope_freqs(const float *freqs, int half)
+{
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama3-f16.gguf"), &n);
+	char err[256];
+	gguf_file *g = gguf_open(test_data("models/tiny-llama3-f16.gguf"),
+				 err, sizeof err);
+	ck_assert_msg(g, "%s", err);
+	uint64_t nt = (uint64_t)gguf_tensor_count(g);
+	uint64_t nkv = (uint64_t)gguf_kv_count(g);
+	size_t data = gguf_data_offset(g);
+	/* tensor infos start after the last key's value: find the first
+	 * info by its name, then walk them */
+	Tensor t0;
+	gguf_tensor_at(g, 0, &t0);
+	size_t nl = strlen(t0.name);
+	uint8_t pat[64];
+	uint64_t l64 = nl;
+	memcpy(pat, &l64, 8);
+	memcpy(pat + 8, t0.name, nl);
+	uint8_t *hit = memmem(p, data, pat, 8 + nl);
+	ck_assert_ptr_nonnull(hit);
+	size_t ti0 = (size_t)(hit - p), ti1 = ti0;
+	for (uint64_t i = 0; i < nt; i++)
+		ti1 = skip_tinfo(p, ti1);
+	gguf_close(g);
+
+	static char path[160];
+	snprintf(path, sizeof path, "%s/rf.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	uint64_t v;
+	uint32_t u;
+	fwrite(p, 1, 8, f); /* magic, version */
+	v = nt + 1;
+	fwrite(&v, 8, 1, f);
+	v = nkv + 1;
+	fwrite(&v, 8, 1, f);
+	fwrite(p + 24, 1, ti0 - 24, f);
+	const char *key = "llama.rope.freq_base";
+	v = strlen(key);
+	fwrite(&v, 8, 1, f);
+	fwrite(key, 1, v, f);
+	u = GGUF_T_FLOAT32;
+	fwrite(&u, 4, 1, f);
+	float theta = 500000;
+	fwrite(&theta, 4, 1, f);
+	size_t pos = 24 + (ti0 - 24) + 8 + v + 8;
+	fwrite(p + ti0, 1, ti1 - ti0, f);
+	pos += ti1 - ti0;
+	const char *name = "rope_freqs.weight";
+	v = strlen(name);
+	fwrite(&v, 8, 1, f);
+	fwrite(name, 1, v, f);
+	u = 1;
+	fwrite(&u, 4, 1, f);
+	v = (uint64_t)half;
+	fwrite(&v, 8, 1, f);
+	u = 0; /* F32 */
+	fwrite(&u, 4, 1, f);
+	uint64_t old = n - data, off = (old + 31) / 32 * 32;
+	fwrite(&off, 8, 1, f);
+	pos += 8 + strlen(name) + 4 + 8 + 4 + 8;
+	static const uint8_t zero[32];
+	fwrite(zero, 1, (32 - pos % 32) % 32, f);
+	fwrite(p + data, 1, old, f);
+	fwrite(zero, 1, off - old, f);
+	fwrite(freqs, sizeof *freqs, (size_t)half, f);
+	ck_assert_int_eq(fclose(f), 0);
+	free(p);
+	return path;
+}
+
+START_TEST(gguf_rope_freqs)
+{
+	char err[512];
+	Model m, hf;
+	float want[8];
+	llama3_factors(want, 8);
+	/* the formula gives all three regimes at these sizes */
+	ck_assert(want[0] == 1 && want[7] == 8 && want[1] > 1 && want[1] < 8);
+	make_dir();
+	const char *p = gguf_with_rope_freqs(want, 8);
+	ck_assert_msg(model_load(p, &m, err, sizeof err) == 0, "%s", err);
+	load_ok("models/tiny-llama3", NULL, &hf);
+	const float *rf = m.w.rope_freqs.data;
+	ck_assert_ptr_nonnull(rf);
+	ck_assert_int_eq(m.w.rope_freqs.type, DT_F32);
+	ck_assert(m.w.rope_freqs.rows == 1 && m.w.rope_freqs.cols == 8);
+	for (int i = 0; i < 8; i++)
+		ck_assert(rf[i] == want[i]);
+	ck_assert(m.cfg.rope_theta == 500000.0f);
+	ck_assert_int_eq(m.cfg.rope_scaling, ROPE_SCALE_NONE);
+	/* the weights are untouched by the rewrite */
+	ck_assert_int_eq(diff(&hf.w.layers[2].wk, &m.w.layers[2].wk, 1, 16),
+			 0);
+	model_free(&m);
+	model_free(&hf);
+	/* scaling twice is refused */
+	const char *o[] = {"llama.rope.scaling.type=str:linear",
+			   "llama.rope.scaling.factor=float:2"};
+	ModelLoadOptions opt = {o, 2, 1};
+	ck_assert(model_load_ex(p, &opt, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "already scales RoPE"), "%s", err);
+	/* a divisor below 1 is corrupt */
+	want[3] = 0;
+	p = gguf_with_rope_freqs(want, 8);
+	ck_assert(model_load(p, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "rope_freqs.weight[3]"), "%s", err);
+	rm_dir();
+}
+END_TEST
+
+/* tiny-llama2-f16.gguf relabelled as qwen2 (every "llama." key prefix and
+ * the architecture value rewritten in place, same length): llama.cpp
+ * converts qwen2 without the Q/K permutation, so the layout is HALF. */
+START_TEST(gguf_qwen2_layout)
+{
+	char err[512];
+	Model m;
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama2-f16.gguf"), &n);
+	gguf_file *g = gguf_open(test_data("models/tiny-llama2-f16.gguf"), err,
+				 sizeof err);
+	ck_assert_msg(g, "%s", err);
+	size_t hdr = gguf_data_offset(g);
+	gguf_close(g);
+	int renamed = 0;
+	for (uint8_t *q = p; (q = memmem(q, hdr - (size_t)(q - p), "llama.",
+					 6)) != NULL; q += 6, renamed++)
+		memcpy(q, "qwen2.", 6);
+	ck_assert_int_eq(renamed, 11); /* the llama.* keys gguf_dump lists */
+	const char *ak = "general.architecture";
+	uint8_t *a = memmem(p, hdr, ak, strlen(ak));
+	ck_assert_ptr_nonnull(a);
+	memcpy(a + strlen(ak) + 4 + 8, "qwen2", 5);
+	make_dir();
+	char path[160];
+	snprintf(path, sizeof path, "%s/q.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	ck_assert_int_eq(fwrite(p, 1, n, f), n);
+	fclose(f);
+	free(p);
+	ck_assert_msg(model_load(path, &m, err, sizeof err) == 0, "%s", err);
+	ck_assert_str_eq(m.cfg.arch, "qwen2");
+	ck_assert_int_eq(m.cfg.rope_layout, ROPE_HALF);
+	ck_assert_int_eq(m.cfg.dim, 64);
+	ck_assert_int_eq(m.cfg.has_qkv_bias, 0); /* no attn_q.bias in file */
+	model_free(&m);
+	rm_dir();
+}
+END_TEST
+
+/* Random byte changes in a real GGUF's header, through the whole load
+ * (GGUF reader, config, tensors, tokenizer): each load either succeeds or
+ * fails with a message; a crash fails the test. Deterministic seed. */
+START_TEST(gguf_header_corruption)
+{
+	char err[512];
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama2-q8_0.gguf"), &n);
+	gguf_file *g = gguf_open(test_data("models/tiny-llama2-q8_0.gguf"), err,
+				 sizeof err);
+	ck_assert_msg(g, "%s", err);
+	size_t hdr = gguf_data_offset(g);
+	gguf_close(g);
+	make_dir();
+	char path[160];
+	snprintf(path, sizeof path, "%s/f.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	ck_assert_int_eq(fwrite(p, 1, n, f), n);
+	fclose(f);
+	int fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	uint64_t x = 0x9E3779B97F4A7C15ull;
+	int loaded = 0, refused = 0;
+	for (int it = 0; it < 300; it++) {
+		size_t at[4];
+		uint8_t nv;
+		int k = 1 + it % 4;
+		for (int j = 0; j < k; j++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			/* a third of the hits in the first 64 bytes (counts) */
+			at[j] = x % 3 ? (x >> 8) % hdr : (x >> 8) % 64;
+			nv = x % 5 ? (uint8_t)(x >> 40) : 0xff;
+			ck_assert_int_eq(pwrite(fd, &nv, 1, (off_t)at[j]), 1);
+		}
+		Model m;
+		if (model_load(path, &m, err, sizeof err) == 0) {
+			loaded++;
+			model_free(&m);
+		} else {
+			ck_assert(err[0]);
+			refused++;
+		}
+		for (int j = 0; j < k; j++) /* restore */
+			ck_assert_int_eq(pwrite(fd, p + at[j], 1, (off_t)at[j]),
+					 1);
+	}
+	close(fd);
+	free(p);
+	rm_dir();
+	ck_assert_int_gt(refused, 0);
+	ck_assert_int_gt(loaded, 0); /* flips inside token strings load */
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("loader");
@@ -562,8 +902,12 @@ int main(void)
 	tcase_add_loop_test(tc, bad_hf_configs, 0,
 			    (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
 	tcase_add_test(tc, hf_template_and_index);
+	tcase_add_test(tc, hf_qwen2_biases_sharded);
 	tcase_add_test(tc, bad_gguf);
 	tcase_add_test(tc, overrides);
+	tcase_add_test(tc, gguf_rope_freqs);
+	tcase_add_test(tc, gguf_qwen2_layout);
+	tcase_add_test(tc, gguf_header_corruption);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -25,6 +25,7 @@ threads=""
 
 printf '%-40s %-8s %6s %6s %14s %14s\n' model quant prompt gen "prefill tok/s" "decode tok/s"
 status=0
+backend=""
 for m in "$@"; do
 	out=$("$RUN" bench "$m" -p "$PROMPT" -n "$GEN" -r "$REPS" --backend "$BACKEND" $threads 2>&1)
 	if [ $? -ne 0 ]; then
@@ -36,6 +37,7 @@ for m in "$@"; do
 	pre=$(echo "$out" | sed -n 's/^mean: prefill \([0-9.]*\) tok\/s.*/\1/p')
 	dec=$(echo "$out" | sed -n 's/^mean: .*decode \([0-9.]*\) tok\/s.*/\1/p')
 	printf '%-40s %-8s %6s %6s %14s %14s\n' "$(basename "$m")" "$quant" "$PROMPT" "$GEN" "$pre" "$dec"
-	echo "$out" | sed -n 's/^model .*, backend \(.*\)/  (backend: \1)/p' | head -1 >&2
+	[ -n "$backend" ] || backend=$(echo "$out" | sed -n 's/^model .*, backend \(.*\)/\1/p' | head -1)
 done
+[ -n "$backend" ] && echo "backend: $backend; $REPS runs each, mean"
 exit $status

@@ -1,0 +1,347 @@
+/*
+ * attention.cu - causal grouped-query attention over the f32 KV cache.
+ *
+ * Prefill (many query rows): flash attention. A block takes 32 query rows
+ * of one head and walks the keys in tiles of 32 staged in shared memory,
+ * keeping a running max and sum per row (online softmax), so the score
+ * matrix never exists in memory; tiles wholly after the block's last
+ * position are skipped. Each warp owns 8 query rows; in the score step a
+ * lane owns one key, in the P.V step a lane owns head_dim/32 output dims.
+ *
+ * Decode (few rows): flash-decoding. The context is split into chunks so
+ * that even one query row fills the GPU; each block scores its chunk and
+ * writes an unnormalised partial output with its max and sum, and a
+ * second kernel merges the chunks with the usual rescaling.
+ */
+#include <math.h>
+
+#include "attention.cuh"
+#include "graph.cuh"
+
+#define FA_BR 32          /* query rows per block (4 warps x 8) */
+#define FA_BC 32          /* keys per tile */
+#define FA_RPW 8          /* query rows per warp */
+#define DEC_THREADS 128   /* decode block size */
+#define DECODE_MAX_N 4    /* up to this many rows use flash-decoding */
+
+__device__ __forceinline__ float warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+template <int DMAX>
+__global__ void __launch_bounds__(128)
+	flash_prefill_kernel(float *__restrict__ out,
+			     const float *__restrict__ q,
+			     const float *__restrict__ kc,
+			     const float *__restrict__ vc, int n, int pos0,
+			     int n_heads, int group, int D, int kv_dim,
+			     float scale)
+{
+	constexpr int DPL = DMAX / 32; /* output dims per lane */
+	extern __shared__ float smem[];
+	float *Qs = smem;                       /* [FA_BR][DMAX] */
+	float *Ks = Qs + FA_BR * DMAX;          /* [FA_BC][DMAX + 1] */
+	float *Vs = Ks + FA_BC * (DMAX + 1);    /* [FA_BC][DMAX] */
+	float *Ps = Vs + FA_BC * DMAX;          /* [4][FA_RPW][FA_BC] */
+
+	int qi0 = blockIdx.x * FA_BR, h = blockIdx.y, kvh = h / group;
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int qdim = n_heads * D;
+
+	for (int e = threadIdx.x; e < FA_BR * D; e += blockDim.x) {
+		int r = e / D, d = e % D;
+		Qs[r * DMAX + d] = qi0 + r < n
+			? q[(size_t)(qi0 + r) * qdim + (size_t)h * D + d] * scale
+			: 0.0f;
+	}
+
+	float m[FA_RPW], l[FA_RPW], o[FA_RPW][DPL];
+#pragma unroll
+	for (int r = 0; r < FA_RPW; r++) {
+		m[r] = -INFINITY;
+		l[r] = 0.0f;
+#pragma unroll
+		for (int i = 0; i < DPL; i++)
+			o[r][i] = 0.0f;
+	}
+	int last_row = min(qi0 + FA_BR, n) - 1;
+	int kend = pos0 + last_row + 1; /* keys this block needs */
+	int rbase = warp * FA_RPW;
+	float *P = Ps + warp * FA_RPW * FA_BC;
+
+	for (int kt = 0; kt < kend; kt += FA_BC) {
+		__syncthreads(); /* previous tile fully consumed */
+		for (int e = threadIdx.x; e < FA_BC * D; e += blockDim.x) {
+			int j = e / D, d = e % D;
+			bool ok = kt + j < kend;
+			size_t off = (size_t)(kt + j) * kv_dim +
+				     (size_t)kvh * D + d;
+			Ks[j * (DMAX + 1) + d] = ok ? kc[off] : 0.0f;
+			Vs[j * DMAX + d] = ok ? vc[off] : 0.0f;
+		}
+		__syncthreads();
+
+		float s[FA_RPW];
+#pragma unroll
+		for (int r = 0; r < FA_RPW; r++)
+			s[r] = 0.0f;
+		const float *kr = Ks + lane * (DMAX + 1);
+		for (int d = 0; d < D; d++) {
+			float kv = kr[d];
+#pragma unroll
+			for (int r = 0; r < FA_RPW; r++)
+				s[r] += Qs[(rbase + r) * DMAX + d] * kv;
+		}
+		int key = kt + lane;
+#pragma unroll
+		for (int r = 0; r < FA_RPW; r++) {
+			int pos = pos0 + qi0 + rbase + r;
+			if (key > pos || key >= kend)
+				s[r] = -INFINITY;
+			float mx = warp_max(s[r]);
+			float mn = fmaxf(m[r], mx);
+			float p = mn == -INFINITY ? 0.0f : __expf(s[r] - mn);
+			float alpha = m[r] == -INFINITY ? 0.0f
+							: __expf(m[r] - mn);
+			l[r] = l[r] * alpha + warp_sum(p);
+			m[r] = mn;
+			P[r * FA_BC + lane] = p;
+#pragma unroll
+			for (int i = 0; i < DPL; i++)
+				o[r][i] *= alpha;
+		}
+		__syncwarp();
+		int jmax = min(FA_BC, kend - kt);
+		for (int j = 0; j < jmax; j++) {
+			float v[DPL];
+#pragma unroll
+			for (int i = 0; i < DPL; i++)
+				v[i] = Vs[j * DMAX + lane + 32 * i];
+#pragma unroll
+			for (int r = 0; r < FA_RPW; r++) {
+				float p = P[r * FA_BC + j];
+#pragma unroll
+				for (int i = 0; i < DPL; i++)
+					o[r][i] += p * v[i];
+			}
+		}
+		__syncwarp();
+	}
+#pragma unroll
+	for (int r = 0; r < FA_RPW; r++) {
+		int row = qi0 + rbase + r;
+		if (row >= n)
+			continue;
+		float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+		float *orow = out + (size_t)row * qdim + (size_t)h * D;
+#pragma unroll
+		for (int i = 0; i < DPL; i++) {
+			int d = lane + 32 * i;
+			if (d < D)
+				orow[d] = o[r][i] * inv;
+		}
+	}
+}
+
+/* part layout: [n][n_heads][nchunks][D + 2]: D unnormalised outputs, then
+ * the chunk's max and sum of exponentials. */
+__global__ void __launch_bounds__(DEC_THREADS)
+	flash_decode_kernel(float *__restrict__ part,
+			    const float *__restrict__ q,
+			    const float *__restrict__ kc,
+			    const float *__restrict__ vc, int pos0,
+			    int n_heads, int group, int D, int kv_dim,
+			    int chunk, int nchunks, float scale)
+{
+	extern __shared__ float smem[];
+	float *qs = smem;      /* [D] */
+	float *s = smem + D;   /* [chunk] */
+	__shared__ float red[DEC_THREADS / 32];
+	int h = blockIdx.x, c = blockIdx.y, i = blockIdx.z;
+	int kvh = h / group;
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int len = pos0 + i + 1;
+	int k0 = c * chunk, k1 = min(len, k0 + chunk);
+	float *pp = part + (((size_t)i * n_heads + h) * nchunks + c) * (D + 2);
+	if (k0 >= len) { /* chunk past this row's context */
+		for (int d = threadIdx.x; d < D; d += blockDim.x)
+			pp[d] = 0.0f;
+		if (threadIdx.x == 0) {
+			pp[D] = -INFINITY;
+			pp[D + 1] = 0.0f;
+		}
+		return;
+	}
+	const float *qr = q + (size_t)i * n_heads * D + (size_t)h * D;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+		qs[d] = qr[d] * scale;
+	__syncthreads();
+
+	for (int j = k0 + warp; j < k1; j += DEC_THREADS / 32) {
+		const float *kr = kc + (size_t)j * kv_dim + (size_t)kvh * D;
+		float dot = 0.0f;
+		for (int d = lane; d < D; d += 32)
+			dot += qs[d] * kr[d];
+		dot = warp_sum(dot);
+		if (lane == 0)
+			s[j - k0] = dot;
+	}
+	__syncthreads();
+	int cnt = k1 - k0;
+	float mx = -INFINITY;
+	for (int j = threadIdx.x; j < cnt; j += blockDim.x)
+		mx = fmaxf(mx, s[j]);
+	mx = warp_max(mx);
+	if (lane == 0)
+		red[warp] = mx;
+	__syncthreads();
+	mx = red[0];
+	for (int w = 1; w < DEC_THREADS / 32; w++)
+		mx = fmaxf(mx, red[w]);
+	__syncthreads(); /* red is reused below */
+	float sum = 0.0f;
+	for (int j = threadIdx.x; j < cnt; j += blockDim.x) {
+		float p = __expf(s[j] - mx);
+		s[j] = p;
+		sum += p;
+	}
+	sum = warp_sum(sum);
+	if (lane == 0)
+		red[warp] = sum;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		float t = 0.0f;
+		for (int w = 0; w < DEC_THREADS / 32; w++)
+			t += red[w];
+		pp[D] = mx;
+		pp[D + 1] = t;
+	}
+	const float *vbase = vc + (size_t)k0 * kv_dim + (size_t)kvh * D;
+	for (int d = threadIdx.x; d < D; d += blockDim.x) {
+		float acc = 0.0f;
+		for (int j = 0; j < cnt; j++)
+			acc += s[j] * vbase[(size_t)j * kv_dim + d];
+		pp[d] = acc;
+	}
+}
+
+/* grid (n_heads, n): merge the chunks of one row and head. */
+__global__ void flash_decode_merge_kernel(float *__restrict__ out,
+					  const float *__restrict__ part,
+					  int n_heads, int D, int nchunks)
+{
+	int h = blockIdx.x, i = blockIdx.y;
+	const float *pp = part + ((size_t)i * n_heads + h) * nchunks * (D + 2);
+	float M = -INFINITY;
+	for (int c = 0; c < nchunks; c++)
+		M = fmaxf(M, pp[c * (D + 2) + D]);
+	float L = 0.0f;
+	for (int c = 0; c < nchunks; c++) {
+		float mc = pp[c * (D + 2) + D];
+		if (mc != -INFINITY)
+			L += pp[c * (D + 2) + D + 1] * __expf(mc - M);
+	}
+	float inv = L > 0.0f ? 1.0f / L : 0.0f;
+	for (int d = threadIdx.x; d < D; d += blockDim.x) {
+		float acc = 0.0f;
+		for (int c = 0; c < nchunks; c++) {
+			float mc = pp[c * (D + 2) + D];
+			if (mc != -INFINITY)
+				acc += pp[c * (D + 2) + d] * __expf(mc - M);
+		}
+		out[(size_t)i * n_heads * D + (size_t)h * D + d] = acc * inv;
+	}
+}
+
+template <int DMAX>
+static void launch_prefill(CudaBackend *c, float *out, const float *q,
+			   const float *kc, const float *vc, int n, int pos0,
+			   int n_heads, int group, int D, int kv_dim,
+			   float scale)
+{
+	size_t smem = sizeof(float) *
+		      (FA_BR * DMAX + FA_BC * (DMAX + 1) + FA_BC * DMAX +
+		       4 * FA_RPW * FA_BC);
+	static int raised; /* per template instance, once per process */
+	if (!raised) {
+		if (cuda_fail(c,
+			      cudaFuncSetAttribute(
+				      flash_prefill_kernel<DMAX>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize,
+				      (int)smem),
+			      "attention smem"))
+			return;
+		raised = 1;
+	}
+	cuda_flush(c); /* prefill is never part of a recorded step */
+	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
+	flash_prefill_kernel<DMAX><<<grid, 128, smem, c->stream>>>(
+		out, q, kc, vc, n, pos0, n_heads, group, D, kv_dim, scale);
+	CUDA_LAUNCHED(c, "attention prefill");
+}
+
+void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
+		    const float *vc, int n, int pos0, int n_heads,
+		    int n_kv_heads, int head_dim)
+{
+	CudaBackend *c = cb(b);
+	if (n <= 0)
+		return;
+	if (n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 ||
+	    head_dim > 256 || pos0 < 0) {
+		cuda_fail_msg(c, "attention: unsupported shape (heads %d/%d, "
+			      "head_dim %d)", n_heads, n_kv_heads, head_dim);
+		return;
+	}
+	int group = n_heads / n_kv_heads, D = head_dim;
+	int kv_dim = n_kv_heads * D;
+	float scale = 1.0f / sqrtf((float)D);
+	if (n > DECODE_MAX_N) {
+		if (D <= 64)
+			launch_prefill<64>(c, out, q, kc, vc, n, pos0, n_heads,
+					   group, D, kv_dim, scale);
+		else if (D <= 128)
+			launch_prefill<128>(c, out, q, kc, vc, n, pos0,
+					    n_heads, group, D, kv_dim, scale);
+		else
+			launch_prefill<256>(c, out, q, kc, vc, n, pos0,
+					    n_heads, group, D, kv_dim, scale);
+		return;
+	}
+	/* Chunk so that heads x chunks covers the GPU about twice. */
+	int maxlen = pos0 + n;
+	int want = (2 * c->sm_count + n_heads - 1) / n_heads;
+	if (want < 1)
+		want = 1;
+	int chunk = (maxlen + want - 1) / want;
+	chunk = ((chunk + 31) / 32) * 32;
+	if (chunk < 64)
+		chunk = 64;
+	if (chunk > 2048)
+		chunk = 2048;
+	int nchunks = (maxlen + chunk - 1) / chunk;
+	size_t pbytes = sizeof(float) * (size_t)n * n_heads * nchunks * (D + 2);
+	if (cuda_grow(c, (void **)&c->part, &c->part_bytes, pbytes,
+		      "attention partials"))
+		return;
+	size_t smem = sizeof(float) * (size_t)(D + chunk);
+	cuda_launch(c, flash_decode_kernel,
+		    dim3((unsigned)n_heads, (unsigned)nchunks, (unsigned)n),
+		    dim3(DEC_THREADS), smem, "attention decode", c->part, q, kc,
+		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale);
+	int th = D < 32 ? 32 : (D > 256 ? 256 : ((D + 31) / 32) * 32);
+	cuda_launch(c, flash_decode_merge_kernel,
+		    dim3((unsigned)n_heads, (unsigned)n), dim3(th), 0,
+		    "attention merge", out, (const float *)c->part, n_heads, D,
+		    nchunks);
+}

@@ -1,0 +1,515 @@
+/*
+ * matmul.cu - out[n][rows] = x[n][cols] . W^T (+ bias).
+ *
+ * Decode (n <= MATVEC_MAX_N): a mat-vec that reads every weight byte once,
+ * straight from its storage type. One warp owns MV_ROWS consecutive rows;
+ * its lanes walk the row in "units" (16 bytes of F16/BF16, a float4 of
+ * F32, one 32-element block of Q8_0/Q4_0/Q4_1, a 64-element quarter of a
+ * Q4_K/Q5_K/Q6_K super-block), so a warp's loads are contiguous, and each
+ * x value loaded is used for all of the warp's rows. Partial sums stay in
+ * f32 and meet through shuffles.
+ *
+ * Prefill (larger n): cuBLAS GEMM on the tensor cores. Activations are
+ * converted to f16 in a scratch buffer (in split mode, the default, as
+ * an f16 pair hi + lo with a second GEMM for lo, so the products keep
+ * f32-grade activations: the tiny golden models amplify f16 rounding of
+ * activations past the golden tolerance; INFERD_CUDA_GEMM=f16 selects the
+ * single-GEMM mode llama.cpp uses); F16 weights are used in place,
+ * BF16 and quantised weights are expanded to f16 in scratch first (so the
+ * stored copy stays compact); F32 weights go through plain SGEMM.
+ */
+#include "graph.cuh"
+#include "matmul.cuh"
+
+#define MATVEC_MAX_N 2 /* up to this many rows use the mat-vec */
+#define MV_WARPS 4     /* warps per block */
+#define MV_ROWS 2      /* weight rows per warp (default) */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ uint32_t ld_u16(const uint8_t *p)
+{
+	return *(const unsigned short *)p;
+}
+
+__device__ __forceinline__ uint32_t ld_u32(const uint8_t *p)
+{
+	return *(const uint32_t *)p;
+}
+
+/* Units per row and the elements each unit covers, by type. */
+__host__ __device__ static inline int unit_elems(int t)
+{
+	switch (t) {
+	case DT_F32:
+		return 4;
+	case DT_F16:
+	case DT_BF16:
+		return 8;
+	case DT_Q8_0:
+	case DT_Q4_0:
+	case DT_Q4_1:
+		return 32;
+	default:
+		return 64; /* K-quants: a quarter super-block */
+	}
+}
+
+/* acc[r] += dot(unit u of row r, x), for the warp's R rows at rowp[r]. */
+template <int T, int R>
+__device__ __forceinline__ void unit_dot(const uint8_t *const *rowp, int u,
+					 const float *__restrict__ x,
+					 float *acc)
+{
+	if constexpr (T == DT_F32) {
+		float4 xv = *(const float4 *)(x + 4 * u);
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			float4 w = *(const float4 *)(rowp[r] + 16 * u);
+			acc[r] += w.x * xv.x + w.y * xv.y + w.z * xv.z +
+				  w.w * xv.w;
+		}
+	} else if constexpr (T == DT_F16 || T == DT_BF16) {
+		float4 x0 = *(const float4 *)(x + 8 * u);
+		float4 x1 = *(const float4 *)(x + 8 * u + 4);
+		float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+		uint4 wv[R];
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			wv[r] = *(const uint4 *)(rowp[r] + 16 * u);
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			uint32_t ws[4] = {wv[r].x, wv[r].y, wv[r].z, wv[r].w};
+			float s = 0.0f;
+#pragma unroll
+			for (int k = 0; k < 4; k++) {
+				float2 f;
+				if constexpr (T == DT_F16) {
+					f = __half22float2(
+						*(const __half2 *)&ws[k]);
+				} else {
+					f = __bfloat1622float2(
+						*(const __nv_bfloat162 *)&ws[k]);
+				}
+				s += f.x * xs[2 * k] + f.y * xs[2 * k + 1];
+			}
+			acc[r] += s;
+		}
+	} else if constexpr (T == DT_Q8_0) {
+		const float *xb = x + 32 * u;
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			const uint8_t *b = rowp[r] + 34 * u;
+			float d = ld_half(b);
+			float s = 0.0f;
+#pragma unroll
+			for (int k = 0; k < 16; k++) {
+				uint32_t v = ld_u16(b + 2 + 2 * k);
+				s += (float)(int8_t)(v & 0xFF) * xb[2 * k] +
+				     (float)(int8_t)(v >> 8) * xb[2 * k + 1];
+			}
+			acc[r] += d * s;
+		}
+	} else if constexpr (T == DT_Q4_0 || T == DT_Q4_1) {
+		const float *xb = x + 32 * u;
+		float xs[32];
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			float4 v = *(const float4 *)(xb + 4 * k);
+			xs[4 * k] = v.x;
+			xs[4 * k + 1] = v.y;
+			xs[4 * k + 2] = v.z;
+			xs[4 * k + 3] = v.w;
+		}
+		float xsum = 0.0f; /* folds the -8 offset / the min */
+#pragma unroll
+		for (int k = 0; k < 32; k++)
+			xsum += xs[k];
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			const uint8_t *b =
+				rowp[r] + (T == DT_Q4_0 ? 18 : 20) * u;
+			const uint8_t *qs = b + (T == DT_Q4_0 ? 2 : 4);
+			float s = 0.0f;
+#pragma unroll
+			for (int k = 0; k < 8; k++) {
+				uint32_t v = ld_u16(qs + 2 * k);
+				s += (float)(v & 0xF) * xs[2 * k] +
+				     (float)((v >> 8) & 0xF) * xs[2 * k + 1] +
+				     (float)((v >> 4) & 0xF) * xs[16 + 2 * k] +
+				     (float)(v >> 12) * xs[16 + 2 * k + 1];
+			}
+			if constexpr (T == DT_Q4_0) {
+				/* sum d*(q-8)*x = d*(sum q*x - 8*sum x) */
+				acc[r] += ld_half(b) * (s - 8.0f * xsum);
+			} else {
+				acc[r] += ld_half(b) * s +
+					  ld_half(b + 2) * xsum;
+			}
+		}
+	} else if constexpr (T == DT_Q4_K || T == DT_Q5_K) {
+		int sb = u >> 2, c = u & 3; /* super-block, 64-chunk */
+		const float *xb = x + 256 * sb + 64 * c;
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			const uint8_t *b =
+				rowp[r] + (T == DT_Q4_K ? 144 : 176) * sb;
+			float d = ld_half(b), dmin = ld_half(b + 2);
+			float sc0, m0, sc1, m1;
+			kq_scale_min(b + 4, 2 * c, &sc0, &m0);
+			kq_scale_min(b + 4, 2 * c + 1, &sc1, &m1);
+			const uint8_t *qs =
+				b + (T == DT_Q4_K ? 16 : 48) + 32 * c;
+			float s0 = 0.0f, s1 = 0.0f, x0 = 0.0f, x1 = 0.0f;
+#pragma unroll
+			for (int k = 0; k < 8; k++) {
+				uint32_t q = ld_u32(qs + 4 * k);
+				uint32_t h = 0;
+				if constexpr (T == DT_Q5_K)
+					h = ld_u32(b + 16 + 4 * k) >> (2 * c);
+				float4 xa = *(const float4 *)(xb + 4 * k);
+				float4 xc = *(const float4 *)(xb + 32 + 4 * k);
+				float xa_[4] = {xa.x, xa.y, xa.z, xa.w};
+				float xc_[4] = {xc.x, xc.y, xc.z, xc.w};
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					uint32_t byte = (q >> (8 * e)) & 0xFF;
+					uint32_t lo = byte & 0xF, hi = byte >> 4;
+					if constexpr (T == DT_Q5_K) {
+						uint32_t hb = h >> (8 * e);
+						lo += (hb & 1) << 4;
+						hi += ((hb >> 1) & 1) << 4;
+					}
+					s0 += (float)lo * xa_[e];
+					s1 += (float)hi * xc_[e];
+					x0 += xa_[e];
+					x1 += xc_[e];
+				}
+			}
+			acc[r] += d * (sc0 * s0 + sc1 * s1) -
+				  dmin * (m0 * x0 + m1 * x1);
+		}
+	} else if constexpr (T == DT_Q6_K) {
+		int sb = u >> 2, n = (u >> 1) & 1, k = u & 1;
+		const float *xb = x + 256 * sb + 128 * n + 16 * k;
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+			const uint8_t *b = rowp[r] + 210 * sb;
+			const uint8_t *ql = b + 64 * n + 16 * k;
+			const uint8_t *qh = b + 128 + 32 * n + 16 * k;
+			const int8_t *sc = (const int8_t *)(b + 192) + 8 * n + k;
+			float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+			for (int l = 0; l < 16; l += 2) {
+				uint32_t a = ld_u16(ql + l);
+				uint32_t a2 = ld_u16(ql + 32 + l);
+				uint32_t h = ld_u16(qh + l);
+#pragma unroll
+				for (int e = 0; e < 2; e++) {
+					uint32_t A = (a >> (8 * e)) & 0xFF;
+					uint32_t A2 = (a2 >> (8 * e)) & 0xFF;
+					uint32_t H = (h >> (8 * e)) & 0xFF;
+					int q1 = (int)((A & 0xF) | ((H & 3) << 4)) - 32;
+					int q2 = (int)((A2 & 0xF) | (((H >> 2) & 3) << 4)) - 32;
+					int q3 = (int)((A >> 4) | (((H >> 4) & 3) << 4)) - 32;
+					int q4 = (int)((A2 >> 4) | (((H >> 6) & 3) << 4)) - 32;
+					int j = l + e;
+					s[0] += (float)q1 * xb[j];
+					s[1] += (float)q2 * xb[32 + j];
+					s[2] += (float)q3 * xb[64 + j];
+					s[3] += (float)q4 * xb[96 + j];
+				}
+			}
+			acc[r] += ld_half(b + 208) *
+				  ((float)sc[0] * s[0] + (float)sc[2] * s[1] +
+				   (float)sc[4] * s[2] + (float)sc[6] * s[3]);
+		}
+	}
+}
+
+/* blockIdx.y selects the activation row (n <= MATVEC_MAX_N). */
+template <int T, int R>
+__global__ void __launch_bounds__(MV_WARPS * 32)
+	matvec_kernel(float *__restrict__ out, const float *__restrict__ x,
+		      const uint8_t *__restrict__ w, const float *bias,
+		      int rows, int cols, size_t row_bytes)
+{
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
+	if (row0 >= rows)
+		return;
+	x += (size_t)blockIdx.y * cols;
+	out += (size_t)blockIdx.y * rows;
+	const uint8_t *rowp[R];
+#pragma unroll
+	for (int r = 0; r < R; r++) /* clamp the tail; results not stored */
+		rowp[r] = w + (size_t)min(row0 + r, rows - 1) * row_bytes;
+	float acc[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		acc[r] = 0.0f;
+	int units = cols / unit_elems(T);
+#pragma unroll 4
+	for (int u = lane; u < units; u += 32)
+		unit_dot<T, R>(rowp, u, x, acc);
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		float s = warp_sum(acc[r]);
+		if (lane == 0 && row0 + r < rows)
+			out[row0 + r] = s + (bias ? bias[row0 + r] : 0.0f);
+	}
+}
+
+/* Any type, any alignment: element by element (shapes the vector kernel
+ * cannot take, such as cols not a multiple of 8 or an unaligned x). */
+__global__ void matvec_generic_kernel(float *out, const float *x,
+				      const uint8_t *w, int type,
+				      const float *bias, int rows, int cols,
+				      size_t row_bytes)
+{
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int row = blockIdx.x * MV_WARPS + warp;
+	if (row >= rows)
+		return;
+	x += (size_t)blockIdx.y * cols;
+	out += (size_t)blockIdx.y * rows;
+	const uint8_t *rp = w + (size_t)row * row_bytes;
+	float s = 0.0f;
+	for (int i = lane; i < cols; i += 32)
+		s += dq_elem(type, rp, i) * x[i];
+	s = warp_sum(s);
+	if (lane == 0)
+		out[row] = s + (bias ? bias[row] : 0.0f);
+}
+
+template <int T, int R>
+static void launch_matvec_r(CudaBackend *c, float *out, const float *x,
+			    const Tensor *w, const float *bias, int n)
+{
+	int rows = (int)w->rows, cols = (int)w->cols;
+	unsigned gx = (unsigned)((rows + MV_WARPS * R - 1) / (MV_WARPS * R));
+	cuda_launch(c, matvec_kernel<T, R>, dim3(gx, (unsigned)n),
+		    dim3(MV_WARPS * 32), 0, "matvec", out, x,
+		    (const uint8_t *)w->dev, bias, rows, cols,
+		    dtype_row_bytes(w->type, w->cols));
+}
+
+/* Rows per warp: more rows reuse each x load more often, fewer leave
+ * more warps to hide latency (INFERD_CUDA_MV_ROWS=1|2|4 to compare). */
+template <int T>
+static void launch_matvec(CudaBackend *c, float *out, const float *x,
+			  const Tensor *w, const float *bias, int n)
+{
+	switch (c->mv_rows) {
+	case 1: launch_matvec_r<T, 1>(c, out, x, w, bias, n); break;
+	case 4: launch_matvec_r<T, 4>(c, out, x, w, bias, n); break;
+	default: launch_matvec_r<T, MV_ROWS>(c, out, x, w, bias, n); break;
+	}
+}
+
+static void matvec(CudaBackend *c, float *out, const float *x,
+		   const Tensor *w, const float *bias, int n)
+{
+	int cols = (int)w->cols;
+	int ue = unit_elems(w->type);
+	int aligned = ((uintptr_t)x % 16 == 0) && cols % ue == 0 &&
+		      ((cols % 4 == 0) || n == 1);
+	/* Vector path row alignment: F32/F16/BF16 rows are a multiple of
+	 * 16 bytes when cols % unit == 0; block types need 2 or 4 bytes,
+	 * which their sizes guarantee. */
+	if (!aligned) {
+		unsigned gx = (unsigned)((w->rows + MV_WARPS - 1) / MV_WARPS);
+		cuda_launch(c, matvec_generic_kernel, dim3(gx, (unsigned)n),
+			    dim3(MV_WARPS * 32), 0, "matvec", out, x,
+			    (const uint8_t *)w->dev, (int)w->type, bias,
+			    (int)w->rows, cols,
+			    dtype_row_bytes(w->type, w->cols));
+		return;
+	}
+	switch (w->type) {
+	case DT_F32: launch_matvec<DT_F32>(c, out, x, w, bias, n); break;
+	case DT_F16: launch_matvec<DT_F16>(c, out, x, w, bias, n); break;
+	case DT_BF16: launch_matvec<DT_BF16>(c, out, x, w, bias, n); break;
+	case DT_Q8_0: launch_matvec<DT_Q8_0>(c, out, x, w, bias, n); break;
+	case DT_Q4_0: launch_matvec<DT_Q4_0>(c, out, x, w, bias, n); break;
+	case DT_Q4_1: launch_matvec<DT_Q4_1>(c, out, x, w, bias, n); break;
+	case DT_Q4_K: launch_matvec<DT_Q4_K>(c, out, x, w, bias, n); break;
+	case DT_Q5_K: launch_matvec<DT_Q5_K>(c, out, x, w, bias, n); break;
+	case DT_Q6_K: launch_matvec<DT_Q6_K>(c, out, x, w, bias, n); break;
+	default: cuda_fail_msg(c, "matmul: type %d", (int)w->type); return;
+	}
+}
+
+/* ---- prefill ------------------------------------------------------- */
+
+/* x -> f16 (hi) and, in split mode, the f16 rounding residue (lo) in the
+ * next n*cols halves: hi + lo carries ~21 bits of each activation, so two
+ * tensor-core GEMMs give f32-grade products (see cuda_gemm_split). */
+__global__ void f32_to_f16_kernel(__half *__restrict__ dst,
+				  const float *__restrict__ src, size_t count,
+				  int split)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+	     i < count; i += (size_t)gridDim.x * blockDim.x) {
+		float v = src[i];
+		__half h = __float2half_rn(v);
+		dst[i] = h;
+		if (split)
+			dst[count + i] = __float2half_rn(v - __half2float(h));
+	}
+}
+
+/* One thread per 32-element group of one row, the type fixed at compile
+ * time so the block header is read once and the 64 output bytes go out
+ * as four 16-byte stores. */
+template <int T>
+__global__ void dequant_f16_kernel(__half *__restrict__ dst,
+				   const uint8_t *__restrict__ w, int64_t rows,
+				   int64_t cols, size_t row_bytes)
+{
+	int64_t groups = cols / 32, total = rows * groups;
+	for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+	     g < total; g += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = g / groups, k0 = (g % groups) * 32;
+		const uint8_t *rp = w + (size_t)r * row_bytes;
+		__align__(16) __half v[32];
+#pragma unroll
+		for (int k = 0; k < 32; k++)
+			v[k] = __float2half_rn(dq_elem(T, rp, k0 + k));
+		uint4 *o = (uint4 *)(dst + (size_t)r * cols + k0);
+#pragma unroll
+		for (int k = 0; k < 4; k++)
+			o[k] = ((const uint4 *)v)[k];
+	}
+}
+
+__global__ void add_bias_kernel(float *out, const float *bias, int rows,
+				size_t count)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+	     i < count; i += (size_t)gridDim.x * blockDim.x)
+		out[i] += bias[i % rows];
+}
+
+static unsigned grid_for(size_t count)
+{
+	size_t g = (count + 255) / 256;
+	if (g > 65535u * 8u)
+		g = 65535u * 8u;
+	return g ? (unsigned)g : 1u;
+}
+
+static void dequant_f16(CudaBackend *c, __half *dst, const Tensor *w)
+{
+	size_t groups = (size_t)w->rows * (w->cols / 32);
+	size_t rb = dtype_row_bytes(w->type, w->cols);
+	const uint8_t *src = (const uint8_t *)w->dev;
+	unsigned g = grid_for(groups);
+	switch (w->type) {
+#define DQ(T)                                                                 \
+	case T:                                                               \
+		dequant_f16_kernel<T><<<g, 256, 0, c->stream>>>(              \
+			dst, src, w->rows, w->cols, rb);                      \
+		break;
+	DQ(DT_BF16) DQ(DT_Q8_0) DQ(DT_Q4_0) DQ(DT_Q4_1) DQ(DT_Q4_K)
+	DQ(DT_Q5_K) DQ(DT_Q6_K)
+#undef DQ
+	default:
+		cuda_fail_msg(c, "matmul: no f16 expansion for %s",
+			      dtype_name(w->type));
+		return;
+	}
+	CUDA_LAUNCHED(c, "matmul dequant");
+}
+
+static void gemm(CudaBackend *c, float *out, const float *x,
+		 const Tensor *w, const float *bias, int n)
+{
+	int rows = (int)w->rows, cols = (int)w->cols;
+	const float one = 1.0f, zero = 0.0f;
+	cublasStatus_t s;
+	cuda_flush(c); /* cuBLAS cannot join a recorded step */
+	if (w->type == DT_F32) {
+		s = cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
+				cols, &one, (const float *)w->dev, cols, x,
+				cols, &zero, out, rows);
+	} else {
+		int split = c->gemm_split;
+		size_t nx = (size_t)n * cols;
+		size_t xb = (nx * 2 * (split ? 2 : 1) + 255) & ~(size_t)255;
+		size_t wb = w->type == DT_F16 ? 0 : (size_t)rows * cols * 2;
+		if (w->type != DT_F16 && cols % 32) {
+			cuda_fail_msg(c, "matmul: %s cols %d not a multiple "
+				      "of 32", w->name ? w->name : "?", cols);
+			return;
+		}
+		if (cuda_grow(c, &c->scratch, &c->scratch_bytes, xb + wb,
+			      "matmul scratch"))
+			return;
+		__half *xh = (__half *)c->scratch;
+		const __half *wh = (const __half *)w->dev;
+		f32_to_f16_kernel<<<grid_for(nx), 256, 0, c->stream>>>(
+			xh, x, nx, split);
+		if (CUDA_LAUNCHED(c, "matmul convert"))
+			return;
+		if (w->type != DT_F16) {
+			__half *wd = (__half *)((char *)c->scratch + xb);
+			dequant_f16(c, wd, w);
+			if (c->has_err)
+				return;
+			wh = wd;
+		}
+		s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
+				 cols, &one, wh, CUDA_R_16F, cols, xh,
+				 CUDA_R_16F, cols, &zero, out, CUDA_R_32F,
+				 rows, CUBLAS_COMPUTE_32F,
+				 CUBLAS_GEMM_DEFAULT);
+		if (s == CUBLAS_STATUS_SUCCESS && split)
+			s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N,
+					 rows, n, cols, &one, wh, CUDA_R_16F,
+					 cols, xh + nx, CUDA_R_16F, cols, &one,
+					 out, CUDA_R_32F, rows,
+					 CUBLAS_COMPUTE_32F,
+					 CUBLAS_GEMM_DEFAULT);
+	}
+	if (s != CUBLAS_STATUS_SUCCESS) {
+		cuda_fail_msg(c, "cuBLAS GEMM %dx%dx%d: %s", rows, n, cols,
+			      cublasGetStatusString(s));
+		return;
+	}
+	if (bias) {
+		size_t count = (size_t)n * rows;
+		add_bias_kernel<<<grid_for(count), 256, 0, c->stream>>>(
+			out, bias, rows, count);
+		CUDA_LAUNCHED(c, "matmul bias");
+	}
+}
+
+void cuda_matmul(Backend *b, float *out, const float *x, const Tensor *w,
+		 const Tensor *bias, int n)
+{
+	CudaBackend *c = cb(b);
+	if (n <= 0)
+		return;
+	if (!w->dev || (bias && (!bias->dev || bias->type != DT_F32))) {
+		cuda_fail_msg(c, "matmul: %s not uploaded (or bias not f32)",
+			      w->name ? w->name : "weight");
+		return;
+	}
+	if (w->rows > INT32_MAX || w->cols > INT32_MAX ||
+	    dtype_row_bytes(w->type, w->cols) == 0) {
+		cuda_fail_msg(c, "matmul: bad shape of %s",
+			      w->name ? w->name : "weight");
+		return;
+	}
+	const float *bv = bias ? (const float *)bias->dev : NULL;
+	if (n <= MATVEC_MAX_N)
+		matvec(c, out, x, w, bv, n);
+	else
+		gemm(c, out, x, w, bv, n);
+}
