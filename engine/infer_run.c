@@ -605,7 +605,8 @@ static int cmd_info(int argc, char **argv)
 static const char bench_usage[] =
 	"usage: infer-run bench MODEL [-p N] [-n N] [-r REPS] [options]\n"
 	"Prefill N fixed tokens, then decode N tokens greedily; print tokens\n"
-	"per second of each phase for every repetition and their mean.\n"
+	"per second of each phase for every repetition and their mean (after\n"
+	"one short warm-up run that is not counted).\n"
 	"  -p N             prompt tokens (default 512)\n"
 	"  -n N             generated tokens (default 128)\n"
 	"  -r REPS          repetitions (default 1)\n"
@@ -662,6 +663,15 @@ static int cmd_bench(int argc, char **argv)
 	Backend *be = engine_backend(e);
 	printf("model %s (%s), backend %s\n", model, engine_model(e)->quant,
 	       be->ops->describe(be));
+	/* Warm-up, not counted: first touches of the mapped weights and the
+	 * scratch buffers' growth would otherwise land in run 1. */
+	double wp, wd;
+	if (engine_bench(e, np < 32 ? (int)np : 32, ng < 4 ? (int)ng : 4, &wp,
+			 &wd, err, sizeof err)) {
+		fprintf(stderr, "infer-run: %s\n", err);
+		engine_close(e);
+		return EXIT_RUNTIME;
+	}
 	double sp = 0, sd = 0;
 	for (long r = 0; r < reps; r++) {
 		double p, d;
