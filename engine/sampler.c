@@ -10,10 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-	float logit;
-	int32_t id;
-} Cand; /* same layout as the anonymous struct in Sampler */
+typedef SamplerCand Cand;
 
 void sampler_params_default(SamplerParams *p)
 {
@@ -242,7 +239,7 @@ static int32_t argmax_lowest(const float *x, int n)
 static int prepare(Sampler *s, float *logits)
 {
 	const SamplerParams *p = &s->p;
-	Cand *c = (Cand *)s->cand;
+	Cand *c = s->cand;
 	int n = s->n_vocab;
 
 	apply_penalties(s, logits);
@@ -309,7 +306,7 @@ static int prepare(Sampler *s, float *logits)
 int32_t sampler_sample(Sampler *s, float *logits)
 {
 	int n = prepare(s, logits);
-	Cand *c = (Cand *)s->cand;
+	Cand *c = s->cand;
 	if (n == 1)
 		return c[0].id;
 	double r = uniform01(s->rng), cum = 0.0;
@@ -325,7 +322,7 @@ int sampler_probs(Sampler *s, float *logits, int32_t *ids, float *probs,
 		  int cap)
 {
 	int n = prepare(s, logits);
-	Cand *c = (Cand *)s->cand;
+	Cand *c = s->cand;
 	for (int i = 0; i < n && i < cap; i++) {
 		ids[i] = c[i].id;
 		probs[i] = c[i].logit;
