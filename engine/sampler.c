@@ -197,6 +197,28 @@ static void select_top(Cand *c, int n, int k)
 		insertion_sort(c, n);
 }
 
+/* Top-p over c[0..n) holding normalised probabilities: sorts the best
+ * candidates to the front and returns how many reach top_p together.
+ * Nuclei are usually small, so it sorts the best 64, then 256, ... (one
+ * quickselect each) instead of the whole vocabulary. */
+static int nucleus(Cand *c, int n, float top_p)
+{
+	int k = n < 64 ? n : 64;
+	for (;;) {
+		select_top(c, n, k);
+		sort_cands(c, k);
+		double cum = 0.0;
+		for (int i = 0; i < k; i++) {
+			cum += c[i].logit;
+			if (cum >= top_p)
+				return i + 1;
+		}
+		if (k == n)
+			return n; /* rounding kept the sum below top_p */
+		k = k <= n / 4 ? k * 4 : n;
+	}
+}
+
 static void apply_penalties(Sampler *s, float *logits)
 {
 	const SamplerParams *p = &s->p;
@@ -282,19 +304,10 @@ static int prepare(Sampler *s, float *logits)
 		}
 	}
 	n = m;
-	sort_cands(c, n);
-	if (p->top_p < 1.0f) {
-		double cum = 0.0;
-		int keep = n;
-		for (int i = 0; i < n; i++) {
-			cum += c[i].logit;
-			if (cum >= p->top_p) {
-				keep = i + 1;
-				break;
-			}
-		}
-		n = keep;
-	}
+	if (p->top_p < 1.0f)
+		n = nucleus(c, n, p->top_p);
+	else
+		sort_cands(c, n);
 	double kept = 0.0;
 	for (int i = 0; i < n; i++)
 		kept += c[i].logit;
