@@ -257,8 +257,9 @@ static int32_t argmax_lowest(const float *x, int n)
 
 /* Penalties, then the filters; leaves the kept candidates in cand[0..n)
  * with their probabilities (normalised over the kept set) in .logit, in
- * candidate order. Returns n (1 for greedy). */
-static int prepare(Sampler *s, float *logits)
+ * candidate order when need_order or top-p asked for it (otherwise in an
+ * order fixed by the inputs). Returns n (1 for greedy). */
+static int prepare(Sampler *s, float *logits, int need_order)
 {
 	const SamplerParams *p = &s->p;
 	Cand *c = s->cand;
@@ -306,8 +307,8 @@ static int prepare(Sampler *s, float *logits)
 	n = m;
 	if (p->top_p < 1.0f)
 		n = nucleus(c, n, p->top_p);
-	else
-		sort_cands(c, n);
+	else if (need_order)
+		sort_cands(c, n); /* a draw needs no order, only a fixed one */
 	double kept = 0.0;
 	for (int i = 0; i < n; i++)
 		kept += c[i].logit;
@@ -318,7 +319,7 @@ static int prepare(Sampler *s, float *logits)
 
 int32_t sampler_sample(Sampler *s, float *logits)
 {
-	int n = prepare(s, logits);
+	int n = prepare(s, logits, 0);
 	Cand *c = s->cand;
 	if (n == 1)
 		return c[0].id;
@@ -334,7 +335,7 @@ int32_t sampler_sample(Sampler *s, float *logits)
 int sampler_probs(Sampler *s, float *logits, int32_t *ids, float *probs,
 		  int cap)
 {
-	int n = prepare(s, logits);
+	int n = prepare(s, logits, 1);
 	Cand *c = s->cand;
 	for (int i = 0; i < n && i < cap; i++) {
 		ids[i] = c[i].id;
