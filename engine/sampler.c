@@ -246,13 +246,28 @@ static void apply_penalties(Sampler *s, float *logits)
 		s->counts[s->recent[i]] &= 0x7fff;
 }
 
+/* Index of the largest of x[0..n), the lowest on ties. Two passes: the
+ * maximum with 8 independent lanes (no loop-carried index, so the compiler
+ * can keep them in registers), then the first index holding it. NaNs never
+ * win (every comparison with them is false). */
 static int32_t argmax_lowest(const float *x, int n)
 {
-	int32_t best = 0;
-	for (int i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return best;
+	float m[8];
+	int i = 0;
+	for (int k = 0; k < 8; k++)
+		m[k] = -INFINITY;
+	for (; i + 8 <= n; i += 8)
+		for (int k = 0; k < 8; k++)
+			m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
+	for (; i < n; i++)
+		m[0] = x[i] > m[0] ? x[i] : m[0];
+	float best = m[0];
+	for (int k = 1; k < 8; k++)
+		best = m[k] > best ? m[k] : best;
+	for (i = 0; i < n; i++)
+		if (x[i] == best)
+			return i;
+	return 0; /* all NaN or -inf */
 }
 
 /* Penalties, then the filters; leaves the kept candidates in cand[0..n)
