@@ -155,7 +155,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 }
 
 static const char generate_usage[] =
-	"usage: infer-run generate MODEL -p TEXT [options]\n"
+	"usage: infer-run generate MODEL (-p TEXT | -f FILE) [options]\n"
 	"Generate a continuation of TEXT; the text streams to stdout, the\n"
 	"statistics go to stderr. MODEL is a GGUF file or an HF directory.\n"
 	"  -p, --prompt TEXT      prompt (special tokens in it are parsed)\n"
@@ -178,6 +178,7 @@ static const char generate_usage[] =
 	"  --batch N              prefill chunk (default 512)\n"
 	"  -t, --threads N        CPU threads (default: all cores)\n"
 	"  --backend B            auto, cpu or cuda (default auto)\n"
+	"  --device N             CUDA device index (default 0)\n"
 	"  --override-kv K=T:V    override model metadata, T int|float|str,\n"
 	"                         e.g. llama.rope.freq_base=float:500000\n";
 
