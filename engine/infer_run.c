@@ -3,10 +3,12 @@
  * daemon: generate, tokenize, detokenize, bench, info. Subcommands are rows
  * of one table (name, handler, usage), so adding one is adding a row.
  *
- * Exit codes: 0 success, 1 runtime error (model, backend), 2 usage error.
+ * Exit codes: 0 success, 1 runtime error (model, backend), 2 usage error,
+ * 130 when Ctrl-C stopped a generation (its statistics are still printed).
  */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #define EXIT_RUNTIME 1 /* model or backend failed */
 #define EXIT_USAGE 2   /* bad command line */
+#define EXIT_INTERRUPTED 130 /* Ctrl-C during generate (128 + SIGINT) */
 #define MAX_OVERRIDES 32 /* most --override-kv options */
 
 typedef struct Command {
@@ -141,6 +144,16 @@ typedef struct {
 	int n_out;    /* ids printed so far */
 } GenOut;
 
+/* Set by the first SIGINT: generate stops at the next token, prints its
+ * statistics and exits; a second SIGINT kills as usual. */
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	interrupted = 1;
+	signal(sig, SIG_DFL);
+}
+
 static int on_text(void *ud, int32_t token, const char *text, size_t len)
 {
 	GenOut *o = ud;
@@ -151,7 +164,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 		fwrite(text, 1, len, stdout);
 	}
 	fflush(stdout);
-	return 0;
+	return interrupted != 0;
 }
 
 static const char generate_usage[] =
@@ -384,8 +397,13 @@ static int cmd_generate(int argc, char **argv)
 		return EXIT_RUNTIME;
 	}
 	GenResult res;
+	struct sigaction sa = {0};
+	sa.sa_handler = on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
 	int rc = engine_generate(e, ids, n, &gp, on_text, &out, &res, err,
 				 sizeof err);
+	signal(SIGINT, SIG_DFL);
 	printf("\n");
 	fflush(stdout);
 	if (rc != 0)
@@ -407,7 +425,9 @@ static int cmd_generate(int argc, char **argv)
 	free(res.ids);
 	free(ids);
 	engine_close(e);
-	return rc ? EXIT_RUNTIME : 0;
+	if (rc)
+		return EXIT_RUNTIME;
+	return res.finish == FINISH_CANCEL ? EXIT_INTERRUPTED : 0;
 }
 
 /* ---- tokenize / detokenize / info: the model without a backend -------- */

@@ -561,6 +561,26 @@ START_TEST(cli_tokenize_detokenize_info_bench)
 }
 END_TEST
 
+/* Ctrl-C stops the generation at the next token; stats still printed.
+ * The signal is sent once ids stream out (the handler is in place). */
+START_TEST(cli_sigint)
+{
+	const char *f = test_build("sigint-test");
+	ck_assert_int_eq(RUN("rm -f %s.out; %s generate %s -p 'Once upon a time' "
+			     "-n 0 --ctx 100000 --ignore-eos --temp 0 --ids "
+			     "-t 2 --backend cpu >%s.out 2>%s.err & pid=$!; "
+			     "i=0; while [ ! -s %s.out ] && [ $i -lt 600 ]; "
+			     "do sleep 0.1; i=$((i+1)); done; "
+			     "kill -INT $pid; wait $pid; echo $?; "
+			     "grep -c 'finish: cancel' %s.err; "
+			     "rm -f %s.out %s.err",
+			     f, test_build("infer-run"), test_data(LLAMA2), f,
+			     f, f, f, f, f),
+			 0);
+	ck_assert_str_eq(out, "130\n1\n");
+}
+END_TEST
+
 START_TEST(cli_exit_codes)
 {
 	const char *bin = test_build("infer-run");
@@ -617,6 +637,7 @@ int main(void)
 	tcase_add_test(tc, cli_override_kv);
 	tcase_add_test(tc, cli_tokenize_detokenize_info_bench);
 	tcase_add_test(tc, cli_exit_codes);
+	tcase_add_test(tc, cli_sigint);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);
