@@ -48,19 +48,23 @@ __global__ void __launch_bounds__(128)
 			     float scale)
 {
 	constexpr int DPL = DMAX / 32; /* output dims per lane */
+	constexpr int KP = DMAX + 4;   /* K row pitch: 16-byte rows whose
+					* float4 reads by 8 lanes hit
+					* distinct banks */
 	extern __shared__ float smem[];
 	float *Qs = smem;                       /* [FA_BR][DMAX] */
-	float *Ks = Qs + FA_BR * DMAX;          /* [FA_BC][DMAX + 1] */
-	float *Vs = Ks + FA_BC * (DMAX + 1);    /* [FA_BC][DMAX] */
+	float *Ks = Qs + FA_BR * DMAX;          /* [FA_BC][KP] */
+	float *Vs = Ks + FA_BC * KP;            /* [FA_BC][DMAX] */
 	float *Ps = Vs + FA_BC * DMAX;          /* [4][FA_RPW][FA_BC] */
 
 	int qi0 = blockIdx.x * FA_BR, h = blockIdx.y, kvh = h / group;
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int qdim = n_heads * D;
+	int D4 = (D + 3) & ~3; /* dims rounded to float4; the pad is zero */
 
-	for (int e = threadIdx.x; e < FA_BR * D; e += blockDim.x) {
-		int r = e / D, d = e % D;
-		Qs[r * DMAX + d] = qi0 + r < n
+	for (int e = threadIdx.x; e < FA_BR * D4; e += blockDim.x) {
+		int r = e / D4, d = e % D4;
+		Qs[r * DMAX + d] = qi0 + r < n && d < D
 			? q[(size_t)(qi0 + r) * qdim + (size_t)h * D + d] * scale
 			: 0.0f;
 	}
@@ -81,26 +85,31 @@ __global__ void __launch_bounds__(128)
 
 	for (int kt = 0; kt < kend; kt += FA_BC) {
 		__syncthreads(); /* previous tile fully consumed */
-		for (int e = threadIdx.x; e < FA_BC * D; e += blockDim.x) {
-			int j = e / D, d = e % D;
-			bool ok = kt + j < kend;
+		for (int e = threadIdx.x; e < FA_BC * D4; e += blockDim.x) {
+			int j = e / D4, d = e % D4;
+			bool ok = kt + j < kend && d < D;
 			size_t off = (size_t)(kt + j) * kv_dim +
 				     (size_t)kvh * D + d;
-			Ks[j * (DMAX + 1) + d] = ok ? kc[off] : 0.0f;
+			Ks[j * KP + d] = ok ? kc[off] : 0.0f;
 			Vs[j * DMAX + d] = ok ? vc[off] : 0.0f;
 		}
 		__syncthreads();
 
+		/* scores: lane = key; 4 dims per shared-memory load */
 		float s[FA_RPW];
 #pragma unroll
 		for (int r = 0; r < FA_RPW; r++)
 			s[r] = 0.0f;
-		const float *kr = Ks + lane * (DMAX + 1);
-		for (int d = 0; d < D; d++) {
-			float kv = kr[d];
+		const float4 *kr = (const float4 *)(Ks + lane * KP);
+		for (int d4 = 0; d4 < D4 / 4; d4++) {
+			float4 kv = kr[d4];
 #pragma unroll
-			for (int r = 0; r < FA_RPW; r++)
-				s[r] += Qs[(rbase + r) * DMAX + d] * kv;
+			for (int r = 0; r < FA_RPW; r++) {
+				float4 qv = ((const float4 *)(Qs + (rbase + r) *
+								   DMAX))[d4];
+				s[r] += qv.x * kv.x + qv.y * kv.y +
+					qv.z * kv.z + qv.w * kv.w;
+			}
 		}
 		int key = kt + lane;
 #pragma unroll
@@ -121,18 +130,23 @@ __global__ void __launch_bounds__(128)
 				o[r][i] *= alpha;
 		}
 		__syncwarp();
-		int jmax = min(FA_BC, kend - kt);
-		for (int j = 0; j < jmax; j++) {
-			float v[DPL];
+		/* O += P V, four keys per step (keys past kend have p = 0
+		 * and zero V rows) */
+		int jmax = (min(FA_BC, kend - kt) + 3) & ~3;
+		for (int j = 0; j < jmax; j += 4) {
+			float v[4][DPL];
 #pragma unroll
-			for (int i = 0; i < DPL; i++)
-				v[i] = Vs[j * DMAX + lane + 32 * i];
-#pragma unroll
-			for (int r = 0; r < FA_RPW; r++) {
-				float p = P[r * FA_BC + j];
+			for (int t = 0; t < 4; t++)
 #pragma unroll
 				for (int i = 0; i < DPL; i++)
-					o[r][i] += p * v[i];
+					v[t][i] = Vs[(j + t) * DMAX + lane + 32 * i];
+#pragma unroll
+			for (int r = 0; r < FA_RPW; r++) {
+				float4 p = *(const float4 *)(P + r * FA_BC + j);
+#pragma unroll
+				for (int i = 0; i < DPL; i++)
+					o[r][i] += p.x * v[0][i] + p.y * v[1][i] +
+						   p.z * v[2][i] + p.w * v[3][i];
 			}
 		}
 		__syncwarp();
@@ -270,7 +284,7 @@ static void launch_prefill(CudaBackend *c, float *out, const float *q,
 			   float scale)
 {
 	size_t smem = sizeof(float) *
-		      (FA_BR * DMAX + FA_BC * (DMAX + 1) + FA_BC * DMAX +
+		      (FA_BR * DMAX + FA_BC * (DMAX + 4) + FA_BC * DMAX +
 		       4 * FA_RPW * FA_BC);
 	static int raised; /* per template instance, once per process */
 	if (!raised) {
