@@ -2,12 +2,19 @@
  * matmul.cu - out[n][rows] = x[n][cols] . W^T (+ bias).
  *
  * Decode (n <= MATVEC_MAX_N): a mat-vec that reads every weight byte once,
- * straight from its storage type. One warp owns MV_ROWS consecutive rows;
- * its lanes walk the row in "units" (16 bytes of F16/BF16, a float4 of
- * F32, one 32-element block of Q8_0/Q4_0/Q4_1, a 64-element quarter of a
+ * straight from its storage type. One warp owns R consecutive rows; its
+ * lanes walk the row in "units" (16 bytes of F16/BF16, a float4 of F32,
+ * one 32-element block of Q8_0/Q4_0/Q4_1, a 64-element quarter of a
  * Q4_K/Q5_K/Q6_K super-block), so a warp's loads are contiguous, and each
  * x value loaded is used for all of the warp's rows. Partial sums stay in
- * f32 and meet through shuffles.
+ * f32 and meet through shuffles. Three kernels (notes/cuda.md has the
+ * measurements behind the choices):
+ *   - F32/F16/BF16: matvec_float_kernel, 1 row per warp, each lane issuing
+ *     8 16-byte loads before using them (latency, not bandwidth, is what
+ *     a small decode mat-vec runs out of);
+ *   - Q8_0/Q4_0/Q4_1: matvec_q8x_kernel on x rounded to int8 per block of
+ *     32 (llama.cpp's q8_1 scheme) with dp4a, 2 rows per warp;
+ *   - K-quants: matvec_kernel on f32 x, 4 rows per warp.
  *
  * Prefill (larger n): cuBLAS GEMM on the tensor cores. Activations are
  * converted to f16 in a scratch buffer (in split mode, the default, as
@@ -23,7 +30,6 @@
 
 #define MATVEC_MAX_N 2 /* up to this many rows use the mat-vec */
 #define MV_WARPS 4     /* warps per block */
-#define MV_ROWS 2      /* weight rows per warp (default) */
 
 __device__ __forceinline__ float warp_sum(float v)
 {
