@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(DEC_THREADS)
 			    const float *__restrict__ kc,
 			    const float *__restrict__ vc, int pos0,
 			    int n_heads, int group, int D, int kv_dim,
-			    int chunk, int nchunks, float scale)
+			    int chunk, int nchunks, float scale, int vec4)
 {
 	extern __shared__ float smem[];
 	float *qs = smem;      /* [D] */
@@ -201,14 +201,25 @@ __global__ void __launch_bounds__(DEC_THREADS)
 		qs[d] = qr[d] * scale;
 	__syncthreads();
 
-	for (int j = k0 + warp; j < k1; j += DEC_THREADS / 32) {
+	/* a thread per key: its whole K row in flight at once (float4
+	 * loads when rows are 16-byte aligned), q broadcast from shared */
+	for (int j = k0 + threadIdx.x; j < k1; j += blockDim.x) {
 		const float *kr = kc + (size_t)j * kv_dim + (size_t)kvh * D;
 		float dot = 0.0f;
-		for (int d = lane; d < D; d += 32)
-			dot += qs[d] * kr[d];
-		dot = warp_sum(dot);
-		if (lane == 0)
-			s[j - k0] = dot;
+		if (vec4) {
+			const float4 *k4 = (const float4 *)kr;
+			const float4 *q4 = (const float4 *)qs;
+#pragma unroll 8
+			for (int d4 = 0; d4 < D / 4; d4++) {
+				float4 a = k4[d4], b = q4[d4];
+				dot += a.x * b.x + a.y * b.y + a.z * b.z +
+				       a.w * b.w;
+			}
+		} else {
+			for (int d = 0; d < D; d++)
+				dot += qs[d] * kr[d];
+		}
+		s[j - k0] = dot;
 	}
 	__syncthreads();
 	int cnt = k1 - k0;
@@ -243,6 +254,7 @@ __global__ void __launch_bounds__(DEC_THREADS)
 	const float *vbase = vc + (size_t)k0 * kv_dim + (size_t)kvh * D;
 	for (int d = threadIdx.x; d < D; d += blockDim.x) {
 		float acc = 0.0f;
+#pragma unroll 8
 		for (int j = 0; j < cnt; j++)
 			acc += s[j] * vbase[(size_t)j * kv_dim + d];
 		pp[d] = acc;
@@ -352,7 +364,9 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	cuda_launch(c, flash_decode_kernel,
 		    dim3((unsigned)n_heads, (unsigned)nchunks, (unsigned)n),
 		    dim3(DEC_THREADS), smem, "attention decode", c->part, q, kc,
-		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale);
+		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale,
+		    (int)(D % 4 == 0 && kv_dim % 4 == 0 &&
+			  (uintptr_t)kc % 16 == 0));
 	int th = D < 32 ? 32 : (D > 256 ? 256 : ((D + 31) / 32) * 32);
 	cuda_launch(c, flash_decode_merge_kernel,
 		    dim3((unsigned)n_heads, (unsigned)n), dim3(th), 0,
