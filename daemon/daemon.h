@@ -122,6 +122,7 @@ typedef struct Slot {
 	Request *running;          /* job in progress or NULL */
 	int state;                 /* MS_* */
 	int stop;                  /* worker should exit */
+	atomic_int abort;          /* stop the running generation (exit) */
 	double last_used;          /* monotonic seconds of the last job's end */
 	int keep_alive;            /* seconds idle before unload; -1 never */
 	/* filled after a load (under mu) */

@@ -181,9 +181,10 @@ int main(int argc, char **argv)
 		i += takes;
 	}
 	char err[512];
-	if (daemon_run(&cfg, err, sizeof err) < 0) {
+	int rc = daemon_run(&cfg, err, sizeof err);
+	if (rc < 0)
 		fprintf(stderr, "inferd: %s\n", err);
-		return 1;
-	}
-	return 0;
+	for (int i = 0; i < cfg.n_models; i++)
+		free((char *)cfg.models[i].name);
+	return rc < 0 ? 1 : 0;
 }
