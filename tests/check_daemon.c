@@ -913,6 +913,79 @@ START_TEST(test_queue_limits)
 }
 END_TEST
 
+
+START_TEST(test_uid_limit)
+{
+	TDaemon d;
+	const char *args[] = { "--ctx", "8192", "--max-uid-requests", "2", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	int fd[3];
+	uint8_t b[512];
+	static TReply r;
+	char s[512];
+	for (int i = 0; i < 3; i++) {
+		fd[i] = t_connect(d.sock);
+		size_t n = t_pack(b, sizeof b, 6, "op", "s:generate", "id", "i:1",
+				  "model", "s:l2", "prompt", "s:Once upon a time",
+				  "max_tokens", "i:8000", "ignore_eos", "b:true");
+		t_send(fd[i], b, n);
+		/* the first two are accepted (a token or queued), the third of
+		 * the same uid is refused */
+		ck_assert_int_eq(t_recv(fd[i], &r, 30), 0);
+		t_str(&r, "type", s, sizeof s);
+		if (i < 2) {
+			ck_assert_msg(strcmp(s, "error") != 0, "request %d refused", i);
+		} else {
+			ck_assert_str_eq(s, "error");
+			ck_assert_str_eq(t_str(&r, "code", s, sizeof s), "busy");
+			t_str(&r, "message", s, sizeof s);
+			char want[64];
+			snprintf(want, sizeof want, "uid %u has 2 requests in flight",
+				 (unsigned)getuid());
+			ck_assert_msg(strstr(s, want) != NULL, "%s", s);
+		}
+		msgpack_zone_destroy(&r.zone);
+	}
+	for (int i = 0; i < 3; i++)
+		close(fd[i]);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_log_prompts_and_sighup)
+{
+	TDaemon d;
+	char logf[160];
+	ck_assert(t_prepare(&d) == 0);
+	snprintf(logf, sizeof logf, "%s/inferd.log", d.dir);
+	const char *args[] = { "--log-prompts", "--log-file", logf, NULL };
+	ck_assert(t_launch(&d, args) == 0);
+	infer_client *c = must_connect(&d);
+	infer_gen_params p;
+	greedy_params(&p, "l2", 3);
+	ck_assert_int_eq(infer_generate(c, &p, NULL, NULL, NULL), 0);
+	ck_assert_int_eq(db_wait_count(d.db, "op='generate' AND prompt='Once upon a time'", 1), 1);
+	/* logrotate: move the file away, SIGHUP, a new file appears */
+	char moved[200];
+	snprintf(moved, sizeof moved, "%s.1", logf);
+	ck_assert_int_eq(rename(logf, moved), 0);
+	kill(d.pid, SIGHUP);
+	double t0 = t_now();
+	while (access(logf, F_OK) != 0 && t_now() - t0 < 10)
+		usleep(10000);
+	ck_assert_int_eq(infer_ping(c), 0);
+	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	char text[4096];
+	slurp(logf, text, sizeof text);
+	ck_assert_msg(strstr(text, "SIGHUP: log reopened") && strstr(text, "stopping"), "%s", text);
+	slurp(moved, text, sizeof text);
+	ck_assert_msg(strstr(text, "serving") && strstr(text, "loaded l2"), "%s", text);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* infer-client end to end: exit codes and streamed output. */
 START_TEST(test_infer_client)
 {
@@ -988,6 +1061,8 @@ int main(void)
 	tcase_add_test(tc, test_memory_budget);
 	tcase_add_test(tc, test_queue_limits);
 	tcase_add_test(tc, test_infer_client);
+	tcase_add_test(tc, test_uid_limit);
+	tcase_add_test(tc, test_log_prompts_and_sighup);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
