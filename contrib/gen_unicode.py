@@ -79,6 +79,17 @@ def main():
       " * unicodedata (Unicode %s). Do not edit. */\n"
       % (sys.version.split()[0], unicodedata.unidata_version))
     w('#include "unicode.h"\n\n')
+    def table(ctype, name, items):
+        w("const %s %s[] = {\n" % (ctype, name))
+        line = "\t"
+        for item in items:
+            if len(line) + len(item) > 78:
+                w(line.rstrip() + "\n")
+                line = "\t"
+            line += item
+        w(line.rstrip() + "\n};\n")
+        w("const size_t %s_n = %d;\n\n" % (name, len(items)))
+
     starts = []
     prev = None
     for cp in range(0x110000):
@@ -96,17 +107,10 @@ def main():
         line += item
     w(line.rstrip() + "\n};\n")
     w("const size_t unicode_cat_nranges = %d;\n\n" % len(starts))
-
-    def table(ctype, name, items):
-        w("const %s %s[] = {\n" % (ctype, name))
-        line = "\t"
-        for item in items:
-            if len(line) + len(item) > 78:
-                w(line.rstrip() + "\n")
-                line = "\t"
-            line += item
-        w(line.rstrip() + "\n};\n")
-        w("const size_t %s_n = %d;\n\n" % (name, len(items)))
+    # the same for ASCII as a flat table: the common case, no search
+    table("uint8_t", "unicode_ascii_cat",
+          ["%s, " % MAJOR[unicodedata.category(chr(c))[0]]
+           for c in range(128)])
 
     def ranges(name, rs):
         w("const UnicodeRange %s[] = {\n" % name)

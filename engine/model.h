@@ -97,7 +97,8 @@ typedef struct Model {
 } Model;
 
 /* Load a model: a directory is read as a Hugging Face model (config.json,
- * model.safetensors or model.safetensors.index.json, tokenizer.json), a
+ * model.safetensors or model.safetensors.index.json, tokenizer.json; a
+ * path to its config.json or a .safetensors file means the directory), a
  * file as GGUF. Weights are mmapped read-only; nothing is copied. Returns 0,
  * or -1 with a one-line message in err. On success the caller owns *m and
  * releases it with model_free(). */

@@ -231,7 +231,7 @@ int tok_add_merge(Tokenizer *t, int32_t a, int32_t b, int32_t rank,
 	}
 	size_t na, nb;
 	const char *sa = id_text(t, a, &na), *sb = id_text(t, b, &nb);
-	char buf[512];
+	char buf[2 * TOK_MAX_PIECE];
 	if (na + nb > sizeof buf) {
 		seterr(err, errlen, "tokenizer: merge %d too long", rank);
 		return -1;
@@ -341,6 +341,12 @@ static const char *const eog_names[] = {
 	"<|eot|>",      "<｜end▁of▁sentence｜>",
 };
 
+static int matchable(const Tokenizer *t, size_t i)
+{
+	return (t->type[i] == TT_CONTROL || t->type[i] == TT_USER ||
+		t->type[i] == TT_UNKNOWN) && t->text_n[i] > 0;
+}
+
 int tok_finish(Tokenizer *t, char *err, size_t errlen)
 {
 	size_t nv = (size_t)t->n_vocab;
@@ -392,11 +398,12 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	}
 	t->piece_off[nv] = (uint32_t)off;
 
-	/* texts matched before the model runs: control + user-defined */
+	/* texts matched before the model runs: control, user-defined and
+	 * (GGUF) unknown tokens, as llama.cpp; HF added tokens are control
+	 * or user-defined */
 	int ns = 0;
 	for (size_t i = 0; i < nv; i++)
-		if ((t->type[i] == TT_CONTROL || t->type[i] == TT_USER) &&
-		    t->text_n[i] > 0)
+		if (matchable(t, i))
 			ns++;
 	t->special = malloc((size_t)(ns ? ns : 1) * sizeof *t->special);
 	if (!t->special) {
@@ -405,8 +412,7 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	}
 	t->nspecial = 0;
 	for (size_t i = 0; i < nv; i++)
-		if ((t->type[i] == TT_CONTROL || t->type[i] == TT_USER) &&
-		    t->text_n[i] > 0)
+		if (matchable(t, i))
 			t->special[t->nspecial++] = (int32_t)i;
 	qsort_r(t->special, (size_t)t->nspecial, sizeof *t->special,
 		cmp_special, t);
@@ -1724,8 +1730,6 @@ static int hf_build(Tokenizer **out, const char *dir, const json_value *root,
 	const char *unk = json_str(json_get(model, "unk_token"), NULL);
 	if (unk)
 		t->unk = tokenizer_find(t, unk);
-	if (t->unk >= 0 && t->type[t->unk] == TT_NORMAL)
-		t->type[t->unk] = TT_UNKNOWN;
 
 	if (tok_reserve_merges(t, merges->u.arr.n, err, errlen))
 		goto fail;

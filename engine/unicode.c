@@ -66,11 +66,6 @@ size_t utf8_put(uint32_t cp, unsigned char *o)
 	return 4;
 }
 
-/* ASCII is by far the most common input: answer it from a small table
- * filled on first use from the ranges. */
-static uint8_t ascii_cat[128];
-static int ascii_ready;
-
 static UnicodeCat cat_search(uint32_t cp)
 {
 	size_t lo = 0, hi = unicode_cat_nranges;
@@ -88,15 +83,8 @@ UnicodeCat unicode_cat(uint32_t cp)
 {
 	if (cp & UNICODE_BAD)
 		return UCAT_C;
-	if (cp < 128) {
-		/* Benign race: every thread writes the same values. */
-		if (!__atomic_load_n(&ascii_ready, __ATOMIC_ACQUIRE)) {
-			for (uint32_t i = 0; i < 128; i++)
-				ascii_cat[i] = (uint8_t)cat_search(i);
-			__atomic_store_n(&ascii_ready, 1, __ATOMIC_RELEASE);
-		}
-		return (UnicodeCat)ascii_cat[cp];
-	}
+	if (cp < 128)
+		return (UnicodeCat)unicode_ascii_cat[cp];
 	if (cp > 0x10FFFF)
 		return UCAT_C;
 	return cat_search(cp);

@@ -56,6 +56,7 @@ typedef struct {
 
 extern const UnicodeCatRange unicode_cat_ranges[];
 extern const size_t unicode_cat_nranges;
+extern const uint8_t unicode_ascii_cat[128]; /* UnicodeCat of 0..127 */
 extern const UnicodeRange unicode_ws_ranges[];
 extern const size_t unicode_ws_ranges_n;
 extern const UnicodeCccRange unicode_ccc_ranges[];

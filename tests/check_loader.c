@@ -121,6 +121,13 @@ START_TEST(llama2_configs)
 	ck_assert_int_eq(tokenizer_bos(hf.tok), 1); /* config bos_token_id */
 	ck_assert_int_eq(tokenizer_bos(q8.tok), 1);
 	ck_assert(strstr(hf.path, "tiny-llama2"));
+	/* a file inside the directory stands for it */
+	Model via;
+	load_ok("models/tiny-llama2/config.json", NULL, &via);
+	ck_assert_int_eq(via.format, MODEL_FMT_HF);
+	ck_assert_str_eq(via.path, test_data("models/tiny-llama2"));
+	same_cfg(&via.cfg, &f16.cfg);
+	model_free(&via);
 	model_free(&hf);
 	model_free(&f16);
 	model_free(&q8);
