@@ -243,6 +243,16 @@ START_TEST(llama3_gguf_f16)
 }
 END_TEST
 
+/* Qwen2: q/k/v biases, rope theta 1e6, eps 1e-6 (contrib/gen_tiny_qwen2.py). */
+START_TEST(qwen2_hf)
+{
+	Tally t;
+	run_golden("models/tiny-qwen2", "models/tiny-qwen2/golden.json", 0, 64,
+		   1, &t);
+	ck_assert_int_gt(t.compared, 55);
+}
+END_TEST
+
 /* Prefill chunks of 3 (several forward calls per prompt, n > 1 and
  * n = 1 mixed) must match golden just the same. */
 START_TEST(llama3_hf_small_batches)
@@ -299,6 +309,8 @@ static void batched_vs_sequential(const char *model, int overrides)
 		if (fabs(a.s.logits[i]) > scale)
 			scale = fabs(a.s.logits[i]);
 	}
+	printf("%s: batched vs one-by-one prefill, max |logit diff| %.2e "
+	       "(max |logit| %.1f)\n", model, worst, scale);
 	ck_assert_msg(worst < 1e-4 * (scale > 1 ? scale : 1),
 		      "%s: batched vs sequential max diff %.3g", model, worst);
 	ck_assert_int_eq(argmax(a.s.logits, nv), argmax(b.s.logits, nv));
@@ -429,6 +441,7 @@ int main(void)
 	tcase_add_test(tc, llama2_gguf_f16);
 	tcase_add_test(tc, llama3_gguf_f16);
 	tcase_add_test(tc, llama3_hf_small_batches);
+	tcase_add_test(tc, qwen2_hf);
 	tcase_add_test(tc, llama2_gguf_q8_0);
 	tcase_add_test(tc, llama3_gguf_q8_0);
 	tcase_add_test(tc, batched_equals_sequential_hf);
