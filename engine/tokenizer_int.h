@@ -70,6 +70,7 @@ enum {
 /* Largest decoded piece of one token accepted at load, so a streaming push
  * (worst case 3 output bytes per input byte) fits TOKSTREAM_MAX_PIECE. */
 #define TOK_MAX_PIECE ((TOKSTREAM_MAX_PIECE - 16) / 3)
+#define TOK_MAX_TEXT 4096 /* longest raw token text accepted */
 
 /* Merge table entry (open addressing on key = left << 32 | right). */
 typedef struct {
@@ -111,6 +112,10 @@ struct Tokenizer {
 				    (HF Metaspace) */
 	int split_words;        /* SPM: BPE each U+2581-led word apart
 				   (HF Metaspace split) */
+	int spm_word_safe;      /* SPM: no token has U+2581 after another
+				   char, so no merge crosses a boundary
+				   before a run of U+2581: BPE words apart
+				   (same result, smaller heaps) */
 	int strip_space;        /* decode drops one leading space (SPM) */
 	int ignore_merges;      /* BPE: a whole pre-token in vocab is kept */
 	int bpe_prefix_space;   /* BPE ByteLevel add_prefix_space */
@@ -128,6 +133,9 @@ struct Tokenizer {
 	int neog;               /* count */
 };
 
+/* printf into err (errlen bytes, may be 0). */
+void tok_seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 Tokenizer *tok_new(int n_vocab, char *err, size_t errlen);
 int tok_set_text(Tokenizer *t, int32_t id, const char *s, size_t len,
 		 char *err, size_t errlen);
