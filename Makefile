@@ -168,3 +168,7 @@ clean:
 # CPU kernel throughput benchmark (not part of `make`).
 $(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# GGUF metadata / tensor table dump (not part of `make`).
+$(BUILD)/gguf_dump: contrib/gguf_dump.c $(BUILD)/libengine.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -9,7 +9,9 @@
  * llama.cpp's converter permutes the rows of Wq and Wk inside each head
  * (HF row j*(hd/2)+i becomes GGUF row 2i+j) so that a head's rotation
  * pairs are adjacent (ROPE_INTERLEAVED); HF keeps the pairs hd/2 apart
- * (ROPE_HALF). Both give the same attention scores.
+ * (ROPE_HALF). Both give the same attention scores. The converter
+ * permutes only for the llama architecture: qwen2 GGUFs keep HF's row
+ * order and llama.cpp runs them with its NEOX (= ROPE_HALF) rotation.
  */
 #include <errno.h>
 #include <limits.h>
@@ -408,22 +410,20 @@ static int load_tensors(Loader *L, int gguf)
 		}
 	}
 	if (gguf) {
-		Tensor rf;
 		if (get_tensor(L, "rope_freqs.weight", S_ONE, S_HALF, 1, 1,
-			       &rf) < 0)
+			       &w->rope_freqs) < 0)
 			return -1;
-		c->rope_freqs = rf.data;
-		for (int i = 0; c->rope_freqs && i < c->head_dim / 2; i++) {
-			float f = c->rope_freqs[i];
-			if (!(f >= 1 && f < 1e6f)) { /* llama3: 1..factor */
+		const float *rf = w->rope_freqs.data;
+		for (int i = 0; rf && i < c->head_dim / 2; i++) {
+			if (!(rf[i] >= 1 && rf[i] < 1e6f)) { /* llama3: 1..factor */
 				seterr(L->err, L->errlen,
 				       "rope_freqs.weight[%d] = %g is not a "
 				       "frequency divisor >= 1",
-				       i, f);
+				       i, rf[i]);
 				return -1;
 			}
 		}
-		if (c->rope_freqs && c->rope_scaling != ROPE_SCALE_NONE) {
+		if (rf && c->rope_scaling != ROPE_SCALE_NONE) {
 			seterr(L->err, L->errlen,
 			       "%s: rope_freqs.weight already scales RoPE; "
 			       "rope scaling metadata or overrides conflict",
@@ -846,11 +846,11 @@ static int gguf_config(const gguf_file *g, Config *c, char *err,
 		seterr(err, errlen, "gguf: general.architecture is missing");
 		return -1;
 	}
-	if (!str_is(a, "llama") && !str_is(a, "mistral") &&
-	    !str_is(a, "qwen2")) {
+	/* Mistral models convert to "llama" */
+	if (!str_is(a, "llama") && !str_is(a, "qwen2")) {
 		seterr(err, errlen,
 		       "gguf: architecture \"%.*s\" is not supported (llama, "
-		       "mistral, qwen2)",
+		       "qwen2)",
 		       (int)(a.len > 32 ? 32 : a.len), a.s);
 		return -1;
 	}
@@ -929,7 +929,7 @@ static int gguf_config(const gguf_file *g, Config *c, char *err,
 		return -1;
 	c->has_qkv_bias = gguf_tensor_find(g, "blk.0.attn_q.bias") >= 0;
 	c->tied_embeddings = gguf_tensor_find(g, "output.weight") < 0;
-	c->rope_layout = ROPE_INTERLEAVED;
+	c->rope_layout = str_is(a, "qwen2") ? ROPE_HALF : ROPE_INTERLEAVED;
 	return 0;
 }
 

@@ -54,11 +54,6 @@ typedef struct Config {
 	int rope_layout;    /* ROPE_HALF (HF) or ROPE_INTERLEAVED (GGUF) */
 	int tied_embeddings; /* lm_head shares the embedding matrix */
 	int has_qkv_bias;   /* q/k/v projections carry biases (qwen2) */
-	const float *rope_freqs; /* [head_dim/2] divisors of the inverse
-				  * frequencies, or NULL: GGUF Llama 3.x files
-				  * carry their llama3 scaling as the tensor
-				  * rope_freqs.weight instead of metadata
-				  * (rope_scaling is then NONE) */
 } Config;
 
 typedef struct LayerWeights {
@@ -81,6 +76,11 @@ typedef struct Weights {
 	LayerWeights *layers; /* n_layers */
 	Tensor out_norm;      /* [dim] */
 	Tensor output;        /* [vocab][dim]; a copy of tok_embd when tied */
+	Tensor rope_freqs;    /* [head_dim/2] F32 divisors (>= 1) of the RoPE
+			       * inverse frequencies: GGUF Llama 3.x files
+			       * carry their llama3 scaling this way instead
+			       * of metadata (rope_scaling is then NONE);
+			       * data NULL when absent */
 } Weights;
 
 /* Everything a loaded model file brings: owned by the Model. */

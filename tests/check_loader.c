@@ -111,7 +111,7 @@ START_TEST(llama2_configs)
 	ck_assert_ptr_nonnull(hf.w.output.data);
 	ck_assert_ptr_ne(hf.w.output.data, hf.w.tok_embd.data);
 	ck_assert_ptr_null(hf.w.layers[0].bq.data);
-	ck_assert_ptr_null(f16.cfg.rope_freqs);
+	ck_assert_ptr_null(f16.w.rope_freqs.data);
 	ck_assert_ptr_null(hf.chat_template);
 	ck_assert_ptr_nonnull(hf.tok);
 	ck_assert_ptr_nonnull(f16.tok);
@@ -448,6 +448,83 @@ START_TEST(hf_template_and_index)
 }
 END_TEST
 
+
+/* A qwen2-style directory: tiny-llama2's weights plus q/k/v biases in a
+ * second shard (BF16), listed by an index; biases come out as F32. */
+START_TEST(hf_qwen2_biases_sharded)
+{
+	char err[512];
+	Model m;
+	make_dir();
+	link_in("models/tiny-llama2/model.safetensors", "a.safetensors");
+	link_in("models/tiny-llama2/tokenizer.json", "tokenizer.json");
+	write_in("config.json",
+		 "{\"architectures\":[\"Qwen2ForCausalLM\"],"
+		 "\"hidden_size\":64,\"intermediate_size\":192,"
+		 "\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+		 "\"num_key_value_heads\":2,\"vocab_size\":32000,"
+		 "\"max_position_embeddings\":512,\"rms_norm_eps\":1e-6,"
+		 "\"rope_theta\":1000000.0,\"tie_word_embeddings\":false}");
+	/* 6 bias vectors: q 64, k 32, v 32 per layer; value j of vector b is
+	 * (b + 1) * 2^-(j % 8), exact in bf16 */
+	char hdr[2048];
+	size_t off = 0, len = 0;
+	int sizes[3] = {64, 32, 32};
+	const char *nm[3] = {"q", "k", "v"};
+	len += (size_t)snprintf(hdr + len, sizeof hdr - len, "{");
+	for (int l = 0, b = 0; l < 2; l++)
+		for (int k = 0; k < 3; k++, b++) {
+			len += (size_t)snprintf(
+				hdr + len, sizeof hdr - len,
+				"%s\"model.layers.%d.self_attn.%s_proj.bias\":"
+				"{\"dtype\":\"BF16\",\"shape\":[%d],"
+				"\"data_offsets\":[%zu,%zu]}",
+				b ? "," : "", l, nm[k], sizes[k], off,
+				off + 2 * (size_t)sizes[k]);
+			off += 2 * (size_t)sizes[k];
+		}
+	len += (size_t)snprintf(hdr + len, sizeof hdr - len, "}");
+	char p[128];
+	snprintf(p, sizeof p, "%s/b.safetensors", dir);
+	FILE *f = fopen(p, "wb");
+	uint64_t hl = len;
+	fwrite(&hl, 8, 1, f);
+	fwrite(hdr, 1, len, f);
+	for (int l = 0, b = 0; l < 2; l++)
+		for (int k = 0; k < 3; k++, b++)
+			for (int j = 0; j < sizes[k]; j++) {
+				float v = ldexpf((float)(b + 1), -(j % 8));
+				uint32_t bits;
+				memcpy(&bits, &v, 4);
+				uint16_t h = (uint16_t)(bits >> 16);
+				fwrite(&h, 2, 1, f);
+			}
+	fclose(f);
+	write_in("model.safetensors.index.json",
+		 "{\"metadata\":{},\"weight_map\":{"
+		 "\"lm_head.weight\":\"a.safetensors\","
+		 "\"model.layers.1.self_attn.v_proj.bias\":\"b.safetensors\"}}");
+	ck_assert_msg(model_load(dir, &m, err, sizeof err) == 0, "%s", err);
+	ck_assert_str_eq(m.cfg.arch, "qwen2");
+	ck_assert_int_eq(m.cfg.has_qkv_bias, 1);
+	ck_assert(m.cfg.rope_theta == 1e6f && m.cfg.norm_eps == 1e-6f);
+	const Tensor *bv = &m.w.layers[1].bv, *bq = &m.w.layers[0].bq;
+	ck_assert_int_eq(bv->type, DT_F32);
+	ck_assert(bv->rows == 1 && bv->cols == 32 && bv->nbytes == 128);
+	ck_assert(((const float *)bv->data)[31] == 6.0f / 128);
+	ck_assert(((const float *)bq->data)[63] == 1.0f / 128);
+	ck_assert(((const float *)m.w.layers[0].bk.data)[8] == 2.0f);
+	model_free(&m);
+	/* qwen2 without its biases is an error naming the tensor */
+	write_in("model.safetensors.index.json",
+		 "{\"weight_map\":{\"lm_head.weight\":\"a.safetensors\"}}");
+	ck_assert(model_load(dir, &m, err, sizeof err) == -1);
+	ck_assert_msg(strstr(err, "model.layers.0.self_attn.q_proj.bias is "
+				  "missing"), "%s", err);
+	rm_dir();
+}
+END_TEST
+
 /* GGUF copy with the u32 value of key patched. */
 static const char *gguf_with(const char *rel, const char *key, uint32_t v)
 {
@@ -682,9 +759,12 @@ START_TEST(gguf_rope_freqs)
 	const char *p = gguf_with_rope_freqs(want, 8);
 	ck_assert_msg(model_load(p, &m, err, sizeof err) == 0, "%s", err);
 	load_ok("models/tiny-llama3", NULL, &hf);
-	ck_assert_ptr_nonnull(m.cfg.rope_freqs);
+	const float *rf = m.w.rope_freqs.data;
+	ck_assert_ptr_nonnull(rf);
+	ck_assert_int_eq(m.w.rope_freqs.type, DT_F32);
+	ck_assert(m.w.rope_freqs.rows == 1 && m.w.rope_freqs.cols == 8);
 	for (int i = 0; i < 8; i++)
-		ck_assert(m.cfg.rope_freqs[i] == want[i]);
+		ck_assert(rf[i] == want[i]);
 	ck_assert(m.cfg.rope_theta == 500000.0f);
 	ck_assert_int_eq(m.cfg.rope_scaling, ROPE_SCALE_NONE);
 	/* the weights are untouched by the rewrite */
@@ -707,6 +787,46 @@ START_TEST(gguf_rope_freqs)
 }
 END_TEST
 
+/* tiny-llama2-f16.gguf relabelled as qwen2 (every "llama." key prefix and
+ * the architecture value rewritten in place, same length): llama.cpp
+ * converts qwen2 without the Q/K permutation, so the layout is HALF. */
+START_TEST(gguf_qwen2_layout)
+{
+	char err[512];
+	Model m;
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama2-f16.gguf"), &n);
+	gguf_file *g = gguf_open(test_data("models/tiny-llama2-f16.gguf"), err,
+				 sizeof err);
+	ck_assert_msg(g, "%s", err);
+	size_t hdr = gguf_data_offset(g);
+	gguf_close(g);
+	int renamed = 0;
+	for (uint8_t *q = p; (q = memmem(q, hdr - (size_t)(q - p), "llama.",
+					 6)) != NULL; q += 6, renamed++)
+		memcpy(q, "qwen2.", 6);
+	ck_assert_int_eq(renamed, 11); /* the llama.* keys gguf_dump lists */
+	const char *ak = "general.architecture";
+	uint8_t *a = memmem(p, hdr, ak, strlen(ak));
+	ck_assert_ptr_nonnull(a);
+	memcpy(a + strlen(ak) + 4 + 8, "qwen2", 5);
+	make_dir();
+	char path[160];
+	snprintf(path, sizeof path, "%s/q.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	ck_assert_int_eq(fwrite(p, 1, n, f), n);
+	fclose(f);
+	free(p);
+	ck_assert_msg(model_load(path, &m, err, sizeof err) == 0, "%s", err);
+	ck_assert_str_eq(m.cfg.arch, "qwen2");
+	ck_assert_int_eq(m.cfg.rope_layout, ROPE_HALF);
+	ck_assert_int_eq(m.cfg.dim, 64);
+	ck_assert_int_eq(m.cfg.has_qkv_bias, 0); /* no attn_q.bias in file */
+	model_free(&m);
+	rm_dir();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("loader");
@@ -720,9 +840,11 @@ int main(void)
 	tcase_add_loop_test(tc, bad_hf_configs, 0,
 			    (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
 	tcase_add_test(tc, hf_template_and_index);
+	tcase_add_test(tc, hf_qwen2_biases_sharded);
 	tcase_add_test(tc, bad_gguf);
 	tcase_add_test(tc, overrides);
 	tcase_add_test(tc, gguf_rope_freqs);
+	tcase_add_test(tc, gguf_qwen2_layout);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
