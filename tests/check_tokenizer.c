@@ -550,6 +550,76 @@ START_TEST(hf_variants)
 }
 END_TEST
 
+/* Random bytes (mostly invalid UTF-8, specials' first bytes, spaces): encode
+ * never fails and only yields valid ids; decode gives valid UTF-8. Random
+ * valid UTF-8 without added-token texts round-trips exactly. */
+static int valid_utf8(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)s[i];
+		size_t l = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 :
+			   c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+		if (!l || i + l > n)
+			return 0;
+		for (size_t k = 1; k < l; k++)
+			if (((unsigned char)s[i + k] & 0xC0) != 0x80)
+				return 0;
+		i += l;
+	}
+	return 1;
+}
+
+static void random_text(Tokenizer *t, unsigned seed)
+{
+	static const char *alpha[] = {"a", "Z", " ", "  ", "\n", "\t", "'s",
+				      "9", "\xc3\xa9", "\xe2\x80\x94",
+				      "\xf0\x9f\xa6\x99", "\xe6\x97\xa5", ".",
+				      "<", "|", "\xd0\xb1", "\r\n", "\xc2\xa0"};
+	char err[256], buf[512];
+	for (int round = 0; round < 300; round++) {
+		size_t n = 0;
+		int valid = round & 1;
+		while (n < 400) {
+			if (valid) {
+				const char *a = alpha[rand_r(&seed) % 18];
+				memcpy(buf + n, a, strlen(a));
+				n += strlen(a);
+			} else {
+				buf[n++] = (char)(rand_r(&seed) & 0xFF);
+			}
+		}
+		int32_t *ids;
+		int k = tokenizer_encode(t, buf, n, round & 2, !valid, &ids, err,
+					 sizeof err);
+		ck_assert_msg(k >= 0, "%s", err);
+		for (int i = 0; i < k; i++)
+			ck_assert(ids[i] >= 0 && ids[i] < tokenizer_n_vocab(t));
+		int skip = (round & 2) && tokenizer_adds_bos(t);
+		size_t len;
+		char *s = tokenizer_decode(t, ids + skip, k - skip, &len, err,
+					   sizeof err);
+		ck_assert_msg(s, "%s", err);
+		ck_assert(valid_utf8(s, len));
+		if (valid) {
+			ck_assert_uint_eq(len, n);
+			ck_assert(memcmp(s, buf, n) == 0);
+		}
+		free(s);
+		free(ids);
+	}
+}
+
+START_TEST(random_input)
+{
+	Tokenizer *t2 = load_hf("tiny-llama2");
+	Tokenizer *t3 = load_hf("tiny-llama3");
+	random_text(t2, 11);
+	random_text(t3, 12);
+	tokenizer_free(t2);
+	tokenizer_free(t3);
+}
+END_TEST
+
 /* Random id sequences (biased to byte tokens and multi-byte pieces so
  * UTF-8 sequences split across tokens): pushes + flush == decode. */
 static void stream_equals_decode(Tokenizer *t, unsigned seed)
@@ -726,6 +796,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, pretokenizers);
 	tcase_add_test(tc, hf_variants);
+	tcase_add_test(tc, random_input);
 	tcase_add_test(tc, stream_decode);
 	tcase_add_test(tc, malformed_json);
 	suite_add_tcase(s, tc);
