@@ -337,24 +337,30 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
 		.bias = bf,
 	};
-	j.xab = kernel_act_bytes(w->type, w->cols);
-	j.xab = (j.xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-	if ((size_t)n > SIZE_MAX / j.xab) {
-		fail(c, "cpu: matmul: n %d too large", n);
-		return;
+	if (kernel_act(w->type) == KACT_F32) {
+		/* float weights take the activations as they are */
+		j.xa = (const uint8_t *)x;
+		j.xab = (size_t)w->cols * sizeof(float);
+	} else {
+		j.xab = kernel_act_bytes(w->type, w->cols);
+		j.xab = (j.xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+		if ((size_t)n > SIZE_MAX / j.xab) {
+			fail(c, "cpu: matmul: n %d too large", n);
+			return;
+		}
+		void *a = grow(c->act, &c->act_cap, (size_t)n * j.xab);
+		if (!a) {
+			fail(c, "cpu: matmul: out of memory for %d activation rows", n);
+			return;
+		}
+		c->act = a;
+		j.xa = a;
+		if (n >= 4)
+			tp_run(c->tp, n, prep_task, &j);
+		else
+			for (int i = 0; i < n; i++)
+				prep_task(&j, i, 0);
 	}
-	void *a = grow(c->act, &c->act_cap, (size_t)n * j.xab);
-	if (!a) {
-		fail(c, "cpu: matmul: out of memory for %d activation rows", n);
-		return;
-	}
-	c->act = a;
-	j.xa = a;
-	if (n >= 4)
-		tp_run(c->tp, n, prep_task, &j);
-	else
-		for (int i = 0; i < n; i++)
-			prep_task(&j, i, 0);
 	/* Enough tasks to balance threads, few enough that each weight row
 	 * block is worth a dispatch. */
 	int th = tp_threads(c->tp);

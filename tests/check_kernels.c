@@ -449,6 +449,26 @@ START_TEST(matmul_error_reported)
 }
 END_TEST
 
+/* INFERD_SIMD picks the level (each Check test runs in a fresh fork, so
+ * kernels_get() has not cached a choice yet). */
+START_TEST(simd_env_selects_level)
+{
+	const char *fork = getenv("CK_FORK");
+	if (fork && !strcmp(fork, "no"))
+		TEST_SKIP("needs CK_FORK (kernels_get caches its choice)");
+	setenv("INFERD_SIMD", "scalar", 1);
+	ck_assert_str_eq(kernels_get()->name, "scalar");
+	char err[128];
+	Backend *b = cpu_backend_create(1, err, sizeof err);
+	ck_assert_msg(b, "%s", err);
+	ck_assert_str_eq(b->ops->describe(b), "CPU, 1 thread, no SIMD");
+	if (!cpu_backend_set_simd(b, "avx2"))
+		ck_assert_str_eq(b->ops->describe(b), "CPU, 1 thread, AVX2");
+	ck_assert_int_eq(cpu_backend_set_simd(b, "sse9"), -1);
+	b->ops->destroy(b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("kernels");
@@ -462,6 +482,7 @@ int main(void)
 	tcase_add_test(tc, dot_all_levels);
 	tcase_add_test(tc, matmul_all_levels);
 	tcase_add_test(tc, matmul_error_reported);
+	tcase_add_test(tc, simd_env_selects_level);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
