@@ -163,11 +163,44 @@ bench: all
 clean:
 	rm -rf $(BUILD)
 
+# make install PREFIX=/usr/local DESTDIR=: the daemon, the client, libinfer
+# (shared with soname + static), infer.h and libinfer.pc.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  := $(PREFIX)/include
+INFER_VERSION := $(shell sed -n 's/^\#define INFER_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' libclient/infer.h | paste -sd.)
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	$(if $(wildcard $(BUILD)/inferd),install -m 755 $(BUILD)/inferd $(DESTDIR)$(BINDIR)/)
+	$(if $(wildcard $(BUILD)/infer-run),install -m 755 $(BUILD)/infer-run $(DESTDIR)$(BINDIR)/)
+	install -m 755 $(BUILD)/infer-client $(DESTDIR)$(BINDIR)/
+	install -m 644 libclient/infer.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(BUILD)/libinfer.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libinfer.so $(DESTDIR)$(LIBDIR)/libinfer.so.$(INFER_VERSION)
+	ln -sf libinfer.so.$(INFER_VERSION) $(DESTDIR)$(LIBDIR)/libinfer.so.$(INFER_SOVER)
+	ln -sf libinfer.so.$(INFER_SOVER) $(DESTDIR)$(LIBDIR)/libinfer.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCDIR)|' -e 's|@VERSION@|$(INFER_VERSION)|' \
+	    contrib/libinfer.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libinfer.pc
+	$(if $(wildcard $(BUILD)/libinferd-cuda.so),install -m 755 $(BUILD)/libinferd-cuda.so $(DESTDIR)$(LIBDIR)/)
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/inferd $(DESTDIR)$(BINDIR)/infer-run \
+	      $(DESTDIR)$(BINDIR)/infer-client $(DESTDIR)$(INCDIR)/infer.h \
+	      $(DESTDIR)$(LIBDIR)/libinfer.a $(DESTDIR)$(LIBDIR)/libinfer.so* \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/libinfer.pc $(DESTDIR)$(LIBDIR)/libinferd-cuda.so
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 # CPU kernel throughput benchmark (not part of `make`).
 $(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Broker benchmark: ping round trip and generate overhead (not part of `make`).
+$(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a $(BUILD)/inferd
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a -lmsgpackc $(LDLIBS)
 
 # GGUF metadata / tensor table dump (not part of `make`).
 $(BUILD)/gguf_dump: contrib/gguf_dump.c $(BUILD)/libengine.a

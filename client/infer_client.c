@@ -321,7 +321,13 @@ static int on_token(void *ud, int32_t token, const char *text, size_t len)
 
 static void on_queued(void *ud, int position)
 {
-	fprintf(stderr, "(queued: %d ahead)\n", position);
+	Out *o = ud;
+	if (o->g->json)
+		return;
+	if (position < 0)
+		fprintf(stderr, "(loading the model...)\n");
+	else
+		fprintf(stderr, "(queued: %d ahead)\n", position);
 }
 
 static int report(const Global *g, const infer_gen_result *r)
@@ -453,9 +459,9 @@ static int cmd_generate(const Global *g, infer_client *c, int argc, char **argv)
 static int cmd_chat(const Global *g, infer_client *c, int argc, char **argv)
 {
 	if (argc < 2 || argv[1][0] == '-') {
-		fputs("usage: infer-client chat MODEL [generate options]\n"
-		      "One user message per line on stdin; replies stream to "
-		      "stdout. Ctrl-D ends.\n", stderr);
+		fputs("usage: infer-client chat MODEL [QUESTION] [generate options]\n"
+		      "With QUESTION: one answer. Else one user message per line "
+		      "on stdin;\nreplies stream to stdout. Ctrl-D ends.\n", stderr);
 		return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : EXIT_USAGE;
 	}
 	infer_gen_params p;
@@ -466,6 +472,18 @@ static int cmd_chat(const Global *g, infer_client *c, int argc, char **argv)
 	int rc = gen_options(argc, argv, 2, &p, &prompt, &chat, stops);
 	if (rc)
 		return rc < 0 ? 0 : rc;
+	infer_on_queued(c, on_queued);
+	if (prompt) { /* one question, one answer */
+		infer_message one = { "user", prompt };
+		p.messages = &one;
+		p.n_messages = 1;
+		Out o = { g, NULL, 0, 0 };
+		infer_gen_result res;
+		rc = infer_generate(c, &p, on_token, &o, &res);
+		free(o.reply);
+		fputc('\n', stdout);
+		return rc < 0 ? failed(c, rc) : report(g, &res);
+	}
 	infer_message hist[MAX_HISTORY];
 	char *owned[MAX_HISTORY];
 	int n = 0;

@@ -14,9 +14,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 QUESTION="What is the capital of France?"
 # SmolLM2's template injects a default system prompt when there is none.
 # With it (or with "You are a helpful assistant.") the first greedy token
-# is a near-tie ("The" over "L"/"La" by 0.05 logits with our CPU backend);
-# with an empty system message "The" leads by 0.98, so the answer does
-# not hang on rounding. All three answer "The capital of France is Paris."
+# is a near-tie (0.05 logits), and llama.cpp answers "...is France." or in
+# French there; with an empty system message "The" leads by 0.98 and both
+# engines answer "The capital of France is Paris." (README, infer-run chat).
 SYSTEM=""
 
 MODEL=$(sh "$HERE/fetch-demo-model.sh" | tail -1) || {
@@ -31,8 +31,8 @@ echo "demo: question: $QUESTION"
 via_daemon() {
 	TMP=$(mktemp -d "${TMPDIR:-/tmp}/inferd-demo.XXXXXX") || return 1
 	SOCK=$TMP/inferd.sock
-	"$BUILD/inferd" --socket "$SOCK" --db "$TMP/inferd.db" --model "$MODEL" \
-		>"$TMP/inferd.log" 2>&1 &
+	"$BUILD/inferd" --socket "$SOCK" --db "$TMP/inferd.db" \
+		--model "smollm2=$MODEL" >"$TMP/inferd.log" 2>&1 &
 	PID=$!
 	i=0
 	while [ ! -S "$SOCK" ] && [ $i -lt 300 ]; do
@@ -42,8 +42,8 @@ via_daemon() {
 	done
 	rc=1
 	if [ -S "$SOCK" ]; then
-		"$BUILD/infer-client" --socket "$SOCK" chat --system "$SYSTEM" \
-			--temp 0 -n 64 "$QUESTION"
+		"$BUILD/infer-client" --socket "$SOCK" generate smollm2 --chat \
+			--system "$SYSTEM" --temp 0 -n 64 -p "$QUESTION"
 		rc=$?
 	else
 		echo "demo: inferd did not come up; its log:" >&2

@@ -106,6 +106,32 @@ def hf(text, rx):
     return [p for p, _ in pt.pre_tokenize_str(text)]
 
 
+# Pieces for NFC cases: starters, precomposed letters, marks of several
+# classes (in and out of canonical order), singletons, composition
+# exclusions, Hangul syllables and jamo, a non-starter decomposition.
+NFC_ALPHABET = [
+    "a", "e", "A", "o", " ", "\u00e9", "\u00c5", "\u0301", "\u0300",
+    "\u0323", "\u0308", "\u030a", "\u0327", "\u0345", "\u05b0",
+    "\u0591", "\u212b", "\u2126", "\u212a", "\u0958", "\u0344",
+    "\u1e9b", "\u1100", "\u1161", "\u11a8", "\uac00", "\ud55c",
+    "\u0f73", "\u0374", "\u037e", "\u1f80", "\u03b1", "\u0313",
+    "\u0342", "\u3099", "\u304b", "\u30cf", "\u309a", "\u00ff",
+    "\u017f", "\U0001d15e", "\U0001d165", "x",
+]
+
+
+def nfc_cases():
+    import random
+    import unicodedata
+    rng = random.Random(5)
+    out = []
+    for _ in range(300):
+        s = "".join(rng.choice(NFC_ALPHABET)
+                    for _ in range(rng.randint(1, 12)))
+        out.append([s, unicodedata.normalize("NFC", s)])
+    return out
+
+
 def main():
     inp = open("tests/data/vocab/ggml-vocab-llama-spm.gguf.inp",
                encoding="utf-8").read()
@@ -120,7 +146,8 @@ def main():
             cases.append({"pre": kind, "text": t,
                           "pieces": staged(t, stages)})
     json.dump({"source": "contrib/gen_pretok_vectors.py",
-               "cases": cases}, sys.stdout, ensure_ascii=False, indent=0)
+               "cases": cases, "nfc": nfc_cases()}, sys.stdout,
+              ensure_ascii=False, indent=0)
     sys.stdout.write("\n")
 
 

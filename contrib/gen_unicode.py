@@ -13,6 +13,11 @@ search:
     no property API, so the list from PropList.txt is spelled out below.
   - unicode_dsl_letter_ranges: the explicit letter class of the
     deepseek-llm pre-tokenizer regex (from its tokenizer.json).
+  - NFC data (for tokenizer.json's NFC normalizer, used by Qwen2):
+    unicode_ccc_ranges (nonzero canonical combining classes),
+    unicode_decomp (canonical decompositions, one or two code points),
+    unicode_comp (primary composites: pairs that NFC composes, i.e. minus
+    the composition exclusions; Hangul is algorithmic in unicode.c).
 
 Usage: python3 contrib/gen_unicode.py > engine/unicode_data.c
 """
@@ -74,6 +79,17 @@ def main():
       " * unicodedata (Unicode %s). Do not edit. */\n"
       % (sys.version.split()[0], unicodedata.unidata_version))
     w('#include "unicode.h"\n\n')
+    def table(ctype, name, items):
+        w("const %s %s[] = {\n" % (ctype, name))
+        line = "\t"
+        for item in items:
+            if len(line) + len(item) > 78:
+                w(line.rstrip() + "\n")
+                line = "\t"
+            line += item
+        w(line.rstrip() + "\n};\n")
+        w("const size_t %s_n = %d;\n\n" % (name, len(items)))
+
     starts = []
     prev = None
     for cp in range(0x110000):
@@ -91,6 +107,10 @@ def main():
         line += item
     w(line.rstrip() + "\n};\n")
     w("const size_t unicode_cat_nranges = %d;\n\n" % len(starts))
+    # the same for ASCII as a flat table: the common case, no search
+    table("uint8_t", "unicode_ascii_cat",
+          ["%s, " % MAJOR[unicodedata.category(chr(c))[0]]
+           for c in range(128)])
 
     def ranges(name, rs):
         w("const UnicodeRange %s[] = {\n" % name)
@@ -105,6 +125,46 @@ def main():
         w("const size_t %s_n = %d;\n\n" % (name, len(rs)))
 
     ranges("unicode_ws_ranges", WHITE_SPACE)
+
+    runs = []
+    for cp in range(0x110000):
+        k = unicodedata.combining(chr(cp))
+        if k and runs and runs[-1][1] == cp - 1 and runs[-1][2] == k:
+            runs[-1][1] = cp
+        elif k:
+            runs.append([cp, cp, k])
+    table("UnicodeCccRange", "unicode_ccc_ranges",
+          ["{0x%X, 0x%X, %d}, " % tuple(r) for r in runs])
+
+    dec, comp = [], []
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            continue
+        parts = [int(x, 16) for x in d.split()]
+        assert len(parts) <= 2
+        a, b = parts[0], parts[1] if len(parts) == 2 else 0
+        dec.append((cp, a, b))
+        if b and unicodedata.normalize("NFC", chr(a) + chr(b)) == chr(cp):
+            comp.append((a, b, cp))
+    comp.sort()
+
+    def full(cp, depth=0):
+        d = unicodedata.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            return 1, depth
+        n, md = 0, depth
+        for x in d.split():
+            k, dd = full(int(x, 16), depth + 1)
+            n, md = n + k, max(md, dd)
+        return n, md
+    # unicode.c's decompose() relies on these bounds
+    assert max(full(c)[0] for c, _, _ in dec) <= 4
+    assert max(full(c)[1] for c, _, _ in dec) <= 4
+    table("UnicodeDecomp", "unicode_decomp",
+          ["{0x%X, 0x%X, 0x%X}, " % d for d in dec])
+    table("UnicodeComp", "unicode_comp",
+          ["{0x%X, 0x%X, 0x%X}, " % c for c in comp])
     ranges("unicode_dsl_letter_ranges", parse_class(DSL_LETTERS))
 
 

@@ -16,6 +16,7 @@
 #include <math.h>
 
 #include "attention.cuh"
+#include "graph.cuh"
 
 #define FA_BR 32          /* query rows per block (4 warps x 8) */
 #define FA_BC 32          /* keys per tile */
@@ -282,6 +283,7 @@ static void launch_prefill(CudaBackend *c, float *out, const float *q,
 			return;
 		raised = 1;
 	}
+	cuda_flush(c); /* prefill is never part of a recorded step */
 	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
 	flash_prefill_kernel<DMAX><<<grid, 128, smem, c->stream>>>(
 		out, q, kc, vc, n, pos0, n_heads, group, D, kv_dim, scale);
@@ -333,16 +335,13 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 		      "attention partials"))
 		return;
 	size_t smem = sizeof(float) * (size_t)(D + chunk);
-	flash_decode_kernel<<<dim3((unsigned)n_heads, (unsigned)nchunks,
-				   (unsigned)n),
-			      DEC_THREADS, smem, c->stream>>>(
-		c->part, q, kc, vc, pos0, n_heads, group, D, kv_dim, chunk,
-		nchunks, scale);
-	if (CUDA_LAUNCHED(c, "attention decode"))
-		return;
+	cuda_launch(c, flash_decode_kernel,
+		    dim3((unsigned)n_heads, (unsigned)nchunks, (unsigned)n),
+		    dim3(DEC_THREADS), smem, "attention decode", c->part, q, kc,
+		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale);
 	int th = D < 32 ? 32 : (D > 256 ? 256 : ((D + 31) / 32) * 32);
-	flash_decode_merge_kernel<<<dim3((unsigned)n_heads, (unsigned)n), th,
-				    0, c->stream>>>(out, c->part, n_heads, D,
-						    nchunks);
-	CUDA_LAUNCHED(c, "attention merge");
+	cuda_launch(c, flash_decode_merge_kernel,
+		    dim3((unsigned)n_heads, (unsigned)n), dim3(th), 0,
+		    "attention merge", out, (const float *)c->part, n_heads, D,
+		    nchunks);
 }

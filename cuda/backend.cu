@@ -11,9 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <new>
+
 #include "attention.cuh"
 #include "common.cuh"
 #include "elementwise.cuh"
+#include "graph.cuh"
 #include "matmul.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
@@ -102,8 +105,19 @@ static void c_destroy(Backend *b)
 	if (!c)
 		return;
 	cudaSetDevice(c->device);
+	if (c->graph) {
+		cuda_flush(c);
+		if (c->stream)
+			cudaStreamSynchronize(c->stream);
+		cuda_graph_destroy(c);
+		delete c->graph;
+	}
 	if (c->stream)
 		cudaStreamSynchronize(c->stream);
+	if (c->graph_done)
+		cudaEventDestroy(c->graph_done);
+	if (c->ids_host)
+		cudaFreeHost(c->ids_host);
 	cudaFree(c->scratch);
 	cudaFree(c->part);
 	cudaFree(c->ids);
@@ -140,6 +154,7 @@ static void *c_alloc(Backend *b, size_t bytes)
 {
 	CudaBackend *c = cb(b);
 	void *p = NULL;
+	cuda_flush(c);
 	if (bytes == 0)
 		bytes = 1;
 	if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -156,6 +171,7 @@ static void *c_alloc(Backend *b, size_t bytes)
 
 static void c_free(Backend *b, void *p)
 {
+	cuda_flush(cb(b));
 	if (p)
 		cuda_fail(cb(b), cudaFree(p), "free");
 }
@@ -163,6 +179,7 @@ static void c_free(Backend *b, void *p)
 static int c_upload(Backend *b, Tensor *t, char *err, size_t errlen)
 {
 	CudaBackend *c = cb(b);
+	cuda_flush(c);
 	if (t->dev)
 		return 0;
 	if (!t->data || t->nbytes == 0) {
@@ -199,6 +216,7 @@ static int c_upload(Backend *b, Tensor *t, char *err, size_t errlen)
 
 static void c_release(Backend *b, Tensor *t)
 {
+	cuda_flush(cb(b));
 	if (t->dev) {
 		cuda_fail(cb(b), cudaFree(t->dev), "release");
 		t->dev = NULL;
@@ -208,6 +226,7 @@ static void c_release(Backend *b, Tensor *t)
 static void c_to_host(Backend *b, void *dst, const void *src, size_t bytes)
 {
 	CudaBackend *c = cb(b);
+	cuda_flush(c);
 	/* Host memory is pageable, so the copy must finish before the
 	 * caller reads dst: make it synchronous with the stream. */
 	cuda_fail(c,
@@ -220,6 +239,7 @@ static void c_to_host(Backend *b, void *dst, const void *src, size_t bytes)
 static void c_to_dev(Backend *b, void *dst, const void *src, size_t bytes)
 {
 	CudaBackend *c = cb(b);
+	cuda_flush(c);
 	/* From pageable memory the runtime stages the data before
 	 * returning, so src may be reused at once. */
 	cuda_fail(c,
@@ -231,6 +251,7 @@ static void c_to_dev(Backend *b, void *dst, const void *src, size_t bytes)
 static int c_sync(Backend *b, int *fatal, char *err, size_t errlen)
 {
 	CudaBackend *c = cb(b);
+	cuda_flush(c);
 	cuda_fail(c, cudaStreamSynchronize(c->stream), "sync");
 	if (fatal)
 		*fatal = c->fatal;
@@ -280,6 +301,16 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 	}
 	c->base.ops = &cuda_ops;
 	c->device = device;
+	c->graph = new (std::nothrow) GraphState();
+	if (!c->graph) {
+		free(c);
+		snprintf(err, errlen, "cuda: out of host memory");
+		return NULL;
+	}
+	{
+		const char *g = getenv("INFERD_CUDA_GRAPHS");
+		c->graph->enabled = !(g && !strcmp(g, "0"));
+	}
 	cudaDeviceProp prop;
 	const char *step = "cudaSetDevice";
 	if ((e = cudaSetDevice(device)) != cudaSuccess)
@@ -298,6 +329,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 	{
 		const char *g = getenv("INFERD_CUDA_GEMM");
 		c->gemm_split = !(g && !strcmp(g, "f16"));
+		g = getenv("INFERD_CUDA_MV_ROWS");
+		c->mv_rows = g ? atoi(g) : 2;
 	}
 	snprintf(c->desc, sizeof c->desc, "%.200s, %.1f GiB, sm_%d%d, %d SMs",
 		 prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,
@@ -313,6 +346,14 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		goto fail;
 	step = "cudaMallocHost";
 	if ((e = cudaMallocHost((void **)&c->result_host, sizeof(int32_t))) !=
+	    cudaSuccess)
+		goto fail;
+	if ((e = cudaMallocHost((void **)&c->ids_host, 64 * sizeof(int32_t))) !=
+	    cudaSuccess)
+		goto fail;
+	step = "cudaEventCreate";
+	if ((e = cudaEventCreateWithFlags(&c->graph_done,
+					  cudaEventDisableTiming)) !=
 	    cudaSuccess)
 		goto fail;
 	{

@@ -21,6 +21,8 @@ extern "C" {
 #include "backend.h"
 }
 
+struct GraphState; /* graph.cuh: decode-step recorder */
+
 /* The backend instance; Backend must stay the first member. */
 typedef struct CudaBackend {
 	Backend base;          /* ops table header shared with the engine */
@@ -41,6 +43,10 @@ typedef struct CudaBackend {
 	int32_t *result;       /* argmax() result slot (device) */
 	int32_t *result_host;  /* pinned host slot argmax() reads back */
 	int gemm_split;        /* prefill GEMM with hi+lo f16 activations */
+	int mv_rows;           /* weight rows per warp in the mat-vec */
+	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
+	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
+	cudaEvent_t graph_done; /* after the last graph launch */
 } CudaBackend;
 
 static inline CudaBackend *cb(Backend *b)

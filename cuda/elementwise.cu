@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "elementwise.cuh"
+#include "graph.cuh"
 
 /* Grid for count elements at threads per block, capped: the kernels
  * below loop grid-stride over the rest. */
@@ -46,23 +47,39 @@ void cuda_embed(Backend *b, float *out, const Tensor *table,
 			      table->name ? table->name : "table");
 		return;
 	}
-	if (cuda_grow(c, (void **)&c->ids, &c->ids_cap,
-		      (size_t)n * sizeof(int32_t), "embed ids")) {
-		return;
+	const int32_t *dids;
+	if (n == 1 && c->graph->enabled) {
+		/* One token starts a decode step: record it (graph.cuh). The
+		 * id goes through pinned memory the kernel reads directly,
+		 * once the previous graph is done with it. */
+		cuda_graph_begin(c);
+		if (cuda_fail(c, cudaEventSynchronize(c->graph_done),
+			      "embed"))
+			return;
+		c->ids_host[0] = ids[0];
+		dids = c->ids_host;
+	} else {
+		cuda_flush(c);
+		if (cuda_grow(c, (void **)&c->ids, &c->ids_cap,
+			      (size_t)n * sizeof(int32_t), "embed ids"))
+			return;
+		if (cuda_fail(c,
+			      cudaMemcpyAsync(c->ids, ids,
+					      (size_t)n * sizeof(int32_t),
+					      cudaMemcpyHostToDevice,
+					      c->stream),
+			      "embed ids"))
+			return;
+		dids = c->ids;
 	}
-	if (cuda_fail(c,
-		      cudaMemcpyAsync(c->ids, ids, (size_t)n * sizeof(int32_t),
-				      cudaMemcpyHostToDevice, c->stream),
-		      "embed ids"))
-		return;
 	size_t row_bytes = dtype_row_bytes(table->type, table->cols);
 	unsigned gx = (unsigned)((table->cols + 255) / 256);
 	if (gx > 64)
 		gx = 64;
-	embed_kernel<<<dim3(gx, (unsigned)n), 256, 0, c->stream>>>(
-		out, (const uint8_t *)table->dev, (int)table->type, row_bytes,
-		table->cols, table->rows, c->ids, n);
-	CUDA_LAUNCHED(c, "embed");
+	cuda_launch(c, embed_kernel, dim3(gx, (unsigned)n), dim3(256), 0,
+		    "embed", out, (const uint8_t *)table->dev,
+		    (int)table->type, row_bytes, (int64_t)table->cols,
+		    (int64_t)table->rows, dids, n);
 }
 
 __global__ void swiglu_kernel(float *gate, const float *up, size_t count)
@@ -79,9 +96,8 @@ void cuda_swiglu(Backend *b, float *gate, const float *up, size_t count)
 	CudaBackend *c = cb(b);
 	if (!count)
 		return;
-	swiglu_kernel<<<grid_for(count, 256), 256, 0, c->stream>>>(gate, up,
-								    count);
-	CUDA_LAUNCHED(c, "swiglu");
+	cuda_launch(c, swiglu_kernel, dim3(grid_for(count, 256)), dim3(256), 0,
+		    "swiglu", gate, up, count);
 }
 
 __global__ void add_kernel(float *x, const float *y, size_t count)
@@ -96,8 +112,8 @@ void cuda_add(Backend *b, float *x, const float *y, size_t count)
 	CudaBackend *c = cb(b);
 	if (!count)
 		return;
-	add_kernel<<<grid_for(count, 256), 256, 0, c->stream>>>(x, y, count);
-	CUDA_LAUNCHED(c, "add");
+	cuda_launch(c, add_kernel, dim3(grid_for(count, 256)), dim3(256), 0,
+		    "add", x, y, count);
 }
 
 /* One block: each thread keeps its best (value, lowest index), then a
@@ -142,8 +158,10 @@ int32_t cuda_argmax(Backend *b, const float *x, int n)
 	CudaBackend *c = cb(b);
 	if (n <= 0)
 		return 0;
-	argmax_kernel<<<1, 1024, 0, c->stream>>>(x, n, c->result);
-	if (CUDA_LAUNCHED(c, "argmax"))
+	cuda_launch(c, argmax_kernel, dim3(1), dim3(1024), 0, "argmax", x, n,
+		    c->result);
+	cuda_flush(c);
+	if (c->has_err)
 		return 0;
 	if (cuda_fail(c,
 		      cudaMemcpyAsync(c->result_host, c->result,

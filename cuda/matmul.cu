@@ -18,11 +18,12 @@
  * BF16 and quantised weights are expanded to f16 in scratch first (so the
  * stored copy stays compact); F32 weights go through plain SGEMM.
  */
+#include "graph.cuh"
 #include "matmul.cuh"
 
 #define MATVEC_MAX_N 2 /* up to this many rows use the mat-vec */
 #define MV_WARPS 4     /* warps per block */
-#define MV_ROWS 2      /* weight rows per warp */
+#define MV_ROWS 2      /* weight rows per warp (default) */
 
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -286,17 +287,29 @@ __global__ void matvec_generic_kernel(float *out, const float *x,
 		out[row] = s + (bias ? bias[row] : 0.0f);
 }
 
+template <int T, int R>
+static void launch_matvec_r(CudaBackend *c, float *out, const float *x,
+			    const Tensor *w, const float *bias, int n)
+{
+	int rows = (int)w->rows, cols = (int)w->cols;
+	unsigned gx = (unsigned)((rows + MV_WARPS * R - 1) / (MV_WARPS * R));
+	cuda_launch(c, matvec_kernel<T, R>, dim3(gx, (unsigned)n),
+		    dim3(MV_WARPS * 32), 0, "matvec", out, x,
+		    (const uint8_t *)w->dev, bias, rows, cols,
+		    dtype_row_bytes(w->type, w->cols));
+}
+
+/* Rows per warp: more rows reuse each x load more often, fewer leave
+ * more warps to hide latency (INFERD_CUDA_MV_ROWS=1|2|4 to compare). */
 template <int T>
 static void launch_matvec(CudaBackend *c, float *out, const float *x,
 			  const Tensor *w, const float *bias, int n)
 {
-	int rows = (int)w->rows, cols = (int)w->cols;
-	unsigned gx = (unsigned)((rows + MV_WARPS * MV_ROWS - 1) /
-				 (MV_WARPS * MV_ROWS));
-	matvec_kernel<T, MV_ROWS><<<dim3(gx, (unsigned)n), MV_WARPS * 32, 0,
-				    c->stream>>>(
-		out, x, (const uint8_t *)w->dev, bias, rows, cols,
-		dtype_row_bytes(w->type, w->cols));
+	switch (c->mv_rows) {
+	case 1: launch_matvec_r<T, 1>(c, out, x, w, bias, n); break;
+	case 4: launch_matvec_r<T, 4>(c, out, x, w, bias, n); break;
+	default: launch_matvec_r<T, MV_ROWS>(c, out, x, w, bias, n); break;
+	}
 }
 
 static void matvec(CudaBackend *c, float *out, const float *x,
@@ -311,11 +324,11 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 	 * which their sizes guarantee. */
 	if (!aligned) {
 		unsigned gx = (unsigned)((w->rows + MV_WARPS - 1) / MV_WARPS);
-		matvec_generic_kernel<<<dim3(gx, (unsigned)n), MV_WARPS * 32,
-					0, c->stream>>>(
-			out, x, (const uint8_t *)w->dev, (int)w->type, bias,
-			(int)w->rows, cols, dtype_row_bytes(w->type, w->cols));
-		CUDA_LAUNCHED(c, "matvec");
+		cuda_launch(c, matvec_generic_kernel, dim3(gx, (unsigned)n),
+			    dim3(MV_WARPS * 32), 0, "matvec", out, x,
+			    (const uint8_t *)w->dev, (int)w->type, bias,
+			    (int)w->rows, cols,
+			    dtype_row_bytes(w->type, w->cols));
 		return;
 	}
 	switch (w->type) {
@@ -330,7 +343,6 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 	case DT_Q6_K: launch_matvec<DT_Q6_K>(c, out, x, w, bias, n); break;
 	default: cuda_fail_msg(c, "matmul: type %d", (int)w->type); return;
 	}
-	CUDA_LAUNCHED(c, "matvec");
 }
 
 /* ---- prefill ------------------------------------------------------- */
@@ -421,6 +433,7 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 	int rows = (int)w->rows, cols = (int)w->cols;
 	const float one = 1.0f, zero = 0.0f;
 	cublasStatus_t s;
+	cuda_flush(c); /* cuBLAS cannot join a recorded step */
 	if (w->type == DT_F32) {
 		s = cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
 				cols, &one, (const float *)w->dev, cols, x,

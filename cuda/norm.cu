@@ -2,6 +2,7 @@
  * norm.cu - RMSNorm: one block per row, the sum of squares reduced in
  * f32 through warp shuffles, then one pass scaling by the weight.
  */
+#include "graph.cuh"
 #include "norm.cuh"
 
 __device__ __forceinline__ float warp_sum(float v)
@@ -50,7 +51,7 @@ void cuda_rmsnorm(Backend *b, float *out, const float *x, const Tensor *w,
 		return;
 	}
 	int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
-	rmsnorm_kernel<<<(unsigned)n, threads, 0, c->stream>>>(
-		out, x, (const uint8_t *)w->dev, (int)w->type, dim, eps);
-	CUDA_LAUNCHED(c, "rmsnorm");
+	cuda_launch(c, rmsnorm_kernel, dim3((unsigned)n), dim3(threads), 0,
+		    "rmsnorm", out, x, (const uint8_t *)w->dev, (int)w->type,
+		    dim, eps);
 }

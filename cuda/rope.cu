@@ -3,6 +3,7 @@
  * pair. Angles are pos * inv_freq[i] in f32 with the accurate sincosf
  * (positions reach 1e5 and more, where the fast intrinsic is off).
  */
+#include "graph.cuh"
 #include "rope.cuh"
 
 __global__ void rope_kernel(float *x, int n, int stride, int n_heads,
@@ -37,7 +38,6 @@ void cuda_rope(Backend *b, float *x, int n, int stride, int n_heads,
 	int64_t g = (total + 255) / 256;
 	if (g > 65535)
 		g = 65535;
-	rope_kernel<<<(unsigned)g, 256, 0, c->stream>>>(
-		x, n, stride, n_heads, head_dim, pos0, inv_freq, layout);
-	CUDA_LAUNCHED(c, "rope");
+	cuda_launch(c, rope_kernel, dim3((unsigned)g), dim3(256), 0, "rope", x,
+		    n, stride, n_heads, head_dim, pos0, inv_freq, layout);
 }

@@ -129,6 +129,8 @@ typedef struct Slot {
 	uint64_t params;           /* parameter count */
 	int ctx;                   /* KV capacity */
 	double load_ms;            /* last load time */
+	char device[128];          /* backend's description, "" unloaded */
+	uint64_t dev_total, dev_free; /* device memory after the last job */
 	Engine *eng;               /* worker-only: the loaded engine */
 	int unload_pending;        /* loop-only: an idle unload is queued */
 } Slot;

@@ -17,7 +17,8 @@ static void usage(FILE *f)
 "  --socket PATH            socket (default $XDG_RUNTIME_DIR/inferd.sock)\n"
 "  --socket-mode OCTAL      socket permissions (default 0600)\n"
 "  --socket-group NAME      group of the socket (system daemon)\n"
-"  --model NAME=PATH        a model (HF folder or GGUF file); repeatable\n"
+"  --model [NAME=]PATH      a model (HF folder or GGUF file; NAME defaults\n"
+"                           to the file name without .gguf); repeatable\n"
 "  --models-dir DIR         every *.gguf and HF folder in DIR is a model\n"
 "  --db PATH                request log (default $XDG_STATE_HOME/inferd/inferd.db)\n"
 "  --log-prompts            store prompt text in the request log\n"
@@ -108,20 +109,33 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--socket-group")) {
 			cfg.socket_group = v;
 		} else if (!strcmp(a, "--model")) {
+			/* NAME=PATH, or PATH named by its file (no .gguf) */
 			const char *eq = strchr(v, '=');
-			if (!eq || eq == v || !eq[1]) {
-				fprintf(stderr, "inferd: --model wants NAME=PATH, not '%s'\n", v);
+			const char *path = eq ? eq + 1 : v;
+			if (eq == v || !*path) {
+				fprintf(stderr, "inferd: --model wants NAME=PATH or PATH, not '%s'\n", v);
 				return 2;
 			}
 			if (cfg.n_models == INFERD_MAX_MODELS) {
 				fprintf(stderr, "inferd: at most %d --model\n", INFERD_MAX_MODELS);
 				return 2;
 			}
-			char *name = strndup(v, (size_t)(eq - v));
+			char *name;
+			if (eq) {
+				name = strndup(v, (size_t)(eq - v));
+			} else {
+				const char *base = strrchr(path, '/');
+				size_t n;
+				base = base && base[1] ? base + 1 : path;
+				n = strcspn(base, "/");
+				if (n > 5 && !strncmp(base + n - 5, ".gguf", 5))
+					n -= 5;
+				name = strndup(base, n);
+			}
 			if (!name)
 				return 1;
 			cfg.models[cfg.n_models].name = name;
-			cfg.models[cfg.n_models++].path = eq + 1;
+			cfg.models[cfg.n_models++].path = path;
 		} else if (!strcmp(a, "--models-dir")) {
 			cfg.models_dir = v;
 		} else if (!strcmp(a, "--db")) {

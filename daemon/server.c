@@ -66,6 +66,7 @@ typedef struct Conn {
 	Request *reqs;           /* requests in flight */
 	int nreq;                /* their count */
 	int closing;             /* close once the output is flushed */
+	int free_scheduled;      /* conn_free queued on the loop */
 	struct Conn *prev, *next; /* list of connections */
 } Conn;
 
@@ -85,6 +86,8 @@ typedef struct Daemon {
 	int inflight;               /* requests queued or running */
 	UidCount uids[256];         /* per-user in-flight counts */
 	int draining;               /* shutting down: accept nothing new */
+	int closing_all;            /* drained: flushing and closing conns */
+	int drain_stage;            /* drain timer firings so far */
 	double t_start;             /* monotonic start time */
 	char sock_path[108];        /* our socket (not with systemd) */
 	char lock_path[120];        /* lock file beside it */
@@ -200,9 +203,24 @@ static void request_free(Request *r)
 	free(r);
 }
 
+static void conn_close(struct Conn *c);
+
+/* Drained: let every connection flush what it was sent (the last "done"
+ * or the shutdown's "ok"), then leave the loop when the last one closed
+ * (or after 5 s for clients that do not read). */
 static void maybe_exit(Daemon *d)
 {
-	if (d->draining && d->inflight == 0)
+	if (!d->draining || d->inflight != 0 || d->closing_all)
+		return;
+	d->closing_all = 1;
+	d->drain_stage = 1;
+	struct timeval tv = { 5, 0 };
+	event_add(d->ev_drain, &tv);
+	for (struct Conn *c = d->conns, *next; c; c = next) {
+		next = c->next;
+		conn_close(c);
+	}
+	if (!d->conns)
 		event_base_loopexit(d->base, NULL);
 }
 
@@ -252,8 +270,6 @@ static void request_finish(Daemon *d, Request *r)
 	request_free(r);
 	maybe_exit(d);
 }
-
-static void conn_close(Conn *c);
 
 static void send_frame(Conn *c, const uint8_t *f, size_t len)
 {
@@ -685,7 +701,17 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	msgpack_packer pk;
 	size_t len;
 	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 11);
+	/* device memory: the latest sample of any loaded model's backend */
+	uint64_t dtotal = 0, dfree = 0;
+	for (int i = 0; i < d->nslots; i++) {
+		pthread_mutex_lock(&d->slots[i]->mu);
+		if (d->slots[i]->dev_total && d->slots[i]->state == MS_LOADED) {
+			dtotal = d->slots[i]->dev_total;
+			dfree = d->slots[i]->dev_free;
+		}
+		pthread_mutex_unlock(&d->slots[i]->mu);
+	}
+	msgpack_pack_map(&pk, 13);
 	pk_str(&pk, "id");
 	msgpack_pack_uint32(&pk, id);
 	pk_str(&pk, "type");
@@ -702,6 +728,10 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	msgpack_pack_uint64(&pk, d->cfg->mem_budget);
 	pk_str(&pk, "mem_used");
 	msgpack_pack_uint64(&pk, mem_used(d));
+	pk_str(&pk, "device_total");
+	msgpack_pack_uint64(&pk, dtotal);
+	pk_str(&pk, "device_free");
+	msgpack_pack_uint64(&pk, dfree);
 	pk_str(&pk, "connections");
 	msgpack_pack_int(&pk, d->nconns);
 	pk_str(&pk, "inflight");
@@ -711,11 +741,13 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	for (int i = 0; i < d->nslots; i++) {
 		Slot *m = d->slots[i];
 		pthread_mutex_lock(&m->mu);
-		msgpack_pack_map(&pk, 5);
+		msgpack_pack_map(&pk, 6);
 		pk_str(&pk, "name");
 		pk_str(&pk, m->name);
 		pk_str(&pk, "state");
 		pk_str(&pk, state_name(m->state));
+		pk_str(&pk, "device");
+		pk_str(&pk, m->device);
 		pk_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
 		pk_str(&pk, "active");
@@ -1089,11 +1121,34 @@ static void conn_free(Conn *c)
 	d->nconns--;
 	bufferevent_free(c->bev);
 	free(c);
+	if (d->closing_all && !d->conns)
+		event_base_loopexit(d->base, NULL);
+}
+
+static void deferred_free(evutil_socket_t fd, short what, void *arg)
+{
+	conn_free(arg);
+}
+
+/* Free c from the loop, never from under a callback that still uses it. */
+static void schedule_free(Conn *c)
+{
+	static const struct timeval zero = { 0, 0 };
+	if (c->free_scheduled)
+		return;
+	c->free_scheduled = 1;
+	if (event_base_once(c->d->base, -1, EV_TIMEOUT, deferred_free, c, &zero) < 0)
+		dlog("cannot schedule a connection close");
 }
 
 static void on_flushed_close(struct bufferevent *bev, void *arg)
 {
-	conn_free(arg);
+	schedule_free(arg);
+}
+
+static void on_closing_event(struct bufferevent *bev, short what, void *arg)
+{
+	schedule_free(arg);
 }
 
 /* Close after what is queued has been written. */
@@ -1103,14 +1158,11 @@ static void conn_close(Conn *c)
 		return;
 	c->closing = 1;
 	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > (size_t)PROTO_MAX_FRAME * 16) {
-		/* not reading: do not wait for it */
-		conn_free(c);
-		return;
-	}
-	bufferevent_setcb(c->bev, NULL, on_flushed_close, NULL, c);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_free(c);
+	bufferevent_setcb(c->bev, NULL, on_flushed_close, on_closing_event, c);
+	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	/* nothing to flush, or a client that does not read: go now */
+	if (out == 0 || out > (size_t)PROTO_MAX_FRAME * 16)
+		schedule_free(c);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -1223,8 +1275,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	Daemon *d = arg;
-	static int second;
-	if (second++) {
+	if (d->drain_stage++) {
 		dlog("requests still running after cancelling; exiting anyway");
 		event_base_loopexit(d->base, NULL);
 		return;

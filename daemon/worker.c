@@ -108,6 +108,22 @@ static void job_ok(Slot *m, Request *r)
 	daemon_post(m->d, r, f, len, 1);
 }
 
+/* Sample the backend's description and memory for status (worker only:
+ * the backend is not shared with the loop). */
+static void sample_device(Slot *m)
+{
+	Backend *be = m->eng ? engine_backend(m->eng) : NULL;
+	uint64_t total = 0, free_b = 0;
+	if (be && be->ops->memory)
+		be->ops->memory(be, &total, &free_b);
+	const char *desc = be && be->ops->describe ? be->ops->describe(be) : "";
+	pthread_mutex_lock(&m->mu);
+	snprintf(m->device, sizeof m->device, "%s", desc ? desc : "");
+	m->dev_total = total;
+	m->dev_free = free_b;
+	pthread_mutex_unlock(&m->mu);
+}
+
 static void model_db(Slot *m, int loaded, int used)
 {
 	DbModel dm = { m->name, m->path, m->format, m->arch, m->quant,
@@ -142,8 +158,9 @@ static int ensure_loaded(Slot *m, char *err, size_t errlen)
 	m->params = em->n_params;
 	m->ctx = engine_ctx(e);
 	pthread_mutex_unlock(&m->mu);
-	fprintf(stderr, "inferd: loaded %s (%s, %s) in %.0f ms\n", m->name,
-		m->arch, m->quant, m->load_ms);
+	sample_device(m);
+	fprintf(stderr, "inferd: loaded %s (%s, %s) on %s in %.0f ms\n", m->name,
+		m->arch, m->quant, m->device, m->load_ms);
 	model_db(m, 1, 0);
 	return 0;
 }
@@ -156,6 +173,7 @@ static void unload(Slot *m)
 	m->eng = NULL;
 	pthread_mutex_lock(&m->mu);
 	m->state = MS_UNLOADED;
+	m->device[0] = 0;
 	pthread_mutex_unlock(&m->mu);
 	fprintf(stderr, "inferd: unloaded %s\n", m->name);
 }
@@ -173,7 +191,10 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	Request *r = g->r;
 	if (atomic_load(&r->cancel))
 		return 1;
-	if (len == 0) /* text held back (stop string): nothing to send */
+	/* one event per generated token, also while its text is held back
+	 * (len 0: stop-string prefix or an incomplete UTF-8 sequence), so
+	 * clients can count tokens; text released at the end has token -1 */
+	if (len == 0 && token < 0)
 		return 0;
 	if (!g->t_first)
 		g->t_first = mono_now();
@@ -402,6 +423,23 @@ static void run_job(Slot *m, Request *r)
 		job_ok(m, r);
 		return;
 	}
+	if (!m->eng && r->op == OP_GENERATE) {
+		/* tell the client why the first token takes a while */
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		size_t len;
+		fb_begin(&sb, &pk);
+		msgpack_pack_map(&pk, 3);
+		pk_str(&pk, "id");
+		msgpack_pack_uint32(&pk, r->id);
+		pk_str(&pk, "type");
+		pk_str(&pk, "loading");
+		pk_str(&pk, "model");
+		pk_str(&pk, m->name);
+		uint8_t *f = fb_end(&sb, &len);
+		if (f)
+			daemon_post(m->d, r, f, len, 0);
+	}
 	if (ensure_loaded(m, err, sizeof err) < 0) {
 		job_error(m, r, PROTO_E_LOAD, err);
 		return;
@@ -418,6 +456,7 @@ static void run_job(Slot *m, Request *r)
 	case OP_DETOKENIZE: run_detokenize(m, r); break;
 	default: job_error(m, r, PROTO_E_INTERNAL, "job of unknown kind");
 	}
+	sample_device(m);
 	model_db(m, 0, 1);
 }
 

@@ -194,6 +194,7 @@ int chat_template_detect(const char *s, const char *bos, const char *eos,
 	} else if (strstr(s, "<|start_header_id|>")) {
 		t->family = CHAT_LLAMA3;
 		t->llama3_dated = strstr(s, "Cutting Knowledge Date") != NULL;
+		t->llama3_today = strstr(s, "strftime_now") != NULL;
 	} else if (strstr(s, "<start_of_turn>")) {
 		t->family = CHAT_GEMMA;
 	} else if (strstr(s, "[INST]") && strstr(s, "<<SYS>>")) {
@@ -201,6 +202,10 @@ int chat_template_detect(const char *s, const char *bos, const char *eos,
 	} else if (strstr(s, "[INST]")) {
 		t->family = CHAT_MISTRAL;
 		t->mistral_eos_space = strstr(s, "eos_token + ' '") != NULL;
+		if (strstr(s, "\"[INST]\" +") || strstr(s, "'[INST]' +"))
+			t->mistral_v3 = 2;
+		else if (strstr(s, "+ \"[/INST]\"") || strstr(s, "+ '[/INST]'"))
+			t->mistral_v3 = 1;
 	} else if ((strstr(s, "<|user|>") || strstr(s, "'<|' + message['role'] + '|>'")) &&
 		   strstr(s, "<|end|>")) {
 		t->family = CHAT_PHI3;
@@ -394,8 +399,11 @@ static void render_llama2(Buf *b, const ChatTemplate *t, const ChatMessage *m,
 	}
 }
 
-/* Mistral/Mixtral instruct: <s>[INST] USER [/INST]REPLY</s>[INST] ...
- * (v0.1 writes a space after each </s>). Contents are not stripped. */
+/* Mistral/Mixtral instruct v0.1/v0.2: <s>[INST] USER [/INST]REPLY</s>[INST]
+ * ... (v0.1 writes a space after each </s>), system text folded into the
+ * first user message. v3: [INST] USER[/INST] trim(REPLY)</s>, the system
+ * text in front of the last message when it is the user's; v3-tekken:
+ * [INST]USER[/INST]REPLY</s>, likewise. */
 static void render_mistral(Buf *b, const ChatTemplate *t, const ChatMessage *m,
 			   int n, const char *sys)
 {
@@ -403,13 +411,18 @@ static void render_mistral(Buf *b, const ChatTemplate *t, const ChatMessage *m,
 		puts_(b, t->bos);
 	for (int i = 0; i < n; i++) {
 		if (role_is(&m[i], "user")) {
-			puts_(b, "[INST] ");
-			if (i == 0 && sys) {
+			puts_(b, t->mistral_v3 == 2 ? "[INST]" : "[INST] ");
+			int fold = t->mistral_v3 ? i == n - 1 : i == 0;
+			if (fold && sys) {
 				puts_(b, sys);
 				puts_(b, "\n\n");
 			}
 			puts_(b, m[i].content);
-			puts_(b, " [/INST]");
+			puts_(b, t->mistral_v3 ? "[/INST]" : " [/INST]");
+		} else if (t->mistral_v3 == 1) {
+			puts_(b, " ");
+			put_stripped(b, m[i].content);
+			puts_(b, t->eos);
 		} else {
 			puts_(b, m[i].content);
 			puts_(b, t->eos);
@@ -514,6 +527,8 @@ char *chat_render(const ChatTemplate *t, const ChatMessage *m, int n,
 			return NULL;
 		}
 	}
+	if (!date && !t->llama3_today)
+		date = "26 Jul 2024";
 	if (!date) {
 		time_t now = time(NULL);
 		struct tm tm;
@@ -536,7 +551,8 @@ char *chat_render(const ChatTemplate *t, const ChatMessage *m, int n,
 		if (check_alternation(rest, nrest, err, errlen))
 			return NULL;
 		/* The Mistral/Gemma fold needs a user message to go into. */
-		if (sys && nrest == 0 && t->family != CHAT_LLAMA2) {
+		if (sys && nrest == 0 && t->family != CHAT_LLAMA2 &&
+		    !t->mistral_v3) {
 			snprintf(err, errlen,
 				 "%s templates need a user message after the "
 				 "system message", chat_family_name(t->family));

@@ -18,10 +18,11 @@
  *   phi3     "<|user|>" and "<|end|>"  Phi-3, Phi-3.5
  *   zephyr   "<|user|>"                Zephyr, TinyLlama chat
  *
- * Where the real template refuses a conversation (Mistral and Gemma raise
- * on a system message) we render what those models' later templates do
- * instead: the system text goes in front of the first user message,
- * separated by a blank line.
+ * Where the real template refuses a conversation (Mistral v0.1 and Gemma
+ * raise on a system message) we render what those models' later templates
+ * do instead: the system text goes in front of the first user message,
+ * separated by a blank line. (Mistral v3 templates accept one and put it in
+ * front of the last message, if that is the user's.)
  *
  * The rendered text contains special tokens as text (bos/eos included where
  * the template writes them), so it is encoded with parse_special = 1; BOS
@@ -54,6 +55,9 @@ typedef struct ChatTemplate {
 	int emits_bos;       /* the template writes bos_token itself */
 	int llama3_dated;    /* Llama 3.1+: system header with knowledge date */
 	int mistral_eos_space; /* Mistral v0.1: eos_token + ' ' after replies */
+	int mistral_v3;      /* 1 v3 "[INST] x[/INST]", 2 v3-tekken "[INST]x[/INST]";
+			      * both put the system text in the last message */
+	int llama3_today;    /* dated template takes today's date (strftime_now) */
 	int phi3_system;     /* 0 drop system, 1 keep, 2 keep when non-empty */
 	int phi3_asst_after_user; /* Phi-3-mini: "<|assistant|>\n" after each user turn */
 	int phi3_final_eos;  /* without a generation prompt, end with eos */
@@ -88,7 +92,9 @@ int chat_template_for_model(const Model *m, const char *name, ChatTemplate *out,
 const char *chat_family_name(chat_family f); /* "chatml", ... */
 
 /* Render n messages; add_generation_prompt appends the assistant header.
- * date: "26 Jul 2024"-style date for Llama 3.1+ templates (NULL = today).
+ * date: "26 Jul 2024"-style date for Llama 3.1+ templates; NULL = what
+ * the template does in transformers: today for templates that call
+ * strftime_now (3.2, 3.3), "26 Jul 2024" for those that do not (3.1).
  * Returns a malloc'd NUL-terminated string (length in *len if non-NULL), or
  * NULL with a message (unknown role, roles not alternating where the
  * template requires it, out of memory). */

@@ -276,14 +276,20 @@ typedef struct {
 	dtype type;           /* weight type */
 	kdot_fn dot;          /* kernel */
 	kdot4_fn dot4;        /* 4-row kernel or NULL */
+	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
+	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
 	const float *bias;    /* [rows] or NULL */
 } MatJob;
 
 static void prep_task(void *arg, int i, int thread)
 {
 	MatJob *j = arg;
-	kernel_prepare_act(j->type, j->x + (size_t)i * (size_t)j->cols,
-			   (void *)(j->xa + (size_t)i * j->xab), j->cols);
+	const float *x = j->x + (size_t)i * (size_t)j->cols;
+	void *o = (void *)(j->xa + (size_t)i * j->xab);
+	if (j->quant)
+		j->quant(x, o, j->cols);
+	else
+		kernel_prepare_act(j->type, x, o, j->cols);
 }
 
 static void mat_task(void *arg, int t, int thread)
@@ -299,6 +305,21 @@ static void mat_task(void *arg, int t, int thread)
 		for (int64_t r = r0; r < r1; r++) {
 			const uint8_t *w = j->w + (size_t)r * j->wrb;
 			float *o = j->out + (size_t)i0 * ld + (size_t)r;
+			if (i1 - i0 == 4 && j->dot2x4 && r + 1 < r1) {
+				float v[8];
+				j->dot2x4(j->cols, w, j->wrb, xa, j->xab, v);
+				for (int i = 0; i < 4; i++) {
+					o[i * ld] = v[i];
+					o[i * ld + 1] = v[4 + i];
+				}
+				if (j->bias)
+					for (int i = 0; i < 4; i++) {
+						o[i * ld] += j->bias[r];
+						o[i * ld + 1] += j->bias[r + 1];
+					}
+				r++;
+				continue;
+			}
 			if (i1 - i0 == 4 && j->dot4) {
 				float v[4];
 				j->dot4(j->cols, w, xa, j->xab, v);
@@ -335,7 +356,9 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
 		.rows = w->rows, .n = n, .type = w->type,
 		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
+		.dot2x4 = c->k->dot2x4[w->type],
 		.bias = bf,
+		.quant = kernel_act(w->type) == KACT_Q8 ? c->k->quant_q8 : c->k->quant_q8k,
 	};
 	if (kernel_act(w->type) == KACT_F32) {
 		/* float weights take the activations as they are */

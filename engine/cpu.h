@@ -4,9 +4,11 @@
  *
  * Matmul never expands quantised weights: the activation rows are
  * quantised once per call (kernels.h) and every weight row is dotted in its
- * stored block form. Work is split over blocks of output rows; within a
- * block, each weight row is dotted with a tile of activation rows while it
- * sits in L1, so a prefill of n rows reads the weights from memory once.
+ * stored block form. Work is split over blocks of up to 64 output rows (the
+ * block stays in L2 while all n activation rows pass over it, so a prefill
+ * reads the weights from memory once); inside a block, register tiles of
+ * 1 weight row x 4 activation rows (2 x 4 for float weights) unpack each
+ * weight block once per 4 rows.
  * Scratch (quantised activations, converted norm weights) lives in the
  * backend and only grows, so the decode loop allocates nothing.
  */

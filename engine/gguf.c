@@ -1,7 +1,7 @@
 /*
  * gguf.c - GGUF v2/v3 reader. See gguf.h for the format and what is
  * validated. The file is mapped read-only; the parsed index (keys, string
- * array offsets, tensor infos, hash tables) lives in malloc'd arrays whose
+ * array offsets, tensor infos, sorted name indexes) lives in malloc'd arrays whose
  * sizes are bounded by the file size.
  */
 #include "gguf.h"
@@ -36,6 +36,14 @@ typedef struct gguf_tinfo {
 	int64_t rows;       /* ne[1]*ne[2]*ne[3] */
 } gguf_tinfo;
 
+/* A name and its index, sorted for binary search: O(n log n) with no
+ * worst case an attacker can force (unlike an unkeyed hash table). */
+typedef struct name_ref {
+	const char *s; /* bytes (not NUL-terminated) */
+	uint64_t len;  /* length */
+	int64_t i;     /* kv or tensor index */
+} name_ref;
+
 struct gguf_file {
 	const uint8_t *map; /* whole file, PROT_READ */
 	size_t size;        /* its length */
@@ -47,10 +55,8 @@ struct gguf_file {
 	int64_t n_t;        /* tensors */
 	gguf_tinfo *t;      /* n_t */
 	char *names;        /* NUL-terminated tensor names, back to back */
-	int64_t *kv_hash;   /* open addressing: kv index or -1 */
-	int64_t *t_hash;    /* likewise for tensors */
-	uint64_t kv_hcap;   /* slots in kv_hash (power of two) */
-	uint64_t t_hcap;    /* slots in t_hash */
+	name_ref *kv_sorted; /* n_kv keys in byte order, for lookup */
+	name_ref *t_sorted;  /* n_t tensor names likewise */
 };
 
 /* ---- errors and the cursor ---- */
@@ -226,62 +232,47 @@ static int skip_value(cursor *c, uint32_t t, int depth)
 	return 1;
 }
 
-/* ---- hashing (FNV-1a) for unique keys / names ---- */
+/* ---- sorted name indexes for unique keys / names ---- */
 
-static uint64_t hash_bytes(const char *s, size_t n)
+static int cmp_name(const char *a, uint64_t al, const char *b, uint64_t bl)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ull;
+	int c = memcmp(a, b, al < bl ? al : bl);
+	if (c)
+		return c;
+	return al < bl ? -1 : al > bl;
+}
+
+static int cmp_ref(const void *x, const void *y)
+{
+	const name_ref *a = x, *b = y;
+	return cmp_name(a->s, a->len, b->s, b->len);
+}
+
+/* Sort refs; returns the index of a duplicated name or -1. */
+static int64_t sort_refs(name_ref *r, int64_t n)
+{
+	qsort(r, (size_t)n, sizeof *r, cmp_ref);
+	for (int64_t i = 1; i < n; i++)
+		if (!cmp_ref(&r[i - 1], &r[i]))
+			return r[i].i;
+	return -1;
+}
+
+static int64_t find_ref(const name_ref *r, int64_t n, const char *s,
+			size_t len)
+{
+	int64_t lo = 0, hi = n;
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+		int c = cmp_name(r[mid].s, r[mid].len, s, len);
+		if (c == 0)
+			return r[mid].i;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return h;
-}
-
-static int64_t *hash_new(int64_t n, uint64_t *cap)
-{
-	uint64_t c = 16;
-	while (c < (uint64_t)n * 2)
-		c <<= 1;
-	int64_t *h = malloc(c * sizeof *h);
-	if (!h)
-		return NULL;
-	for (uint64_t i = 0; i < c; i++)
-		h[i] = -1;
-	*cap = c;
-	return h;
-}
-
-static gguf_str kv_key(const gguf_file *g, int64_t i)
-{
-	return g->kv[i].key;
-}
-
-static gguf_str t_key(const gguf_file *g, int64_t i)
-{
-	gguf_str s = {g->t[i].name, strlen(g->t[i].name)};
-	return s;
-}
-
-/* Find name in a table; returns the index or -1. When insert >= 0 and the
- * name is absent, stores insert there. */
-static int64_t hash_find(const gguf_file *g, int64_t *tab, uint64_t cap,
-			 gguf_str (*key)(const gguf_file *, int64_t),
-			 const char *s, size_t n, int64_t insert)
-{
-	uint64_t h = hash_bytes(s, n) & (cap - 1);
-	for (;;) {
-		int64_t i = tab[h];
-		if (i < 0) {
-			if (insert >= 0)
-				tab[h] = insert;
-			return -1;
-		}
-		gguf_str k = key(g, i);
-		if (k.len == n && memcmp(k.s, s, n) == 0)
-			return i;
-		h = (h + 1) & (cap - 1);
-	}
+	return -1;
 }
 
 /* ---- ggml types ---- */
@@ -332,8 +323,8 @@ void gguf_close(gguf_file *g)
 	free(g->kv);
 	free(g->t);
 	free(g->names);
-	free(g->kv_hash);
-	free(g->t_hash);
+	free(g->kv_sorted);
+	free(g->t_sorted);
 	if (g->map)
 		munmap((void *)g->map, g->size);
 	free(g);
@@ -357,12 +348,7 @@ static int read_kvs(gguf_file *g, cursor *c)
 			       (long long)i);
 			return 0;
 		}
-		if (hash_find(g, g->kv_hash, g->kv_hcap, kv_key, kv->key.s,
-			      kv->key.len, i) >= 0) {
-			seterr(c->err, c->errlen, "gguf: %s: duplicate key",
-			       what);
-			return 0;
-		}
+		g->kv_sorted[i] = (name_ref){kv->key.s, kv->key.len, i};
 		if (!rd_u32(c, &t))
 			return 0;
 		if (!valid_type(t)) {
@@ -518,13 +504,7 @@ static int read_tinfos(gguf_file *g, cursor *c)
 		p[nm[i].len] = 0;
 		g->t[i].name = p;
 		p += nm[i].len + 1;
-		if (hash_find(g, g->t_hash, g->t_hcap, t_key, g->t[i].name,
-			      nm[i].len, i) >= 0) {
-			seterr(c->err, c->errlen,
-			       "gguf: duplicate tensor name \"%s\"",
-			       g->t[i].name);
-			goto fail;
-		}
+		g->t_sorted[i] = (name_ref){g->t[i].name, nm[i].len, i};
 	}
 	free(nm);
 	return 1;
@@ -672,14 +652,27 @@ gguf_file *gguf_open(const char *path, char *err, size_t errlen)
 	g->n_t = (int64_t)nt;
 	g->kv = calloc(nkv ? nkv : 1, sizeof *g->kv);
 	g->t = calloc(nt ? nt : 1, sizeof *g->t);
-	g->kv_hash = hash_new(g->n_kv, &g->kv_hcap);
-	g->t_hash = hash_new(g->n_t, &g->t_hcap);
-	if (!g->kv || !g->t || !g->kv_hash || !g->t_hash) {
+	g->kv_sorted = malloc((nkv ? nkv : 1) * sizeof *g->kv_sorted);
+	g->t_sorted = malloc((nt ? nt : 1) * sizeof *g->t_sorted);
+	if (!g->kv || !g->t || !g->kv_sorted || !g->t_sorted) {
 		seterr(err, errlen, "gguf: out of memory");
 		goto fail;
 	}
 	if (!read_kvs(g, &c) || !read_tinfos(g, &c))
 		goto fail;
+	int64_t dup = sort_refs(g->kv_sorted, g->n_kv);
+	if (dup >= 0) {
+		gguf_str k = g->kv[dup].key;
+		seterr(err, errlen, "gguf: duplicate key \"%.*s\"",
+		       (int)(k.len > 60 ? 60 : k.len), k.s);
+		goto fail;
+	}
+	dup = sort_refs(g->t_sorted, g->n_t);
+	if (dup >= 0) {
+		seterr(err, errlen, "gguf: duplicate tensor name \"%s\"",
+		       g->t[dup].name);
+		goto fail;
+	}
 
 	g->alignment = GGUF_DEFAULT_ALIGNMENT;
 	int64_t ai = gguf_find(g, "general.alignment");
@@ -734,8 +727,7 @@ uint64_t gguf_file_size(const gguf_file *g)
 
 int64_t gguf_find(const gguf_file *g, const char *key)
 {
-	return hash_find(g, g->kv_hash, g->kv_hcap, kv_key, key, strlen(key),
-			 -1);
+	return find_ref(g->kv_sorted, g->n_kv, key, strlen(key));
 }
 
 gguf_type gguf_kv_type(const gguf_file *g, int64_t i)
@@ -967,8 +959,7 @@ int64_t gguf_tensor_count(const gguf_file *g)
 
 int64_t gguf_tensor_find(const gguf_file *g, const char *name)
 {
-	return hash_find(g, g->t_hash, g->t_hcap, t_key, name, strlen(name),
-			 -1);
+	return find_ref(g->t_sorted, g->n_t, name, strlen(name));
 }
 
 int gguf_tensor_at(const gguf_file *g, int64_t i, Tensor *t)

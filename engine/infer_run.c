@@ -89,6 +89,53 @@ static int parse_u64(const char *s, uint64_t *out)
 
 /* ---- generate ---------------------------------------------------------- */
 
+#define MAX_PROMPT_FILE (64u << 20) /* largest prompt file read */
+
+/* Read a whole file ("-" = stdin) into a malloc'd buffer. */
+static int read_all(const char *path, char **out, size_t *len)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f) {
+		fprintf(stderr, "infer-run: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	size_t cap = 0, n = 0;
+	char *buf = NULL;
+	const char *why = NULL;
+	for (;;) {
+		if (n == cap) {
+			if (cap >= MAX_PROMPT_FILE) {
+				why = "file too large";
+				break;
+			}
+			char *nb = realloc(buf, cap ? cap * 2 : 4096);
+			if (!nb) {
+				why = "out of memory";
+				break;
+			}
+			buf = nb;
+			cap = cap ? cap * 2 : 4096;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0) {
+			if (ferror(f))
+				why = "read error";
+			break;
+		}
+	}
+	if (f != stdin)
+		fclose(f);
+	if (why) {
+		fprintf(stderr, "infer-run: %s: %s\n", path, why);
+		free(buf);
+		return -1;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
 typedef struct {
 	int ids;      /* --ids: print ids instead of text */
 	int n_out;    /* ids printed so far */
@@ -112,6 +159,7 @@ static const char generate_usage[] =
 	"Generate a continuation of TEXT; the text streams to stdout, the\n"
 	"statistics go to stderr. MODEL is a GGUF file or an HF directory.\n"
 	"  -p, --prompt TEXT      prompt (special tokens in it are parsed)\n"
+	"  -f, --file FILE        read the prompt from FILE (- = stdin)\n"
 	"  -n, --max-tokens N     new tokens at most (default 128; 0 = to ctx)\n"
 	"  --temp T               temperature, 0 = greedy (default 0.8)\n"
 	"  --top-k K              top-k, 0 = off (default 40)\n"
@@ -204,7 +252,7 @@ static int cmd_generate(int argc, char **argv)
 	GenParams gp;
 	gen_params_default(&gp);
 	gp.max_tokens = 128;
-	const char *model = NULL, *prompt = NULL;
+	const char *model = NULL, *prompt = NULL, *pfile = NULL;
 	int no_bos = 0, seeded = 0;
 	GenOut out = {0};
 
@@ -239,6 +287,8 @@ static int cmd_generate(int argc, char **argv)
 		SamplerParams *sp = &gp.sampling;
 		if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
 			prompt = val;
+		} else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+			pfile = val;
 		} else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
 			if (parse_int(val, 0, INT_MAX, &n))
 				return usage_error(cmd, "bad -n '%s'", val);
@@ -296,8 +346,16 @@ static int cmd_generate(int argc, char **argv)
 	}
 	if (!model)
 		return usage_error(cmd, "missing MODEL%s", "");
-	if (!prompt)
-		return usage_error(cmd, "missing -p TEXT%s", "");
+	if (!prompt == !pfile)
+		return usage_error(cmd, "give one of -p TEXT and -f FILE%s", "");
+	char *ptext = NULL;
+	size_t plen = 0;
+	if (pfile) {
+		if (read_all(pfile, &ptext, &plen) != 0)
+			return EXIT_RUNTIME;
+	} else {
+		plen = strlen(prompt);
+	}
 	if (!seeded) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -310,13 +368,15 @@ static int cmd_generate(int argc, char **argv)
 	Engine *e;
 	if (engine_open(model, &ro.eo, &e, err, sizeof err) != 0) {
 		fprintf(stderr, "infer-run: %s\n", err);
+		free(ptext);
 		return EXIT_RUNTIME;
 	}
 	const Tokenizer *tok = engine_tokenizer(e);
 	int32_t *ids = NULL;
-	int n = tokenizer_encode(tok, prompt, strlen(prompt),
+	int n = tokenizer_encode(tok, ptext ? ptext : prompt, plen,
 				 !no_bos && tokenizer_adds_bos(tok), 1, &ids,
 				 err, sizeof err);
+	free(ptext);
 	if (n < 0) {
 		fprintf(stderr, "infer-run: %s\n", err);
 		engine_close(e);

@@ -58,11 +58,21 @@ typedef float (*kdot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*kdot4_fn)(int64_t n, const void *w, const void *x,
 			 size_t xstride, float *out);
 
+/* 2 weight rows (the second at w + wstride bytes) by 4 activation rows:
+ * out[k*4 + r] = dot(weight row k, activation row r). */
+typedef void (*kdot2x4_fn)(int64_t n, const void *w, size_t wstride,
+			   const void *x, size_t xstride, float *out);
+
 /* A set of kernels for one instruction-set level. */
 typedef struct KernelSet {
 	const char *name;     /* "scalar", "avx2", "avx512" */
 	kdot_fn dot[DT_COUNT]; /* per weight type */
 	kdot4_fn dot4[DT_COUNT]; /* per weight type; NULL: call dot 4 times */
+	kdot2x4_fn dot2x4[DT_COUNT]; /* float types; NULL: use dot4 */
+	/* Fast versions of kernel_prepare_act() for KACT_Q8 / KACT_Q8K rows,
+	 * bit-identical to it; NULL: use kernel_prepare_act(). */
+	void (*quant_q8)(const float *x, void *out, int64_t n);
+	void (*quant_q8k)(const float *x, void *out, int64_t n);
 	/* sum a[i]*b[i] (attention scores). */
 	float (*dot_f32)(int n, const float *a, const float *b);
 	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */

@@ -985,8 +985,26 @@ int model_load_ex(const char *path, const ModelLoadOptions *opt, Model *m,
 		seterr(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* A file of an HF directory (config.json, a .safetensors file or
+	 * the index) stands for its directory. */
+	int hf = S_ISDIR(st.st_mode);
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	size_t bl = strlen(base);
+	if (!hf && (!strcmp(base, "config.json") ||
+		    (bl > 12 && !strcmp(base + bl - 12, ".safetensors")) ||
+		    (bl > 11 && !strcmp(base + bl - 11, ".index.json")))) {
+		hf = 1;
+		m->path = base == path ? strdup(".") : strndup(path,
+						       (size_t)(base - path - 1));
+		if (m->path && !m->path[0]) { /* "/config.json" */
+			free(m->path);
+			m->path = strdup("/");
+		}
+	} else {
+		m->path = strdup(path);
+	}
 	LoadPriv *p = calloc(1, sizeof *p);
-	m->path = strdup(path);
 	if (!p || !m->path) {
 		free(p);
 		free(m->path);
@@ -997,7 +1015,7 @@ int model_load_ex(const char *path, const ModelLoadOptions *opt, Model *m,
 	m->priv = p;
 	Loader L = {m, p, err, errlen};
 	int rc;
-	if (S_ISDIR(st.st_mode)) {
+	if (hf) {
 		m->format = MODEL_FMT_HF;
 		rc = load_hf(&L, opt);
 	} else {

@@ -38,10 +38,6 @@ void rope_inv_freq(const Config *cfg, float *out)
 				f = (1.0 - smooth) * f / factor + smooth * f;
 			}
 		}
-		/* GGUF Llama 3.x: llama.cpp's rope_freqs divisors carry the
-		 * scaling instead (the loader refuses both at once). */
-		if (cfg->rope_freqs)
-			f /= cfg->rope_freqs[i];
 		out[i] = (float)f;
 	}
 }
@@ -187,6 +183,28 @@ int state_init(State *s, Model *m, Backend *be, int ctx, int max_batch,
 		return -1;
 	}
 	rope_inv_freq(c, freq);
+	if (m->w.rope_freqs.data) {
+		/* GGUF Llama 3.x: per-frequency divisors (llama.cpp's
+		 * rope_freqs) stand in for the llama3 scaling in config. */
+		Config plain = *c;
+		plain.rope_scaling = ROPE_SCALE_NONE;
+		rope_inv_freq(&plain, freq);
+		float *div = s->logits; /* vocab >= head_dim/2 floats, free now */
+		if (m->w.rope_freqs.rows * m->w.rope_freqs.cols != c->head_dim / 2 ||
+		    c->vocab_size < c->head_dim / 2) {
+			free(freq);
+			snprintf(err, errlen, "rope_freqs has %lld values, "
+				 "want %d", (long long)(m->w.rope_freqs.rows *
+							m->w.rope_freqs.cols),
+				 c->head_dim / 2);
+			state_free(s, m);
+			return -1;
+		}
+		dequantize_row(m->w.rope_freqs.type, m->w.rope_freqs.data, div,
+			       c->head_dim / 2);
+		for (int i = 0; i < c->head_dim / 2; i++)
+			freq[i] /= div[i];
+	}
 	op->to_dev(be, s->inv_freq, freq, sizeof(float) * (c->head_dim / 2));
 	int fatal = 0;
 	int rc = op->sync(be, &fatal, err, errlen);

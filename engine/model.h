@@ -76,11 +76,10 @@ typedef struct Weights {
 	LayerWeights *layers; /* n_layers */
 	Tensor out_norm;      /* [dim] */
 	Tensor output;        /* [vocab][dim]; a copy of tok_embd when tied */
-	Tensor rope_freqs;    /* [head_dim/2] F32 divisors (>= 1) of the RoPE
-			       * inverse frequencies: GGUF Llama 3.x files
-			       * carry their llama3 scaling this way instead
-			       * of metadata (rope_scaling is then NONE);
-			       * data NULL when absent */
+	Tensor rope_freqs;    /* [head_dim/2] F32 divisors of the RoPE
+			       * frequencies (GGUF Llama 3.x files carry
+			       * their llama3 scaling this way); data NULL
+			       * when absent */
 } Weights;
 
 /* Everything a loaded model file brings: owned by the Model. */
@@ -98,7 +97,8 @@ typedef struct Model {
 } Model;
 
 /* Load a model: a directory is read as a Hugging Face model (config.json,
- * model.safetensors or model.safetensors.index.json, tokenizer.json), a
+ * model.safetensors or model.safetensors.index.json, tokenizer.json; a
+ * path to its config.json or a .safetensors file means the directory), a
  * file as GGUF. Weights are mmapped read-only; nothing is copied. Returns 0,
  * or -1 with a one-line message in err. On success the caller owns *m and
  * releases it with model_free(). */

@@ -34,13 +34,19 @@ typedef struct st_entry {
 	uint64_t begin, end; /* byte range inside the shard's data section */
 } st_entry;
 
+/* A name and its entry, sorted for binary search: O(n log n) with no
+ * worst case an attacker can force (unlike an unkeyed hash table). */
+typedef struct st_ref {
+	const char *name; /* entry's name */
+	int64_t i;        /* entry index */
+} st_ref;
+
 struct st_file {
 	st_shard *shards; /* n_shards */
 	int n_shards;
 	st_entry *t;      /* n_t entries (capacity cap_t) */
 	int64_t n_t, cap_t;
-	int64_t *hash;    /* open addressing over names: index or -1 */
-	uint64_t hcap;    /* slots (power of two) */
+	struct st_ref *sorted; /* n_t names in strcmp order, for lookup */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -56,33 +62,25 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	(void)n;
 }
 
-static uint64_t hash_str(const char *s)
+static int cmp_ref(const void *a, const void *b)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ull;
-	}
-	return h;
+	return strcmp(((const st_ref *)a)->name, ((const st_ref *)b)->name);
 }
 
-/* Look name up; with insert >= 0 store it when absent. */
-static int64_t hfind(const st_file *f, const char *name, int64_t insert)
+static int64_t find_ref(const st_file *f, const char *name)
 {
-	if (!f->hash)
-		return -1;
-	uint64_t h = hash_str(name) & (f->hcap - 1);
-	for (;;) {
-		int64_t i = f->hash[h];
-		if (i < 0) {
-			if (insert >= 0)
-				f->hash[h] = insert;
-			return -1;
-		}
-		if (strcmp(f->t[i].name, name) == 0)
-			return i;
-		h = (h + 1) & (f->hcap - 1);
+	int64_t lo = 0, hi = f->sorted ? f->n_t : 0;
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(f->sorted[mid].name, name);
+		if (c == 0)
+			return f->sorted[mid].i;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
+	return -1;
 }
 
 void st_close(st_file *f)
@@ -98,7 +96,7 @@ void st_close(st_file *f)
 	}
 	free(f->shards);
 	free(f->t);
-	free(f->hash);
+	free(f->sorted);
 	free(f);
 }
 
@@ -321,23 +319,20 @@ static int load_shard(st_file *f, const char *path, char *err, size_t errlen)
 	return 1;
 }
 
-static int build_hash(st_file *f, char *err, size_t errlen)
+static int build_index(st_file *f, char *err, size_t errlen)
 {
-	uint64_t cap = 16;
-	while (cap < (uint64_t)f->n_t * 2)
-		cap <<= 1;
-	f->hash = malloc(cap * sizeof *f->hash);
-	if (!f->hash) {
+	f->sorted = malloc((size_t)(f->n_t ? f->n_t : 1) * sizeof *f->sorted);
+	if (!f->sorted) {
 		seterr(err, errlen, "out of memory");
 		return 0;
 	}
-	f->hcap = cap;
-	for (uint64_t i = 0; i < cap; i++)
-		f->hash[i] = -1;
-	for (int64_t i = 0; i < f->n_t; i++) {
-		if (hfind(f, f->t[i].name, i) >= 0) {
+	for (int64_t i = 0; i < f->n_t; i++)
+		f->sorted[i] = (st_ref){f->t[i].name, i};
+	qsort(f->sorted, (size_t)f->n_t, sizeof *f->sorted, cmp_ref);
+	for (int64_t i = 1; i < f->n_t; i++) {
+		if (!strcmp(f->sorted[i - 1].name, f->sorted[i].name)) {
 			seterr(err, errlen, "duplicate tensor name %s",
-			       f->t[i].name);
+			       f->sorted[i].name);
 			return 0;
 		}
 	}
@@ -426,11 +421,11 @@ static int load_index(st_file *f, const char *path, char *err, size_t errlen)
 		free(full);
 		full = NULL;
 	}
-	if (!build_hash(f, err, errlen))
+	if (!build_index(f, err, errlen))
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = wm->u.obj.keys[i]->u.str.s;
-		int64_t t = hfind(f, name, -1);
+		int64_t t = find_ref(f, name);
 		if (t < 0 || strcmp(f->shards[f->t[t].shard].path + dl,
 				    wm->u.obj.vals[i]->u.str.s)) {
 			seterr(err, errlen,
@@ -466,7 +461,7 @@ st_file *st_open(const char *path, char *err, size_t errlen)
 			goto fail;
 		}
 		if (!load_shard(f, path, err, errlen) ||
-		    !build_hash(f, err, errlen))
+		    !build_index(f, err, errlen))
 			goto fail;
 	}
 	return f;
@@ -482,7 +477,7 @@ int64_t st_tensor_count(const st_file *f)
 
 int64_t st_find(const st_file *f, const char *name)
 {
-	return hfind(f, name, -1);
+	return find_ref(f, name);
 }
 
 int st_tensor_at(const st_file *f, int64_t i, Tensor *t)

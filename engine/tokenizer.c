@@ -89,6 +89,7 @@ void tokenizer_free(Tokenizer *t)
 	free(t->vhash);
 	free(t->merges);
 	free(t->special);
+	free(t->astrip);
 	free(t);
 }
 
@@ -230,7 +231,7 @@ int tok_add_merge(Tokenizer *t, int32_t a, int32_t b, int32_t rank,
 	}
 	size_t na, nb;
 	const char *sa = id_text(t, a, &na), *sb = id_text(t, b, &nb);
-	char buf[512];
+	char buf[2 * TOK_MAX_PIECE];
 	if (na + nb > sizeof buf) {
 		seterr(err, errlen, "tokenizer: merge %d too long", rank);
 		return -1;
@@ -340,6 +341,12 @@ static const char *const eog_names[] = {
 	"<|eot|>",      "<｜end▁of▁sentence｜>",
 };
 
+static int matchable(const Tokenizer *t, size_t i)
+{
+	return (t->type[i] == TT_CONTROL || t->type[i] == TT_USER ||
+		t->type[i] == TT_UNKNOWN) && t->text_n[i] > 0;
+}
+
 int tok_finish(Tokenizer *t, char *err, size_t errlen)
 {
 	size_t nv = (size_t)t->n_vocab;
@@ -391,11 +398,12 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	}
 	t->piece_off[nv] = (uint32_t)off;
 
-	/* texts matched before the model runs: control + user-defined */
+	/* texts matched before the model runs: control, user-defined and
+	 * (GGUF) unknown tokens, as llama.cpp; HF added tokens are control
+	 * or user-defined */
 	int ns = 0;
 	for (size_t i = 0; i < nv; i++)
-		if ((t->type[i] == TT_CONTROL || t->type[i] == TT_USER) &&
-		    t->text_n[i] > 0)
+		if (matchable(t, i))
 			ns++;
 	t->special = malloc((size_t)(ns ? ns : 1) * sizeof *t->special);
 	if (!t->special) {
@@ -404,8 +412,7 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	}
 	t->nspecial = 0;
 	for (size_t i = 0; i < nv; i++)
-		if ((t->type[i] == TT_CONTROL || t->type[i] == TT_USER) &&
-		    t->text_n[i] > 0)
+		if (matchable(t, i))
 			t->special[t->nspecial++] = (int32_t)i;
 	qsort_r(t->special, (size_t)t->nspecial, sizeof *t->special,
 		cmp_special, t);
@@ -1096,6 +1103,19 @@ static int encode_bpe(const Tokenizer *t, EncWork *e, const char *s,
 static int encode_segment(const Tokenizer *t, EncWork *e, const char *s,
 			  size_t n, int at_start, IdVec *out)
 {
+	if (t->nfc && n) {
+		char *norm = NULL;
+		size_t nn;
+		if (unicode_nfc(s, n, &norm, &nn))
+			return -1;
+		if (norm) {
+			Tokenizer tmp = *t;
+			tmp.nfc = 0;
+			int rc = encode_segment(&tmp, e, norm, nn, at_start, out);
+			free(norm);
+			return rc;
+		}
+	}
 	if (t->kind == TOK_SPM)
 		return encode_spm(t, e, s, n, at_start, out);
 	return encode_bpe(t, e, s, n, out);
@@ -1130,6 +1150,12 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len,
 		seterr(err, errlen, "tokenizer: NULL text");
 		return -1;
 	}
+	if (len > (size_t)INT32_MAX / 4) {
+		/* offsets are 32-bit and SPM text grows up to 3x */
+		seterr(err, errlen, "tokenizer: text of %zu bytes too long",
+		       len);
+		return -1;
+	}
 	if (add_bos && t->add_bos && t->bos >= 0 && iv_push(&out, t->bos))
 		goto oom;
 	/* first bytes of added tokens, to skip most positions fast */
@@ -1143,11 +1169,33 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len,
 		int32_t id = match_special(t, text + i, len - i, parse_special);
 		if (id < 0)
 			continue;
-		if (encode_segment(t, &e, text + seg, i - seg, seg == 0, &out) ||
+		size_t end = i; /* end of the text before the token */
+		if (t->astrip && (t->astrip[id] & 1))
+			while (end > seg) {
+				size_t k = end - 1;
+				while (k > seg && ((unsigned char)text[k] & 0xC0) == 0x80)
+					k--;
+				uint32_t c;
+				utf8_next((const unsigned char *)text + k, end - k, &c);
+				if (!unicode_is_space(c))
+					break;
+				end = k;
+			}
+		if (encode_segment(t, &e, text + seg, end - seg, seg == 0, &out) ||
 		    iv_push(&out, id))
 			goto oom;
-		i += t->text_n[id] - 1;
-		seg = i + 1;
+		i += t->text_n[id];
+		if (t->astrip && (t->astrip[id] & 2))
+			while (i < len) {
+				uint32_t c;
+				size_t l = utf8_next((const unsigned char *)text + i,
+						     len - i, &c);
+				if (!unicode_is_space(c))
+					break;
+				i += l;
+			}
+		seg = i;
+		i--; /* the loop's i++ */
 	}
 	if (encode_segment(t, &e, text + seg, len - seg, seg == 0, &out))
 		goto oom;
@@ -1584,6 +1632,15 @@ static int hf_build(Tokenizer **out, const char *dir, const json_value *root,
 			goto fail;
 		t->type[id] = json_bool(json_get(a, "special"), 0) ? TT_CONTROL
 								   : TT_USER;
+		int strip = json_bool(json_get(a, "lstrip"), 0) |
+			    json_bool(json_get(a, "rstrip"), 0) << 1;
+		if (strip && !t->astrip &&
+		    !(t->astrip = calloc((size_t)t->n_vocab, 1))) {
+			seterr(err, errlen, "tokenizer: out of memory");
+			goto fail;
+		}
+		if (t->astrip)
+			t->astrip[id] = (uint8_t)strip;
 	}
 
 	/* flavour: SPM (U+2581 normalizer or Metaspace) or byte-level */
@@ -1609,7 +1666,7 @@ static int hf_build(Tokenizer **out, const char *dir, const json_value *root,
 				 "\xe2\x96\x81")) {
 			spm_norm = 1;
 		} else if (!strcmp(ty, "NFC")) {
-			/* accepted as a no-op: input is taken as NFC */
+			t->nfc = 1;
 		} else {
 			seterr(err, errlen, "tokenizer.json: unsupported "
 			       "normalizer %.40s", ty);
@@ -1673,8 +1730,6 @@ static int hf_build(Tokenizer **out, const char *dir, const json_value *root,
 	const char *unk = json_str(json_get(model, "unk_token"), NULL);
 	if (unk)
 		t->unk = tokenizer_find(t, unk);
-	if (t->unk >= 0 && t->type[t->unk] == TT_NORMAL)
-		t->type[t->unk] = TT_UNKNOWN;
 
 	if (tok_reserve_merges(t, merges->u.arr.n, err, errlen))
 		goto fail;

@@ -114,7 +114,11 @@ struct Tokenizer {
 	int strip_space;        /* decode drops one leading space (SPM) */
 	int ignore_merges;      /* BPE: a whole pre-token in vocab is kept */
 	int bpe_prefix_space;   /* BPE ByteLevel add_prefix_space */
+	int nfc;                /* NFC-normalize each text segment first */
 
+	uint8_t *astrip;        /* [n_vocab] or NULL: added token eats the
+				   whitespace on its left (bit 0, HF lstrip)
+				   / right (bit 1, rstrip) */
 	int32_t *special;       /* ids matched in text, longest text first */
 	int nspecial;           /* count */
 

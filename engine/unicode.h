@@ -36,10 +36,35 @@ typedef struct {
 	uint32_t hi; /* last */
 } UnicodeRange;
 
+/* Code points lo..hi share canonical combining class ccc (nonzero). */
+typedef struct {
+	uint32_t lo, hi; /* inclusive range */
+	uint8_t ccc;     /* canonical combining class */
+} UnicodeCccRange;
+
+/* Canonical decomposition cp -> a (+ b when b != 0). */
+typedef struct {
+	uint32_t cp;   /* decomposable code point */
+	uint32_t a, b; /* its decomposition; b = 0 for a singleton */
+} UnicodeDecomp;
+
+/* Primary composite: NFC composes a + b into c. */
+typedef struct {
+	uint32_t a, b; /* starter and following code point */
+	uint32_t c;    /* composite */
+} UnicodeComp;
+
 extern const UnicodeCatRange unicode_cat_ranges[];
 extern const size_t unicode_cat_nranges;
+extern const uint8_t unicode_ascii_cat[128]; /* UnicodeCat of 0..127 */
 extern const UnicodeRange unicode_ws_ranges[];
 extern const size_t unicode_ws_ranges_n;
+extern const UnicodeCccRange unicode_ccc_ranges[];
+extern const size_t unicode_ccc_ranges_n;
+extern const UnicodeDecomp unicode_decomp[];
+extern const size_t unicode_decomp_n;
+extern const UnicodeComp unicode_comp[];
+extern const size_t unicode_comp_n;
 extern const UnicodeRange unicode_dsl_letter_ranges[];
 extern const size_t unicode_dsl_letter_ranges_n;
 
@@ -58,6 +83,14 @@ static inline int unicode_is_letter(uint32_t cp) { return unicode_cat(cp) == UCA
 static inline int unicode_is_number(uint32_t cp) { return unicode_cat(cp) == UCAT_N; }
 static inline int unicode_is_punct(uint32_t cp) { return unicode_cat(cp) == UCAT_P; }
 int unicode_in_ranges(uint32_t cp, const UnicodeRange *r, size_t n);
+
+/* Canonical combining class of cp (0 for starters). */
+int unicode_ccc(uint32_t cp);
+/* NFC (Unicode normalization form C) of UTF-8 s[0..n): a malloc'd copy in
+ * *out (length *outn, NUL-terminated), or NULL with *out untouched when s is
+ * already NFC by a quick check; -1 on allocation failure. Invalid bytes
+ * pass through unchanged and act as starters. */
+int unicode_nfc(const char *s, size_t n, char **out, size_t *outn);
 
 /* GPT-2 byte-level map: byte -> printable code point, and back (-1 when cp
  * is not the image of a byte). */

@@ -49,6 +49,7 @@ struct infer_client {
 	Req *reqs;              /* requests in flight */
 	int npending;           /* length of reqs */
 	int proto;              /* daemon's protocol version */
+	int closed;             /* the daemon hung up */
 	infer_queued_fn on_queued; /* optional queue-position callback */
 	char err[512];          /* last failure message */
 };
@@ -305,6 +306,9 @@ static int handle_frame(infer_client *c, const uint8_t *buf, size_t len)
 	} else if (obj_is(type, "queued")) {
 		if (c->on_queued)
 			c->on_queued(r->ud, (int)obj_num(proto_field(&root, "position")));
+	} else if (obj_is(type, "loading")) {
+		if (c->on_queued)
+			c->on_queued(r->ud, -1);
 	} else if (obj_is(type, "done") || obj_is(type, "ok") ||
 		   obj_is(type, "error")) {
 		ended = 1;
@@ -347,6 +351,8 @@ static int handle_frame(infer_client *c, const uint8_t *buf, size_t len)
 static int pump(infer_client *c)
 {
 	int ended = 0;
+	if (c->closed)
+		return fail(c, INFER_ECLOSED, "inferd closed the connection");
 	if (flush_out(c) < 0)
 		return INFER_EIO;
 	for (;;) {
@@ -373,10 +379,12 @@ static int pump(infer_client *c)
 			return fail(c, INFER_EIO, "recv: %s", strerror(errno));
 		}
 		if (n == 0) {
-			if (c->in_len == 0 || c->in_len < PROTO_HDR)
-				return fail(c, INFER_ECLOSED, "inferd closed the "
-					    "connection");
-			break;
+			/* replies that came before the close still count */
+			c->closed = 1;
+			if (ended)
+				return ended;
+			return fail(c, INFER_ECLOSED, "inferd closed the "
+				    "connection");
 		}
 		c->in_len += (size_t)n;
 		/* consume whole frames */
@@ -421,7 +429,7 @@ static int wait_req(infer_client *c, Req *r)
 			return fail(c, INFER_EIO, "poll: %s", strerror(errno));
 		}
 		int e = pump(c);
-		if (e < 0) {
+		if (e < 0 && !r->finished) {
 			req_unlink(c, r);
 			return e;
 		}

@@ -165,7 +165,8 @@ typedef int (*infer_token_fn)(void *ud, int32_t token, const char *text,
  * negative code (message in infer_errmsg()). */
 typedef void (*infer_done_fn)(void *ud, int status,
 			      const infer_gen_result *res);
-/* "queued behind position requests" (optional). */
+/* "queued behind position requests" (optional); position -1 means the
+ * model is being loaded before the request runs. */
 typedef void (*infer_queued_fn)(void *ud, int position);
 
 /* Blocking: streams tokens to on_token, returns 0 and fills *res. */

@@ -31,7 +31,7 @@
  *
  * Replies (daemon -> client) are maps:
  *   "id"   uint  the request id (0 for errors about an unreadable frame)
- *   "type" str   "ok" | "error" | "token" | "queued" | "done"
+ *   "type" str   "ok" | "error" | "token" | "queued" | "loading" | "done"
  * "ok" and "error" end a request; a generate sends "queued" (when it waits
  * behind others), "token" events, and ends with "done" (or "error").
  *
@@ -41,8 +41,9 @@
  *              A different version -> error "version" naming both.
  *   ping       -> ok
  *   status     -> ok: version str, pid uint, uptime float (s), backend str,
- *              mem_budget uint, mem_used uint (bytes), connections uint,
- *              models array of {name, state, queue, active, bytes}
+ *              mem_budget uint, mem_used uint, device_total uint,
+ *              device_free uint (bytes), connections uint, inflight uint,
+ *              models array of {name, state, device, queue, active, bytes}
  *   models     -> ok: models array of {name str, path str, format str,
  *              state str, bytes uint, arch str, quant str, ctx uint,
  *              params uint, keep_alive int}
@@ -57,6 +58,7 @@
  *              float, penalty_last_n int, seed uint, stop array of str,
  *              ignore_eos bool, keep_alive int (seconds; -1 = never
  *              unload; 0 = unload when done) [all opt]
+ *              -> loading: model str (the model is being loaded first)
  *              -> queued: position uint
  *              -> token: token int, text bin (UTF-8, whole characters)
  *              -> done: finish str, prompt_tokens uint, gen_tokens uint,

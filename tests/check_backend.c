@@ -5,6 +5,7 @@
  * naive softmax, rmsnorm, swiglu, add, embed, argmax) and the thread pool.
  */
 #include <check.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -73,10 +74,33 @@ START_TEST(open_cuda_missing)
 	ck_assert_msg(strstr(err, "CUDA backend unavailable") &&
 			      strstr(err, "/nonexistent/libinferd-cuda.so"),
 		      "%s", err);
+	/* a loadable library without the entry point */
+	setenv("INFERD_CUDA_LIB", "libm.so.6", 1);
+	o.name = "cuda";
+	ck_assert_ptr_null(backend_open(&o, err, sizeof err));
+	ck_assert_msg(strstr(err, "does not export inferd_cuda_backend_create"),
+		      "%s", err);
 	o.name = "tpu";
 	ck_assert_ptr_null(backend_open(&o, err, sizeof err));
 	ck_assert_msg(strstr(err, "unknown backend 'tpu'"), "%s", err);
 	unsetenv("INFERD_CUDA_LIB");
+}
+END_TEST
+
+/* Without $INFERD_CUDA_LIB the library is looked for beside the
+ * executable (build/tests/ has none) and on the search path. */
+START_TEST(open_cuda_not_found)
+{
+	unsetenv("INFERD_CUDA_LIB");
+	void *h = dlopen("libinferd-cuda.so", RTLD_NOW | RTLD_LOCAL);
+	if (h) {
+		dlclose(h);
+		TEST_SKIP("libinferd-cuda.so is on the library path here");
+	}
+	char err[512];
+	BackendOptions o = {.name = "cuda"};
+	ck_assert_ptr_null(backend_open(&o, err, sizeof err));
+	ck_assert_msg(strstr(err, "libinferd-cuda.so not found"), "%s", err);
 }
 END_TEST
 
@@ -347,6 +371,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, open_cpu);
 	tcase_add_test(tc, open_cuda_missing);
+	tcase_add_test(tc, open_cuda_not_found);
 	tcase_add_test(tc, open_auto_fallback);
 	tcase_add_test(tc, rope_layouts);
 	tcase_add_test(tc, attention_gqa);

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat.h"
 #include "json.h"
@@ -96,6 +97,8 @@ START_TEST(detect_real_templates)
 		{"meta-llama/Meta-Llama-3-8B-Instruct", 1, "<|eot_id|>", ""},
 		{"meta-llama/Llama-3.2-1B-Instruct", 1, "<|eot_id|>", ""},
 		{"mistralai/Mistral-7B-Instruct-v0.1", 1, "</s>", ""},
+		{"mistralai/Mistral-Large-Instruct-2407 (v3)", 1, "</s>", ""},
+		{"mistralai/Mistral-Nemo-Instruct-2407 (v3-tekken)", 1, "</s>", ""},
 		{"HuggingFaceH4/zephyr-7b-beta", 0, "</s>", ""},
 		{"google/gemma-7b-it", 1, "<end_of_turn>", ""},
 		{"microsoft/Phi-3.5-mini-instruct", 0, "<|end|>", ""},
@@ -118,6 +121,17 @@ START_TEST(detect_real_templates)
 		ck_assert_str_eq(t.default_system, want[k].default_system);
 		ck_assert_int_eq(chat_add_bos(&t, 1), !want[k].emits_bos);
 		ck_assert_int_eq(chat_add_bos(&t, 0), 0);
+		/* Variants within a family. */
+		if (strstr(want[k].name, "Llama-3.2"))
+			ck_assert(t.llama3_dated && t.llama3_today);
+		if (strstr(want[k].name, "Meta-Llama-3-8B"))
+			ck_assert(!t.llama3_dated);
+		if (strstr(want[k].name, "(v3)"))
+			ck_assert_int_eq(t.mistral_v3, 1);
+		if (strstr(want[k].name, "tekken"))
+			ck_assert_int_eq(t.mistral_v3, 2);
+		if (strstr(want[k].name, "v0.1"))
+			ck_assert(t.mistral_eos_space && !t.mistral_v3);
 	}
 	json_free(d);
 }
@@ -220,6 +234,24 @@ START_TEST(tiny_models)
 		ck_assert_str_eq(t.bos, k[i].bos);
 		ck_assert_str_eq(t.eos, k[i].eos);
 		ck_assert_str_eq(chat_end_of_turn(&t), k[i].eos);
+		/* A Jinja file named on the command line: SmolLM2's template. */
+		json_doc *d = vectors();
+		const char *smol = tmpl_field(json_root(d), 0, "template");
+		char path[] = "/tmp/check_chat_XXXXXX.jinja";
+		int fd = mkstemps(path, 6);
+		ck_assert_int_ge(fd, 0);
+		ck_assert(write(fd, smol, strlen(smol)) == (ssize_t)strlen(smol));
+		close(fd);
+		ck_assert_msg(chat_template_for_model(&m, path, &t, err, sizeof err) == 0,
+			      "%s", err);
+		unlink(path);
+		ck_assert_int_eq(t.family, CHAT_CHATML);
+		ck_assert_str_eq(t.default_system,
+				 "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+		ck_assert_int_eq(chat_template_for_model(&m, "/nonexistent/x.jinja", &t,
+							 err, sizeof err), -1);
+		ck_assert_msg(strstr(err, "cannot open"), "%s", err);
+		json_free(d);
 		model_free(&m);
 	}
 }

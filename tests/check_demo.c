@@ -222,6 +222,21 @@ START_TEST(infer_run_chat)
 	int st = pclose(f);
 	ck_assert_msg(st == 0, "exit status %d, output: %s", st, out);
 	ck_assert_msg(strstr(out, "Paris"), "output: %s", out);
+
+	/* Interactive: the second question only makes sense with the first
+	 * one in the history. */
+	snprintf(cmd, sizeof cmd,
+		 "printf 'What is the capital of France?\\nAnd of Germany?\\n' | "
+		 "'%s' chat '%s' --backend cpu --system '' --temp 0 -n 32 -q",
+		 bin, path);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(out, 1, sizeof out - 1, f);
+	out[n] = 0;
+	st = pclose(f);
+	ck_assert_msg(st == 0, "exit status %d, output: %s", st, out);
+	char *paris = strstr(out, "Paris");
+	ck_assert_msg(paris && strstr(paris, "Berlin"), "output: %s", out);
 }
 END_TEST
 

@@ -16,6 +16,46 @@
 
 #define LLAMA2 "models/tiny-llama2"
 
+/* Allocation counting: this binary's malloc family forwards to glibc's
+ * and counts calls while counting is set, so a test can pin "no
+ * allocation per decoded token". Left out under ASan, which must own
+ * malloc itself. */
+#ifndef __SANITIZE_ADDRESS__
+#define COUNT_ALLOCS 1
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+static volatile int counting;
+static volatile long n_allocs;
+
+void *malloc(size_t n)
+{
+	if (counting)
+		__atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+	return __libc_malloc(n);
+}
+
+void *calloc(size_t a, size_t b)
+{
+	if (counting)
+		__atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+	return __libc_calloc(a, b);
+}
+
+void *realloc(void *p, size_t n)
+{
+	if (counting)
+		__atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+	return __libc_realloc(p, n);
+}
+
+void free(void *p)
+{
+	__libc_free(p);
+}
+#endif
+
 static Engine *open_engine(int ctx)
 {
 	char err[512];
@@ -127,6 +167,61 @@ START_TEST(greedy_stream_matches_golden)
 	free(r.ids);
 	free(r2.ids);
 	engine_close(e);
+}
+END_TEST
+
+#ifdef COUNT_ALLOCS
+/* Starts counting at the first token: everything after it is the decode
+ * loop (sampling, streaming, forward) and the end of the generation. */
+static int count_from_first(void *ud, int32_t token, const char *text,
+			    size_t len)
+{
+	(void)ud;
+	(void)token;
+	(void)text;
+	(void)len;
+	counting = 1;
+	return 0;
+}
+#endif
+
+START_TEST(no_allocation_while_decoding)
+{
+#ifndef COUNT_ALLOCS
+	TEST_SKIP("allocation counting is off under ASan");
+#else
+	Engine *e = open_engine(0);
+	int32_t ids[64], want[64];
+	int n = golden(ids, want);
+	GenParams p = greedy_params(24);
+	p.stop[0] = "zzzz-never";
+	p.n_stop = 1;
+	GenResult r;
+	char err[512];
+	n_allocs = 0;
+	int rc = engine_generate(e, ids, n, &p, count_from_first, NULL, &r,
+				 err, sizeof err);
+	counting = 0;
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(r.n_gen, 24);
+	ck_assert_msg(n_allocs == 0, "%ld allocations while decoding 23 "
+		      "tokens", n_allocs);
+	/* sampling with top-k/top-p/min-p and penalties, likewise */
+	sampler_params_default(&p.sampling);
+	p.sampling.repeat_penalty = 1.1f;
+	p.sampling.freq_penalty = 0.1f;
+	p.sampling.seed = 3;
+	free(r.ids);
+	n_allocs = 0;
+	rc = engine_generate(e, ids, n, &p, count_from_first, NULL, &r, err,
+			     sizeof err);
+	counting = 0;
+	ck_assert_int_eq(rc, 0);
+	ck_assert_msg(n_allocs == 0, "%ld allocations while sampling",
+		      n_allocs);
+	free(r.ids);
+	engine_close(e);
+#endif
 }
 END_TEST
 
@@ -325,6 +420,13 @@ START_TEST(cli_generate_ids)
 		el += (size_t)snprintf(expect + el, sizeof expect - el,
 				       i ? " %d" : "%d", want[i]);
 	ck_assert_str_eq(out, strcat(expect, "\n"));
+	/* the same prompt from stdin */
+	ck_assert_int_eq(RUN("printf 'Once upon a time' | %s generate %s -f - "
+			     "-n 24 --temp 0 --ids -t 2 --backend cpu "
+			     "2>/dev/null",
+			     bin, test_data(LLAMA2)),
+			 0);
+	ck_assert_str_eq(out, expect);
 	/* stats on stderr */
 	ck_assert_int_eq(RUN("%s generate %s -p 'Once upon a time' -n 4 "
 			     "--temp 0 -t 2 --backend cpu 2>&1 >/dev/null",
@@ -463,6 +565,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, greedy_stream_matches_golden);
 	tcase_add_test(tc, stop_across_tokens);
+	tcase_add_test(tc, no_allocation_while_decoding);
 	tcase_add_test(tc, max_tokens_and_cancel);
 	tcase_add_test(tc, eos);
 	tcase_add_test(tc, context_full);

@@ -350,6 +350,24 @@ START_TEST(dot_all_levels)
 			} else {
 				ck_assert_str_eq(levels[lv], "scalar");
 			}
+			/* 2 x 4 tile (float types): weight rows 1 and 2 */
+			if (k->dot2x4[t]) {
+				float *x4 = malloc(sizeof(float) * cols * 4);
+				for (int i = 0; i < cols * 4; i++)
+					x4[i] = frand(-2, 2);
+				float got[8];
+				k->dot2x4[t](cols, w + rb, rb, x4, sizeof(float) * cols, got);
+				for (int kk = 0; kk < 2; kk++)
+					for (int q = 0; q < 4; q++) {
+						double want, tol;
+						ref_dot(t, w + (1 + kk) * rb, x4 + q * cols,
+							cols, &want, &tol);
+						ck_assert_msg(fabs(got[kk * 4 + q] - want) <= tol,
+							      "%s %s dot2x4 [%d][%d]",
+							      levels[lv], dtype_name(t), kk, q);
+					}
+				free(x4);
+			}
 			free(xa);
 			free(x);
 			free(w);
@@ -380,7 +398,10 @@ END_TEST
 START_TEST(matmul_all_levels)
 {
 	char err[256];
-	Backend *b = cpu_backend_create(3, err, sizeof err); /* > cores: fine */
+	/* 1 thread: row blocks of 4 (the 2 x 4 tile runs); 3 threads (more
+	 * than the cores here, fine): blocks of 1 */
+	for (int th = 1; th <= 3; th += 2) {
+	Backend *b = cpu_backend_create(th, err, sizeof err);
 	ck_assert_msg(b, "%s", err);
 	const BackendOps *o = b->ops;
 	for (int lv = 0; lv < 3; lv++) {
@@ -428,6 +449,7 @@ START_TEST(matmul_all_levels)
 		}
 	}
 	o->destroy(b);
+	}
 }
 END_TEST
 
@@ -446,6 +468,38 @@ START_TEST(matmul_error_reported)
 	ck_assert_msg(strstr(err, "bad"), "%s", err);
 	ck_assert_int_eq(b->ops->sync(b, NULL, err, sizeof err), 0);
 	b->ops->destroy(b);
+}
+END_TEST
+
+/* The SIMD activation quantisers give the same bytes as the reference. */
+START_TEST(quant_act_identical)
+{
+	int n = 1024;
+	float *x = malloc(sizeof(float) * n);
+	for (int i = 0; i < n; i++)
+		x[i] = frand(-3, 3) * (i % 50 == 0 ? 10 : 1);
+	for (int i = 256; i < 288; i++)
+		x[i] = 0; /* an all-zero block: d = 0 */
+	for (int i = 512; i < 544; i++)
+		x[i] = (i % 2 ? -1.f : 1.f) * (float)(i - 512) / 31.f * 127.f / 2.f;
+	for (int lv = 1; lv < 3; lv++) {
+		const KernelSet *k = kernels_by_name(levels[lv]);
+		if (!k)
+			continue;
+		ck_assert(k->quant_q8 && k->quant_q8k);
+		dtype ts[2] = {DT_Q8_0, DT_Q4_K};
+		for (int q = 0; q < 2; q++) {
+			size_t nb = kernel_act_bytes(ts[q], n);
+			uint8_t *a = calloc(1, nb), *b = calloc(1, nb);
+			kernel_prepare_act(ts[q], x, a, n);
+			(q ? k->quant_q8k : k->quant_q8)(x, b, n);
+			ck_assert_msg(!memcmp(a, b, nb), "%s %s differs", levels[lv],
+				      dtype_name(ts[q]));
+			free(a);
+			free(b);
+		}
+	}
+	free(x);
 }
 END_TEST
 
@@ -483,6 +537,7 @@ int main(void)
 	tcase_add_test(tc, matmul_all_levels);
 	tcase_add_test(tc, matmul_error_reported);
 	tcase_add_test(tc, simd_env_selects_level);
+	tcase_add_test(tc, quant_act_identical);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -7,6 +7,7 @@
  * files fail with messages that name the problem.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +121,13 @@ START_TEST(llama2_configs)
 	ck_assert_int_eq(tokenizer_bos(hf.tok), 1); /* config bos_token_id */
 	ck_assert_int_eq(tokenizer_bos(q8.tok), 1);
 	ck_assert(strstr(hf.path, "tiny-llama2"));
+	/* a file inside the directory stands for it */
+	Model via;
+	load_ok("models/tiny-llama2/config.json", NULL, &via);
+	ck_assert_int_eq(via.format, MODEL_FMT_HF);
+	ck_assert_str_eq(via.path, test_data("models/tiny-llama2"));
+	same_cfg(&via.cfg, &f16.cfg);
+	model_free(&via);
 	model_free(&hf);
 	model_free(&f16);
 	model_free(&q8);
@@ -827,6 +835,60 @@ START_TEST(gguf_qwen2_layout)
 }
 END_TEST
 
+/* Random byte changes in a real GGUF's header, through the whole load
+ * (GGUF reader, config, tensors, tokenizer): each load either succeeds or
+ * fails with a message; a crash fails the test. Deterministic seed. */
+START_TEST(gguf_header_corruption)
+{
+	char err[512];
+	size_t n;
+	uint8_t *p = slurp(test_data("models/tiny-llama2-q8_0.gguf"), &n);
+	gguf_file *g = gguf_open(test_data("models/tiny-llama2-q8_0.gguf"), err,
+				 sizeof err);
+	ck_assert_msg(g, "%s", err);
+	size_t hdr = gguf_data_offset(g);
+	gguf_close(g);
+	make_dir();
+	char path[160];
+	snprintf(path, sizeof path, "%s/f.gguf", dir);
+	FILE *f = fopen(path, "wb");
+	ck_assert_int_eq(fwrite(p, 1, n, f), n);
+	fclose(f);
+	int fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	uint64_t x = 0x9E3779B97F4A7C15ull;
+	int loaded = 0, refused = 0;
+	for (int it = 0; it < 300; it++) {
+		size_t at[4];
+		uint8_t nv;
+		int k = 1 + it % 4;
+		for (int j = 0; j < k; j++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			/* a third of the hits in the first 64 bytes (counts) */
+			at[j] = x % 3 ? (x >> 8) % hdr : (x >> 8) % 64;
+			nv = x % 5 ? (uint8_t)(x >> 40) : 0xff;
+			ck_assert_int_eq(pwrite(fd, &nv, 1, (off_t)at[j]), 1);
+		}
+		Model m;
+		if (model_load(path, &m, err, sizeof err) == 0) {
+			loaded++;
+			model_free(&m);
+		} else {
+			ck_assert(err[0]);
+			refused++;
+		}
+		for (int j = 0; j < k; j++) /* restore */
+			ck_assert_int_eq(pwrite(fd, p + at[j], 1, (off_t)at[j]),
+					 1);
+	}
+	close(fd);
+	free(p);
+	rm_dir();
+	ck_assert_int_gt(refused, 0);
+	ck_assert_int_gt(loaded, 0); /* flips inside token strings load */
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("loader");
@@ -845,6 +907,7 @@ int main(void)
 	tcase_add_test(tc, overrides);
 	tcase_add_test(tc, gguf_rope_freqs);
 	tcase_add_test(tc, gguf_qwen2_layout);
+	tcase_add_test(tc, gguf_header_corruption);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

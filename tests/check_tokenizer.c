@@ -19,6 +19,7 @@
 #include "json.h"
 #include "tokenizer.h"
 #include "tokenizer_int.h"
+#include "unicode.h"
 #include "testutil.h"
 
 const char *tokenizer_id_text(const Tokenizer *t, int32_t id);
@@ -260,6 +261,23 @@ START_TEST(vectors_spm_gguf)
 	ck_assert_int_eq(tokenizer_eos(t), 2);
 	ck_assert(tokenizer_is_eog(t, 2));
 	ck_assert_int_eq(vocab_vectors(t, "llama-spm"), 46);
+	/* <unk> (type unknown) is matched like the control tokens, as HF
+	 * matches it as an added token */
+	Tokenizer *h = load_hf("tiny-llama2");
+	static const char txt[] = "<unk>x<s></s> <unk>";
+	int32_t *a, *b;
+	char err[256];
+	int na = tokenizer_encode(t, txt, sizeof txt - 1, 1, 1, &a, err,
+				  sizeof err);
+	int nb = tokenizer_encode(h, txt, sizeof txt - 1, 1, 1, &b, err,
+				  sizeof err);
+	/* HF tokenizers 0.23.3 on tiny-llama2's tokenizer.json */
+	static const int32_t want[] = {1, 0, 921, 1, 2, 259, 0};
+	check_ids("unk gguf", txt, a, na, want, 7);
+	check_ids("unk json", txt, b, nb, want, 7);
+	free(a);
+	free(b);
+	tokenizer_free(h);
 	tokenizer_free(t);
 	gguf_close(g);
 }
@@ -428,6 +446,46 @@ START_TEST(pretokenizers)
 }
 END_TEST
 
+/* NFC against Python's unicodedata.normalize (tests/data/pretok.json). */
+START_TEST(nfc)
+{
+	char err[256];
+	json_doc *d = json_parse_file(test_data("pretok.json"), 0, err,
+				      sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *cases = json_get(json_root(d), "nfc");
+	ck_assert_uint_ge(json_count(cases), 300);
+	int changed = 0;
+	for (size_t k = 0; k < json_count(cases); k++) {
+		const json_value *in = json_at(json_at(cases, k), 0);
+		const json_value *want = json_at(json_at(cases, k), 1);
+		char *o = NULL;
+		size_t on = 0;
+		ck_assert_int_eq(unicode_nfc(in->u.str.s, in->u.str.len, &o, &on),
+				 0);
+		const char *got = o ? o : in->u.str.s;
+		size_t gn = o ? on : in->u.str.len;
+		ck_assert_msg(gn == want->u.str.len &&
+			      !memcmp(got, want->u.str.s, gn),
+			      "NFC case %zu: got \"%.*s\" want \"%s\"", k,
+			      (int)gn, got, want->u.str.s);
+		changed += in->u.str.len != want->u.str.len ||
+			   memcmp(in->u.str.s, want->u.str.s, want->u.str.len);
+		free(o);
+	}
+	ck_assert_int_gt(changed, 100);
+	/* invalid bytes pass through */
+	char *o = NULL;
+	size_t on;
+	ck_assert_int_eq(unicode_nfc("e\xcc\x81\xff\xcc", 5, &o, &on), 0);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_uint_eq(on, 4);
+	ck_assert(!memcmp(o, "\xc3\xa9\xff\xcc", 4));
+	free(o);
+	json_free(d);
+}
+END_TEST
+
 static void write_file(const char *dir, const char *name, const char *text,
 		       size_t len)
 {
@@ -437,6 +495,62 @@ static void write_file(const char *dir, const char *name, const char *text,
 	ck_assert_msg(f, "%s: %s", path, strerror(errno));
 	ck_assert_uint_eq(fwrite(text, 1, len, f), len);
 	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Write variant v of tok_variants.json into the fresh directory made from
+ * the template dir: the stored head spliced with the base model's "model"
+ * section (its last key), plus the config files. */
+static void make_variant(const json_value *v, char *dir)
+{
+	char rel[256];
+	snprintf(rel, sizeof rel, "models/%s/tokenizer.json",
+		 json_str(json_get(v, "base"), ""));
+	size_t blen;
+	char *base = slurp(test_data(rel), &blen);
+	char *model = strstr(base, "\n  \"model\": {");
+	ck_assert_ptr_nonnull(model);
+	const char *im = "\"ignore_merges\": false";
+	char *ig = strstr(model, im);
+	ck_assert_ptr_nonnull(ig);
+	const json_value *head = json_get(v, "head");
+	size_t cap = blen + head->u.str.len + 64, o = 0;
+	char *text = malloc(cap);
+	ck_assert_ptr_nonnull(text);
+	o += (size_t)snprintf(text, cap, "{%s,", head->u.str.s);
+	memcpy(text + o, model, (size_t)(ig - model));
+	o += (size_t)(ig - model);
+	o += (size_t)snprintf(text + o, cap - o, "\"ignore_merges\": %s",
+			      json_bool(json_get(v, "ignore_merges"), 0)
+			      ? "true" : "false");
+	size_t rest = strlen(ig + strlen(im));
+	memcpy(text + o, ig + strlen(im), rest);
+	o += rest;
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	write_file(dir, "tokenizer.json", text, o);
+	const json_value *files = json_get(v, "files");
+	for (size_t f = 0; f < json_count(files); f++) {
+		const json_value *fv = files->u.obj.vals[f];
+		write_file(dir, files->u.obj.keys[f]->u.str.s, fv->u.str.s,
+			   fv->u.str.len);
+	}
+	free(text);
+	free(base);
+}
+
+static void remove_variant(const json_value *v, const char *dir)
+{
+	const json_value *files = json_get(v, "files");
+	char path[512];
+	for (size_t f = 0; f < json_count(files); f++) {
+		snprintf(path, sizeof path, "%s/%s", dir,
+			 files->u.obj.keys[f]->u.str.s);
+		unlink(path);
+	}
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/vocab.gguf", dir);
+	unlink(path);
+	rmdir(dir);
 }
 
 /* tokenizer.json variants (Llama-3 / Qwen2 style byte-level with added
@@ -455,38 +569,8 @@ START_TEST(hf_variants)
 	for (size_t k = 0; k < json_count(vs); k++) {
 		const json_value *v = json_at(vs, k);
 		const char *name = json_str(json_get(v, "name"), "");
-		char rel[256];
-		snprintf(rel, sizeof rel, "models/%s/tokenizer.json",
-			 json_str(json_get(v, "base"), ""));
-		size_t blen;
-		char *base = slurp(test_data(rel), &blen);
-		char *model = strstr(base, "\n  \"model\": {");
-		ck_assert_ptr_nonnull(model);
-		const char *im = "\"ignore_merges\": false";
-		char *ig = strstr(model, im);
-		ck_assert_ptr_nonnull(ig);
-		const json_value *head = json_get(v, "head");
-		size_t cap = blen + head->u.str.len + 64, o = 0;
-		char *text = malloc(cap);
-		ck_assert_ptr_nonnull(text);
-		o += (size_t)snprintf(text, cap, "{%s,", head->u.str.s);
-		memcpy(text + o, model, (size_t)(ig - model));
-		o += (size_t)(ig - model);
-		o += (size_t)snprintf(text + o, cap - o, "\"ignore_merges\": %s",
-				      json_bool(json_get(v, "ignore_merges"), 0)
-				      ? "true" : "false");
-		size_t rest = strlen(ig + strlen(im));
-		memcpy(text + o, ig + strlen(im), rest);
-		o += rest;
 		char dir[] = "/tmp/check_tokvar_XXXXXX";
-		ck_assert_ptr_nonnull(mkdtemp(dir));
-		write_file(dir, "tokenizer.json", text, o);
-		const json_value *files = json_get(v, "files");
-		for (size_t f = 0; f < json_count(files); f++) {
-			const json_value *fv = files->u.obj.vals[f];
-			write_file(dir, files->u.obj.keys[f]->u.str.s,
-				   fv->u.str.s, fv->u.str.len);
-		}
+		make_variant(v, dir);
 		Tokenizer *t = NULL;
 		int rc = tokenizer_load_hf(dir, &t, err, sizeof err);
 		ck_assert_msg(rc == 0, "%s: %s", name, err);
@@ -533,19 +617,152 @@ START_TEST(hf_variants)
 			free(want);
 		}
 		tokenizer_free(t);
-		for (size_t f = 0; f < json_count(files); f++) {
-			char path[512];
-			snprintf(path, sizeof path, "%s/%s", dir,
-				 files->u.obj.keys[f]->u.str.s);
-			unlink(path);
-		}
+		remove_variant(v, dir);
+	}
+	json_free(d);
+}
+END_TEST
+
+/* A minimal GGUF v3 writer for vocab-only files (format in gguf.h). */
+typedef struct {
+	FILE *f;
+	uint64_t nkv; /* kv pairs written */
+} GgufW;
+
+static void gw_raw(GgufW *w, const void *p, size_t n)
+{
+	ck_assert_uint_eq(fwrite(p, 1, n, w->f), n);
+}
+static void gw_u32(GgufW *w, uint32_t v) { gw_raw(w, &v, 4); }
+static void gw_u64(GgufW *w, uint64_t v) { gw_raw(w, &v, 8); }
+static void gw_str(GgufW *w, const char *s, size_t n)
+{
+	gw_u64(w, n);
+	gw_raw(w, s, n);
+}
+static void gw_key(GgufW *w, const char *k, uint32_t type)
+{
+	gw_str(w, k, strlen(k));
+	gw_u32(w, type);
+	w->nkv++;
+}
+
+/* The llama3 / qwen2 variants as vocab-only GGUFs the way llama.cpp's
+ * converter writes them (pre "llama-bpe" / "qwen2", added tokens as
+ * control / user-defined, merges "a b"): their encodings must equal HF's
+ * except where llama.cpp itself differs (no NFC, no lstrip/rstrip). */
+START_TEST(gguf_variants)
+{
+	char err[512];
+	json_doc *d = json_parse_file(test_data("tok_variants.json"), 0, err,
+				      sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *vs = json_get(json_root(d), "variants");
+	int compared = 0;
+	for (size_t k = 0; k < 2; k++) {
+		const json_value *v = json_at(vs, k);
+		const char *name = json_str(json_get(v, "name"), "");
+		const char *pre = !strcmp(name, "llama3") ? "llama-bpe" : "qwen2";
+		char dir[] = "/tmp/check_tokvar_XXXXXX";
+		make_variant(v, dir);
+		Tokenizer *h = NULL;
+		ck_assert_msg(tokenizer_load_hf(dir, &h, err, sizeof err) == 0,
+			      "%s", err);
 		char path[512];
 		snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-		unlink(path);
-		rmdir(dir);
-		free(text);
-		free(base);
+		json_doc *tj = json_parse_file(path, 0, err, sizeof err);
+		ck_assert_msg(tj, "%s", err);
+		const json_value *merges =
+			json_get(json_get(json_root(tj), "model"), "merges");
+		snprintf(path, sizeof path, "%s/vocab.gguf", dir);
+		GgufW w = {fopen(path, "wb"), 0};
+		ck_assert_ptr_nonnull(w.f);
+		gw_raw(&w, "GGUF", 4);
+		gw_u32(&w, 3);
+		gw_u64(&w, 0);
+		gw_u64(&w, 0); /* kv count, patched below */
+		gw_key(&w, "general.architecture", GGUF_T_STRING);
+		gw_str(&w, "llama", 5);
+		gw_key(&w, "tokenizer.ggml.model", GGUF_T_STRING);
+		gw_str(&w, "gpt2", 4);
+		gw_key(&w, "tokenizer.ggml.pre", GGUF_T_STRING);
+		gw_str(&w, pre, strlen(pre));
+		int nv = tokenizer_n_vocab(h);
+		gw_key(&w, "tokenizer.ggml.tokens", GGUF_T_ARRAY);
+		gw_u32(&w, GGUF_T_STRING);
+		gw_u64(&w, (uint64_t)nv);
+		for (int i = 0; i < nv; i++) {
+			const char *tx = tokenizer_id_text(h, i);
+			gw_str(&w, tx, strlen(tx));
+		}
+		gw_key(&w, "tokenizer.ggml.token_type", GGUF_T_ARRAY);
+		gw_u32(&w, GGUF_T_INT32);
+		gw_u64(&w, (uint64_t)nv);
+		for (int i = 0; i < nv; i++)
+			gw_u32(&w, h->type[i]);
+		gw_key(&w, "tokenizer.ggml.merges", GGUF_T_ARRAY);
+		gw_u32(&w, GGUF_T_STRING);
+		gw_u64(&w, json_count(merges));
+		for (size_t i = 0; i < json_count(merges); i++) {
+			const json_value *m = json_at(merges, i);
+			char buf[1024];
+			int n = snprintf(buf, sizeof buf, "%s %s",
+					 json_str(json_at(m, 0), ""),
+					 json_str(json_at(m, 1), ""));
+			gw_str(&w, buf, (size_t)n);
+		}
+		if (tokenizer_bos(h) >= 0) {
+			gw_key(&w, "tokenizer.ggml.bos_token_id", GGUF_T_UINT32);
+			gw_u32(&w, (uint32_t)tokenizer_bos(h));
+		}
+		gw_key(&w, "tokenizer.ggml.eos_token_id", GGUF_T_UINT32);
+		gw_u32(&w, (uint32_t)tokenizer_eos(h));
+		ck_assert_int_eq(fseek(w.f, 16, SEEK_SET), 0);
+		gw_u64(&w, w.nkv);
+		ck_assert_int_eq(fclose(w.f), 0);
+		json_free(tj);
+
+		gguf_file *g = gguf_open(path, err, sizeof err);
+		ck_assert_msg(g, "%s", err);
+		Tokenizer *t = NULL;
+		ck_assert_msg(tokenizer_load_gguf(g, &t, err, sizeof err) == 0,
+			      "%s", err);
+		/* llama.cpp defaults: BOS for llama3 pre, none for qwen2 */
+		ck_assert_int_eq(tokenizer_adds_bos(t), tokenizer_adds_bos(h));
+		ck_assert_int_eq(tokenizer_eos(t), tokenizer_eos(h));
+		ck_assert(tokenizer_is_eog(t, tokenizer_eos(h)));
+		const json_value *cases = json_get(v, "cases");
+		for (size_t i = 0; i < json_count(cases); i++) {
+			const json_value *c = json_at(cases, i);
+			const json_value *tx = json_get(c, "text");
+			char *nfc = NULL;
+			size_t nn;
+			ck_assert_int_eq(unicode_nfc(tx->u.str.s, tx->u.str.len,
+						     &nfc, &nn), 0);
+			int differs = nfc && (nn != tx->u.str.len ||
+					      memcmp(nfc, tx->u.str.s, nn));
+			free(nfc);
+			if ((differs && !strcmp(name, "qwen2")) ||
+			    strstr(tx->u.str.s, "<mask>") ||
+			    strstr(tx->u.str.s, "<|tool|>"))
+				continue;
+			int nwant;
+			int32_t *want = json_ids(json_get(c, "ids"), &nwant);
+			int32_t *ids;
+			int n = tokenizer_encode(t, tx->u.str.s, tx->u.str.len,
+						 1, 1, &ids, err, sizeof err);
+			ck_assert_msg(n >= 0, "%s", err);
+			check_ids(pre, tx->u.str.s, ids, n, want, nwant);
+			compared++;
+			free(ids);
+			free(want);
+		}
+		tokenizer_free(t);
+		gguf_close(g);
+		tokenizer_free(h);
+		remove_variant(v, dir);
 	}
+	ck_assert_int_gt(compared, 120);
 	json_free(d);
 }
 END_TEST
@@ -795,7 +1012,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, golden_llama3_gguf);
 	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, pretokenizers);
+	tcase_add_test(tc, nfc);
 	tcase_add_test(tc, hf_variants);
+	tcase_add_test(tc, gguf_variants);
 	tcase_add_test(tc, random_input);
 	tcase_add_test(tc, stream_decode);
 	tcase_add_test(tc, malformed_json);

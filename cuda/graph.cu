@@ -1,0 +1,125 @@
+/*
+ * graph.cu - recording decode steps into CUDA graphs; see graph.cuh.
+ */
+#include "graph.cuh"
+
+static void params_of(LaunchRec &r, std::vector<void *> &ptrs,
+		      cudaKernelNodeParams *p)
+{
+	ptrs.resize(r.offs.size());
+	for (size_t i = 0; i < r.offs.size(); i++)
+		ptrs[i] = r.blob.data() + r.offs[i];
+	*p = cudaKernelNodeParams{};
+	p->func = (void *)r.func;
+	p->gridDim = r.grid;
+	p->blockDim = r.block;
+	p->sharedMemBytes = (unsigned)r.smem;
+	p->kernelParams = ptrs.data();
+}
+
+static int same_shape(const LaunchRec &a, const LaunchRec &b)
+{
+	return a.grid.x == b.grid.x && a.grid.y == b.grid.y &&
+	       a.grid.z == b.grid.z && a.block.x == b.block.x &&
+	       a.block.y == b.block.y && a.block.z == b.block.z &&
+	       a.smem == b.smem;
+}
+
+void cuda_graph_destroy(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	if (g->exec)
+		cudaGraphExecDestroy(g->exec);
+	if (g->graph)
+		cudaGraphDestroy(g->graph);
+	g->exec = NULL;
+	g->graph = NULL;
+	g->nodes.clear();
+	g->built.clear();
+}
+
+/* A fresh chain of kernel nodes for g->rec. */
+static int build(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	cuda_graph_destroy(c);
+	if (cuda_fail(c, cudaGraphCreate(&g->graph, 0), "graph create"))
+		return -1;
+	std::vector<void *> ptrs;
+	cudaGraphNode_t prev = NULL;
+	for (LaunchRec &r : g->rec) {
+		cudaKernelNodeParams p;
+		params_of(r, ptrs, &p);
+		cudaGraphNode_t node;
+		if (cuda_fail(c,
+			      cudaGraphAddKernelNode(&node, g->graph,
+						     prev ? &prev : NULL,
+						     prev ? 1 : 0, &p),
+			      "graph add kernel"))
+			return -1;
+		g->nodes.push_back(node);
+		prev = node;
+	}
+	if (cuda_fail(c, cudaGraphInstantiate(&g->exec, g->graph, 0),
+		      "graph instantiate"))
+		return -1;
+	g->rebuilds++;
+	return 0;
+}
+
+/* Patch the cached executable to g->rec; -1 when it cannot be. */
+static int update(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	if (!g->exec || g->built.size() != g->rec.size())
+		return -1;
+	for (size_t i = 0; i < g->rec.size(); i++)
+		if (g->rec[i].func != g->built[i].func)
+			return -1;
+	std::vector<void *> ptrs;
+	for (size_t i = 0; i < g->rec.size(); i++) {
+		LaunchRec &r = g->rec[i], &b = g->built[i];
+		if (same_shape(r, b) && r.blob == b.blob)
+			continue;
+		cudaKernelNodeParams p;
+		params_of(r, ptrs, &p);
+		if (cudaGraphExecKernelNodeSetParams(g->exec, g->nodes[i],
+						     &p) != cudaSuccess) {
+			cudaGetLastError();
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void cuda_flush(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	if (!g->on)
+		return;
+	g->on = 0;
+	if (g->rec.empty())
+		return;
+	if (c->has_err) { /* a recorded op failed: run nothing */
+		g->rec.clear();
+		return;
+	}
+	if (update(c) != 0 && build(c) != 0) {
+		g->rec.clear();
+		cuda_graph_destroy(c);
+		return;
+	}
+	g->built.swap(g->rec);
+	g->rec.clear();
+	g->launches++;
+	if (!cuda_fail(c, cudaGraphLaunch(g->exec, c->stream), "graph launch"))
+		cuda_fail(c, cudaEventRecord(c->graph_done, c->stream),
+			  "graph launch");
+}
+
+void cuda_graph_begin(CudaBackend *c)
+{
+	cuda_flush(c);
+	if (c->graph->enabled)
+		c->graph->on = 1;
+}
