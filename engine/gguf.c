@@ -629,6 +629,11 @@ gguf_file *gguf_open(const char *path, char *err, size_t errlen)
 		seterr(err, errlen, "%s: not a GGUF file (bad magic)", path);
 		goto fail;
 	}
+	if (g->version == 0x02000000u || g->version == 0x03000000u) {
+		seterr(err, errlen, "%s: big-endian GGUF is not supported",
+		       path);
+		goto fail;
+	}
 	if (g->version != 2 && g->version != 3) {
 		seterr(err, errlen,
 		       "%s: GGUF version %u is not supported (2 or 3)", path,

@@ -26,7 +26,9 @@
  * absent. A tensor with ne = {cols, d1, d2, d3} is row-major with d3
  * outermost: we read it as rows = d1*d2*d3 rows of cols elements, which is
  * the PyTorch [out][in] layout (a GGUF matrix {in, out} = nn.Linear
- * weight [out][in]).
+ * weight [out][in]). Model files from llama.cpp's converter also reorder
+ * the rows of attn_q/attn_k of llama-architecture models inside each head
+ * (HF row j*hd/2 + i -> row 2i + j) for interleaved RoPE; see loader.c.
  *
  * ggml type ids we accept and their dtype (other ids are refused by name):
  *   0 F32, 1 F16, 30 BF16: plain elements.

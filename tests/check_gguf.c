@@ -209,6 +209,7 @@ static const mutation muts[] = {
 	{"bad magic", &O.magic, 0, 1, 'X', "magic"},
 	{"version 1", &O.version, 0, 4, 1, "version 1"},
 	{"version 4", &O.version, 0, 4, 4, "version 4"},
+	{"big-endian v3", &O.version, 0, 4, 0x03000000u, "big-endian"},
 	{"huge tensor count", &O.nt, 0, 8, 1ull << 62, "cannot fit"},
 	{"huge kv count", &O.nkv, 0, 8, UINT64_MAX, "cannot fit"},
 	{"kv count too high", &O.nkv, 0, 8, 9, "key 6"},
