@@ -398,6 +398,18 @@ int tok_finish(Tokenizer *t, char *err, size_t errlen)
 	}
 	t->piece_off[nv] = (uint32_t)off;
 
+	if (t->kind == TOK_SPM) {
+		t->spm_word_safe = 1;
+		for (size_t i = 0; i < nv && t->spm_word_safe; i++) {
+			const char *x = t->text + t->text_off[i];
+			size_t n = t->text_n[i], k = 0;
+			while (k + 3 <= n && !memcmp(x + k, "\xe2\x96\x81", 3))
+				k += 3;
+			if (k < n && memmem(x + k, n - k, "\xe2\x96\x81", 3))
+				t->spm_word_safe = 0;
+		}
+	}
+
 	/* texts matched before the model runs: control, user-defined and
 	 * (GGUF) unknown tokens, as llama.cpp; HF added tokens are control
 	 * or user-defined */
@@ -477,6 +489,15 @@ const char *tokenizer_id_text(const Tokenizer *t, int32_t id)
 	if (id < 0 || id >= t->n_vocab)
 		return NULL;
 	return t->text + t->text_off[id];
+}
+
+const unsigned char *tokenizer_piece(const Tokenizer *t, int32_t id,
+				     size_t *len)
+{
+	if (id < 0 || id >= t->n_vocab)
+		return NULL;
+	*len = t->piece_off[id + 1] - t->piece_off[id];
+	return t->piece + t->piece_off[id];
 }
 
 int tokenizer_is_special(const Tokenizer *t, int32_t id)
@@ -991,13 +1012,17 @@ static int encode_spm(const Tokenizer *t, EncWork *e, const char *s,
 			e->norm[m++] = s[i];
 		}
 	}
-	if (!t->split_words)
+	if (!t->split_words && !t->spm_word_safe)
 		return bpe_word(t, &e->w, e->norm, m, out);
-	/* HF Metaspace(split): each U+2581 starts a new word */
+	/* HF Metaspace(split): each U+2581 starts a new word; word-safe
+	 * vocab: each run of U+2581 does */
 	size_t a = 0;
 	for (size_t i = 1; i <= m; i++) {
 		if (i < m && !(m - i >= 3 &&
 			       !memcmp(e->norm + i, "\xe2\x96\x81", 3)))
+			continue;
+		if (i < m && !t->split_words && i >= 3 &&
+		    !memcmp(e->norm + i - 3, "\xe2\x96\x81", 3))
 			continue;
 		if (bpe_word(t, &e->w, e->norm + a, i - a, out))
 			return -1;

@@ -9,7 +9,9 @@
  *  - BPE: byte-level BPE (GPT-2 byte-to-unicode map) after a regex
  *    pre-tokenizer (GPT-2, Llama-3, Qwen2 and the other GGUF `pre` kinds),
  *    written as hand-coded matchers over Unicode categories (unicode.h).
- * Added/special tokens are matched before the model runs, longest first.
+ * Added/special tokens are matched before the model runs, longest first
+ * (HF lstrip/rstrip honoured). tokenizer.json normalizers: the Llama-2
+ * Prepend/Replace pair, Metaspace (prepend_scheme, split) and NFC.
  *
  * Sources: tokenizer.json (+ tokenizer_config.json, generation_config.json)
  * in an HF directory, or the tokenizer.ggml.* metadata of a GGUF file.
@@ -50,6 +52,11 @@ int32_t tokenizer_find(const Tokenizer *t, const char *text);
  * "\u0120the", U+2581 for SPM spaces, "<0x0A>"), NUL-terminated; NULL for
  * an id out of range. Valid until tokenizer_free(). */
 const char *tokenizer_id_text(const Tokenizer *t, int32_t id);
+/* Decoded bytes of one token (U+2581 as space, <0xNN> as the byte,
+ * byte-level images as their bytes; may be partial UTF-8), *len set; NULL
+ * for an id out of range. No leading-space strip. */
+const unsigned char *tokenizer_piece(const Tokenizer *t, int32_t id,
+				     size_t *len);
 /* 1 when id is an added/special token (control or user-defined): the
  * tokens that encode with parse_special matches in text. */
 int tokenizer_is_special(const Tokenizer *t, int32_t id);
@@ -84,7 +91,9 @@ typedef struct TokenStream {
 	const Tokenizer *t;     /* tokenizer in use */
 	unsigned char pend[8];  /* held-back bytes of an incomplete sequence */
 	int npend;              /* how many */
-	int first;              /* 1 until the first piece is out (SPM strip) */
+	int first;              /* 1 until the first char is out (SPM strip);
+				   set 0 after init to continue text already
+				   shown (a prompt) with its leading space */
 } TokenStream;
 
 void tokstream_init(TokenStream *s, const Tokenizer *t);

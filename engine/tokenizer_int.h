@@ -111,6 +111,10 @@ struct Tokenizer {
 				    (HF Metaspace) */
 	int split_words;        /* SPM: BPE each U+2581-led word apart
 				   (HF Metaspace split) */
+	int spm_word_safe;      /* SPM: no token has U+2581 after another
+				   char, so no merge crosses a boundary
+				   before a run of U+2581: BPE words apart
+				   (same result, smaller heaps) */
 	int strip_space;        /* decode drops one leading space (SPM) */
 	int ignore_merges;      /* BPE: a whole pre-token in vocab is kept */
 	int bpe_prefix_space;   /* BPE ByteLevel add_prefix_space */

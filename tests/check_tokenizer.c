@@ -217,6 +217,22 @@ START_TEST(golden_llama2_json)
 	ck_assert(tokenizer_is_eog(t, 2));
 	ck_assert(!tokenizer_is_eog(t, 1));
 	ck_assert_int_eq(tokenizer_find(t, "</s>"), 2);
+	ck_assert_str_eq(tokenizer_id_text(t, 15043), "\xe2\x96\x81Hello");
+	size_t pl;
+	const unsigned char *pc = tokenizer_piece(t, 15043, &pl);
+	ck_assert(pl == 6 && !memcmp(pc, " Hello", 6));
+	pc = tokenizer_piece(t, 3 + 0xF0, &pl); /* <0xF0> */
+	ck_assert(pl == 1 && pc[0] == 0xF0);
+	ck_assert_ptr_null(tokenizer_piece(t, 32000, &pl));
+	ck_assert(tokenizer_is_special(t, 1) && !tokenizer_is_special(t, 15043));
+	/* continuation streaming keeps the space decode() strips */
+	TokenStream ts;
+	char buf[TOKSTREAM_MAX_PIECE];
+	tokstream_init(&ts, t);
+	ck_assert_int_eq(tokstream_push(&ts, 15043, buf, sizeof buf), 5);
+	tokstream_init(&ts, t);
+	ts.first = 0;
+	ck_assert_int_eq(tokstream_push(&ts, 15043, buf, sizeof buf), 6);
 	golden(t, "tiny-llama2");
 	tokenizer_free(t);
 }
@@ -355,6 +371,22 @@ static void json_vs_gguf(const char *model, const char *gguf)
 	ck_assert_int_eq(na, nb);
 	for (int i = 0; i < na; i++)
 		ck_assert_int_eq(ia[i], ib[i]);
+	if (a->spm_word_safe) {
+		/* BPE of words apart == BPE of the whole text */
+		a->spm_word_safe = 0;
+		int32_t *ic;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		int nc = tokenizer_encode(a, text, n, 1, 1, &ic, err, sizeof err);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		printf("%s: as one word: %.3f s\n", model,
+		       (double)(t1.tv_sec - t0.tv_sec) +
+		       (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+		ck_assert_int_eq(nc, na);
+		for (int i = 0; i < na; i++)
+			ck_assert_int_eq(ia[i], ic[i]);
+		free(ic);
+		a->spm_word_safe = 1;
+	}
 	/* decode(encode(text)) == text for valid UTF-8 without specials */
 	size_t len;
 	char *back = tokenizer_decode(a, ia + tokenizer_adds_bos(a),
@@ -767,6 +799,93 @@ START_TEST(gguf_variants)
 }
 END_TEST
 
+/* A tiny vocab-only GGUF: tokens a b ab, optional pieces per flag. */
+static int tiny_gguf(const char *path, const char *model, const char *pre,
+		     int ntypes, const char *merge, int64_t bos, char *err,
+		     size_t errlen)
+{
+	static const char *toks[] = {"a", "b", "ab"};
+	GgufW w = {fopen(path, "wb"), 0};
+	ck_assert_ptr_nonnull(w.f);
+	gw_raw(&w, "GGUF", 4);
+	gw_u32(&w, 3);
+	gw_u64(&w, 0);
+	gw_u64(&w, 0);
+	gw_key(&w, "tokenizer.ggml.model", GGUF_T_STRING);
+	gw_str(&w, model, strlen(model));
+	if (pre) {
+		gw_key(&w, "tokenizer.ggml.pre", GGUF_T_STRING);
+		gw_str(&w, pre, strlen(pre));
+	}
+	gw_key(&w, "tokenizer.ggml.tokens", GGUF_T_ARRAY);
+	gw_u32(&w, GGUF_T_STRING);
+	gw_u64(&w, 3);
+	for (int i = 0; i < 3; i++)
+		gw_str(&w, toks[i], strlen(toks[i]));
+	gw_key(&w, "tokenizer.ggml.token_type", GGUF_T_ARRAY);
+	gw_u32(&w, GGUF_T_INT32);
+	gw_u64(&w, (uint64_t)ntypes);
+	for (int i = 0; i < ntypes; i++)
+		gw_u32(&w, 1);
+	if (merge) {
+		gw_key(&w, "tokenizer.ggml.merges", GGUF_T_ARRAY);
+		gw_u32(&w, GGUF_T_STRING);
+		gw_u64(&w, 1);
+		gw_str(&w, merge, strlen(merge));
+	}
+	gw_key(&w, "tokenizer.ggml.bos_token_id", GGUF_T_INT64);
+	gw_u64(&w, (uint64_t)bos);
+	ck_assert_int_eq(fseek(w.f, 16, SEEK_SET), 0);
+	gw_u64(&w, w.nkv);
+	ck_assert_int_eq(fclose(w.f), 0);
+	gguf_file *g = gguf_open(path, err, errlen);
+	ck_assert_msg(g, "%s", err);
+	Tokenizer *t = NULL;
+	err[0] = 0;
+	int rc = tokenizer_load_gguf(g, &t, err, errlen);
+	if (rc == 0) {
+		/* the one merge is used; an out-of-range bos is dropped */
+		int32_t *ids;
+		int n = tokenizer_encode(t, "ab", 2, 1, 0, &ids, err, errlen);
+		ck_assert_int_eq(n, 1);
+		ck_assert_int_eq(ids[0], 2);
+		ck_assert_int_eq(tokenizer_bos(t), bos < 3 ? bos : -1);
+		free(ids);
+		tokenizer_free(t);
+	} else {
+		ck_assert_msg(err[0], "no message");
+	}
+	gguf_close(g);
+	unlink(path);
+	return rc;
+}
+
+START_TEST(malformed_gguf)
+{
+	char dir[] = "/tmp/check_tokgguf_XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	char path[512], err[256];
+	snprintf(path, sizeof path, "%s/v.gguf", dir);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", "gpt-2", 3, "a b", 0, err,
+				   sizeof err), 0);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", NULL, 3, "a b", 99, err,
+				   sizeof err), 0);
+	ck_assert_int_eq(tiny_gguf(path, "bert", "gpt-2", 3, "a b", 0, err,
+				   sizeof err), -1);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", "nosuch", 3, "a b", 0, err,
+				   sizeof err), -1);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", "gpt-2", 2, "a b", 0, err,
+				   sizeof err), -1);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", "gpt-2", 3, "a c", 0, err,
+				   sizeof err), -1);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", "gpt-2", 3, "ab", 0, err,
+				   sizeof err), -1);
+	ck_assert_int_eq(tiny_gguf(path, "gpt2", "gpt-2", 3, NULL, 0, err,
+				   sizeof err), -1);
+	rmdir(dir);
+}
+END_TEST
+
 /* Random bytes (mostly invalid UTF-8, specials' first bytes, spaces): encode
  * never fails and only yields valid ids; decode gives valid UTF-8. Random
  * valid UTF-8 without added-token texts round-trips exactly. */
@@ -1015,6 +1134,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, nfc);
 	tcase_add_test(tc, hf_variants);
 	tcase_add_test(tc, gguf_variants);
+	tcase_add_test(tc, malformed_gguf);
 	tcase_add_test(tc, random_input);
 	tcase_add_test(tc, stream_decode);
 	tcase_add_test(tc, malformed_json);
