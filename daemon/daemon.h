@@ -49,6 +49,7 @@ typedef struct DaemonConfig {
 	int max_queue;             /* waiting requests per model */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */
+	int max_connections;       /* open connections at once */
 	int max_tokens;            /* default max_tokens of a generate */
 	EngineOptions eng;         /* backend, threads, ctx */
 } DaemonConfig;

@@ -986,6 +986,54 @@ START_TEST(test_log_prompts_and_sighup)
 }
 END_TEST
 
+
+START_TEST(test_duplicate_id_and_max_connections)
+{
+	TDaemon d;
+	const char *args[] = { "--ctx", "8192", "--max-connections", "2", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	int a = t_connect(d.sock);
+	uint8_t b[512];
+	static TReply r;
+	char s[512];
+	size_t n = t_pack(b, sizeof b, 6, "op", "s:generate", "id", "i:1", "model",
+			  "s:l2", "prompt", "s:Once upon a time", "max_tokens", "i:8000",
+			  "ignore_eos", "b:true");
+	t_send(a, b, n);
+	ck_assert_int_eq(t_recv_event(a, &r, 30), 0);
+	msgpack_zone_destroy(&r.zone);
+	/* the same id again while the first runs */
+	t_send(a, b, n);
+	for (;;) {
+		ck_assert_int_eq(t_recv(a, &r, 30), 0);
+		t_str(&r, "type", s, sizeof s);
+		if (!strcmp(s, "error"))
+			break;
+		msgpack_zone_destroy(&r.zone);
+	}
+	ck_assert_str_eq(t_str(&r, "code", s, sizeof s), "bad_request");
+	t_str(&r, "message", s, sizeof s);
+	ck_assert_msg(strstr(s, "id 1 is already in flight") != NULL, "%s", s);
+	msgpack_zone_destroy(&r.zone);
+	/* a second connection is fine, a third is told why and closed */
+	int bfd = t_connect(d.sock);
+	n = t_pack(b, sizeof b, 2, "op", "s:ping", "id", "i:2");
+	t_send(bfd, b, n);
+	ck_assert_int_eq(t_recv(bfd, &r, 10), 0);
+	msgpack_zone_destroy(&r.zone);
+	int cfd = t_connect(d.sock);
+	ck_assert_int_eq(t_recv(cfd, &r, 10), 0);
+	ck_assert_str_eq(t_str(&r, "code", s, sizeof s), "busy");
+	msgpack_zone_destroy(&r.zone);
+	ck_assert_int_eq(t_recv(cfd, &r, 10), -1);
+	close(cfd);
+	close(bfd);
+	close(a);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* infer-client end to end: exit codes and streamed output. */
 START_TEST(test_infer_client)
 {
@@ -1063,6 +1111,7 @@ int main(void)
 	tcase_add_test(tc, test_infer_client);
 	tcase_add_test(tc, test_uid_limit);
 	tcase_add_test(tc, test_log_prompts_and_sighup);
+	tcase_add_test(tc, test_duplicate_id_and_max_connections);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
