@@ -1034,6 +1034,71 @@ START_TEST(test_duplicate_id_and_max_connections)
 }
 END_TEST
 
+
+/* Drain whatever replies are waiting (non-blocking). */
+static void drain(int fd)
+{
+	char buf[65536];
+	while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+		;
+}
+
+/* Mutated requests (length prefix kept right, body bytes changed, cut or
+ * extended): the daemon answers or closes, never crashes, and serves a
+ * fresh client afterwards. */
+START_TEST(test_fuzzed_frames)
+{
+	TDaemon d;
+	const char *args[] = { "--max-tokens", "4", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	uint8_t base[4][256];
+	size_t blen[4];
+	blen[0] = t_pack(base[0], 256, 2, "op", "s:ping", "id", "i:7");
+	blen[1] = t_pack(base[1], 256, 6, "op", "s:generate", "id", "i:8", "model",
+			 "s:l2", "prompt", "s:Once upon", "max_tokens", "i:3", "temperature", "f:0.5");
+	blen[2] = t_pack(base[2], 256, 5, "op", "s:tokenize", "id", "i:9", "model",
+			 "s:l2", "text", "s:hello there", "special", "b:true");
+	blen[3] = t_pack(base[3], 256, 3, "op", "s:hello", "id", "i:10", "version", "i:1");
+	uint64_t x = 0x243f6a8885a308d3ull;
+	int fd = t_connect(d.sock), reconnects = 0;
+	for (int it = 0; it < 3000; it++) {
+		uint8_t b[300];
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		int k = (int)(x % 4);
+		size_t n = blen[k];
+		memcpy(b, base[k], n);
+		int flips = 1 + (int)((x >> 8) % 4);
+		for (int f = 0; f < flips; f++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			b[x % n] = (uint8_t)(x >> 40);
+		}
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (x % 5 == 0)
+			n = 1 + (x >> 16) % n;          /* cut */
+		else if (x % 5 == 1 && n < 290)
+			b[n++] = (uint8_t)(x >> 24);    /* one byte more */
+		if (t_send(fd, b, n) < 0) {          /* the daemon hung up */
+			close(fd);
+			fd = t_connect(d.sock);
+			ck_assert_int_ge(fd, 0);
+			reconnects++;
+		}
+		drain(fd);
+	}
+	close(fd);
+	/* still alive and serving */
+	infer_client *c = must_connect(&d);
+	ck_assert_int_eq(infer_ping(c), 0);
+	int32_t *ids;
+	ck_assert_int_eq(infer_tokenize(c, "l2", PROMPT, 1, 1, &ids), 5);
+	free(ids);
+	infer_close(c);
+	printf("fuzz: 3000 mutated frames, %d reconnects\n", reconnects);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* infer-client end to end: exit codes and streamed output. */
 START_TEST(test_infer_client)
 {
@@ -1112,6 +1177,7 @@ int main(void)
 	tcase_add_test(tc, test_uid_limit);
 	tcase_add_test(tc, test_log_prompts_and_sighup);
 	tcase_add_test(tc, test_duplicate_id_and_max_connections);
+	tcase_add_test(tc, test_fuzzed_frames);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
