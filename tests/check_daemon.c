@@ -1099,6 +1099,66 @@ START_TEST(test_fuzzed_frames)
 }
 END_TEST
 
+
+/* Another user (needs root to become one): shutdown and everyone's log
+ * are refused, its own log works, and its uid is what the log records. */
+START_TEST(test_admin_ops_need_the_daemon_uid)
+{
+	if (getuid() != 0)
+		TEST_SKIP("needs root to act as another uid");
+	TDaemon d;
+	const char *args[] = { "--socket-mode", "0666", NULL };
+	ck_assert(t_prepare(&d) == 0);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	ck_assert(t_launch(&d, args) == 0);
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* the child reports codes through the pipe */
+		int res[4] = { 99, 99, 99, 99 };
+		if (setgid(65534) == 0 && setuid(65534) == 0) {
+			infer_client *c;
+			if (infer_connect(&c, d.sock, NULL, 0) == 0) {
+				char *js = NULL;
+				res[0] = infer_shutdown(c);
+				res[1] = infer_log(c, 10, 1, &js);
+				free(js);
+				int32_t *ids = NULL;
+				infer_tokenize(c, "l2", "hi", 1, 1, &ids);
+				free(ids);
+				res[2] = infer_log(c, 10, 0, &js);
+				res[3] = js && strstr(js, "\"uid\":65534") &&
+					 !strstr(js, "\"uid\":0,") ? 1 : 0;
+				free(js);
+				infer_close(c);
+			}
+		}
+		if (write(pfd[1], res, sizeof res) != sizeof res)
+			_exit(1);
+		_exit(0);
+	}
+	int res[4];
+	close(pfd[1]);
+	ck_assert_int_eq(read(pfd[0], res, sizeof res), (ssize_t)sizeof res);
+	close(pfd[0]);
+	waitpid(pid, NULL, 0);
+	ck_assert_int_eq(res[0], INFER_EDENIED);
+	ck_assert_int_eq(res[1], INFER_EDENIED);
+	ck_assert_int_eq(res[2], 0);
+	ck_assert_int_eq(res[3], 1);
+	/* root (the daemon's uid here) sees both users */
+	infer_client *c = must_connect(&d);
+	char *js;
+	ck_assert_int_eq(infer_log(c, 50, 1, &js), 0);
+	ck_assert_msg(strstr(js, "\"uid\":65534") != NULL, "%s", js);
+	free(js);
+	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* infer-client end to end: exit codes and streamed output. */
 START_TEST(test_infer_client)
 {
@@ -1178,6 +1238,7 @@ int main(void)
 	tcase_add_test(tc, test_log_prompts_and_sighup);
 	tcase_add_test(tc, test_duplicate_id_and_max_connections);
 	tcase_add_test(tc, test_fuzzed_frames);
+	tcase_add_test(tc, test_admin_ops_need_the_daemon_uid);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
