@@ -94,10 +94,9 @@ typedef struct Request {
 	int n_msgs;                /* how many */
 	char *system;              /* system prompt for chat, or NULL */
 	char *tmpl;                /* chat template name or file, or NULL */
-	/* who asked (copied from the connection) */
-	uid_t uid;
-	pid_t pid;
-	char exe[256];
+	uid_t uid;                 /* who asked: SO_PEERCRED of the connection */
+	pid_t pid;                 /* its process */
+	char exe[256];             /* its executable, "" if unreadable */
 	/* outcome, filled by the worker before the final event */
 	double t_start;            /* arrival (monotonic seconds) */
 	double t_start_unix;       /* arrival (wall clock) */

@@ -60,8 +60,8 @@ typedef struct Conn {
 	struct Daemon *d;        /* owner */
 	struct bufferevent *bev; /* the socket and its buffers */
 	uid_t uid;               /* SO_PEERCRED at accept */
-	gid_t gid;
-	pid_t pid;
+	gid_t gid;               /* its group */
+	pid_t pid;               /* its process */
 	char exe[256];           /* /proc/<pid>/exe, "" if unreadable */
 	Request *reqs;           /* requests in flight */
 	int nreq;                /* their count */
@@ -74,7 +74,9 @@ typedef struct Daemon {
 	const DaemonConfig *cfg;    /* options */
 	struct event_base *base;    /* the loop */
 	struct evconnlistener *lis; /* accepting connections */
-	struct event *ev_wake, *ev_tick, *ev_drain;
+	struct event *ev_wake;      /* the eventfd is readable */
+	struct event *ev_tick;      /* once a second: idle unloads */
+	struct event *ev_drain;     /* shutdown timeout, then exit deadline */
 	struct event *ev_sig[4];    /* TERM, INT, HUP, (unused) */
 	int efd;                    /* eventfd: workers wake the loop */
 	pthread_mutex_t qmu;        /* guards the event queue */
