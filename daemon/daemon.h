@@ -132,7 +132,8 @@ typedef struct Slot {
 	double load_ms;            /* last load time */
 	char device[128];          /* backend's description, "" unloaded */
 	uint64_t dev_total, dev_free; /* device memory after the last job */
-	Engine *eng;               /* worker-only: the loaded engine */
+	Engine *eng;               /* the loaded engine: used by the worker only,
+				    * set under mu (the loop tests it) */
 	int unload_pending;        /* loop-only: an idle unload is queued */
 } Slot;
 

@@ -170,8 +170,8 @@ static void unload(Slot *m)
 	if (!m->eng)
 		return;
 	engine_close(m->eng);
+	pthread_mutex_lock(&m->mu); /* the loop reads eng under mu */
 	m->eng = NULL;
-	pthread_mutex_lock(&m->mu);
 	m->state = MS_UNLOADED;
 	m->device[0] = 0;
 	pthread_mutex_unlock(&m->mu);
