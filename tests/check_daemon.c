@@ -802,10 +802,10 @@ START_TEST(test_load_unload_idle)
 	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
 	ck_assert_int_eq(infer_load(c, "l2", INFER_KEEP_DEFAULT), 0);
+	double t0 = t_now(); /* l2's idle time starts about here */
 	ck_assert(model_state_is(c, "l2", "loaded"));
 	/* kept forever when asked */
 	ck_assert_int_eq(infer_load(c, "l3", -1), 0);
-	double t0 = t_now();
 	while (!model_state_is(c, "l2", "unloaded") && t_now() - t0 < 10)
 		usleep(50000);
 	double dt = t_now() - t0;
