@@ -199,8 +199,8 @@ $(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Broker benchmark: ping round trip and generate overhead (not part of `make`).
-$(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a $(BUILD)/inferd
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a -lmsgpackc $(LDLIBS)
+$(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/inferd $(BUILD)/infer-run
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a -lmsgpackc $(LDLIBS)
 
 # GGUF metadata / tensor table dump (not part of `make`).
 $(BUILD)/gguf_dump: contrib/gguf_dump.c $(BUILD)/libengine.a

@@ -46,6 +46,7 @@ static const char top_usage[] =
 
 static const char gen_usage[] =
 "usage: infer-client generate MODEL [PROMPT] [options]\n"
+"       infer-client chat MODEL [QUESTION] [options]  (stdin: one message a line)\n"
 "Generate from PROMPT (or stdin when absent); text streams to stdout.\n"
 "  -p, --prompt TEXT      prompt (instead of the positional one)\n"
 "  --chat                 send PROMPT as a user message (chat template)\n"
@@ -566,11 +567,12 @@ int main(int argc, char **argv)
 		ok |= !strcmp(cmd, known[k]);
 	if (!ok)
 		return usage_err("unknown command '%s'", cmd);
-	if (ac >= 2 && (!strcmp(av[1], "--help") || !strcmp(av[1], "-h")) &&
-	    strcmp(cmd, "generate") && strcmp(cmd, "chat")) {
-		fputs(top_usage, stdout);
-		return 0;
-	}
+	for (int k = 1; k < ac; k++) /* help needs no daemon */
+		if (!strcmp(av[k], "--help") || !strcmp(av[k], "-h")) {
+			fputs(!strcmp(cmd, "generate") || !strcmp(cmd, "chat") ?
+			      gen_usage : top_usage, stdout);
+			return 0;
+		}
 	infer_client *c;
 	int rc = connect_or_die(&g, &c);
 	if (rc)

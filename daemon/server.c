@@ -60,8 +60,8 @@ typedef struct Conn {
 	struct Daemon *d;        /* owner */
 	struct bufferevent *bev; /* the socket and its buffers */
 	uid_t uid;               /* SO_PEERCRED at accept */
-	gid_t gid;
-	pid_t pid;
+	gid_t gid;               /* its group */
+	pid_t pid;               /* its process */
 	char exe[256];           /* /proc/<pid>/exe, "" if unreadable */
 	Request *reqs;           /* requests in flight */
 	int nreq;                /* their count */
@@ -74,7 +74,9 @@ typedef struct Daemon {
 	const DaemonConfig *cfg;    /* options */
 	struct event_base *base;    /* the loop */
 	struct evconnlistener *lis; /* accepting connections */
-	struct event *ev_wake, *ev_tick, *ev_drain;
+	struct event *ev_wake;      /* the eventfd is readable */
+	struct event *ev_tick;      /* once a second: idle unloads */
+	struct event *ev_drain;     /* shutdown timeout, then exit deadline */
 	struct event *ev_sig[4];    /* TERM, INT, HUP, (unused) */
 	int efd;                    /* eventfd: workers wake the loop */
 	pthread_mutex_t qmu;        /* guards the event queue */
@@ -120,6 +122,7 @@ void daemon_config_default(DaemonConfig *c)
 	c->max_queue = 32;
 	c->max_conn_requests = 16;
 	c->max_uid_requests = 64;
+	c->max_connections = 1024;
 	c->max_tokens = 256;
 	c->eng.backend = "auto";
 	c->eng.quiet = 1;
@@ -934,7 +937,14 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		begin_drain(d, "shutdown op");
 		return;
 	}
-	/* the rest become tracked requests */
+	/* the rest become tracked requests; their ids must be unique */
+	for (Request *q = c->reqs; q; q = q->cnext)
+		if (q->id == id) {
+			snprintf(msg, sizeof msg, "request id %u is already in flight "
+				 "on this connection", id);
+			reply_error(c, id, PROTO_E_BAD, msg, -1);
+			return;
+		}
 	Request *r = request_new(c, id, op);
 	if (!r) {
 		reply_error(c, id, PROTO_E_INTERNAL, "out of memory", -1);
@@ -1214,6 +1224,20 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 	Daemon *d = arg;
 	struct ucred cr;
 	socklen_t cl = sizeof cr;
+	if (d->nconns >= d->cfg->max_connections) {
+		/* tell it why in one frame (a fresh socket buffer takes it
+		 * without blocking), then hang up */
+		char msg[96];
+		size_t len;
+		snprintf(msg, sizeof msg, "inferd has %d connections, the limit",
+			 d->nconns);
+		uint8_t *f = error_frame(0, PROTO_E_BUSY, msg, -1, &len);
+		if (f && send(fd, f, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			dlog("refusing a connection: %s", strerror(errno));
+		free(f);
+		close(fd);
+		return;
+	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) {
 		dlog("SO_PEERCRED: %s", strerror(errno));
 		close(fd);
@@ -1245,6 +1269,25 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 		d->conns->prev = c;
 	d->conns = c;
 	d->nconns++;
+}
+
+/* accept() failed (out of fds): pause accepting for a second instead of
+ * spinning on the readable listener. */
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	Daemon *d = arg;
+	if (!d->draining)
+		evconnlistener_enable(d->lis);
+}
+
+static void on_accept_error(struct evconnlistener *lis, void *arg)
+{
+	Daemon *d = arg;
+	static const struct timeval one = { 1, 0 };
+	dlog("accept: %s; pausing for 1 s", strerror(errno));
+	evconnlistener_disable(lis);
+	if (event_base_once(d->base, -1, EV_TIMEOUT, on_accept_resume, d, &one) < 0)
+		evconnlistener_enable(lis);
 }
 
 /* ---- timers, signals, drain ---- */
@@ -1624,6 +1667,7 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "evconnlistener_new failed");
 		goto out;
 	}
+	evconnlistener_set_error_cb(d->lis, on_accept_error);
 	fd = -1;
 	dlog("serving %s: %d models, pid %d, db %s",
 	     d->systemd ? "systemd socket" : d->sock_path, d->nslots,

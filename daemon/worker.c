@@ -170,8 +170,8 @@ static void unload(Slot *m)
 	if (!m->eng)
 		return;
 	engine_close(m->eng);
+	pthread_mutex_lock(&m->mu); /* the loop reads eng under mu */
 	m->eng = NULL;
-	pthread_mutex_lock(&m->mu);
 	m->state = MS_UNLOADED;
 	m->device[0] = 0;
 	pthread_mutex_unlock(&m->mu);
@@ -189,7 +189,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 {
 	GenCtx *g = ud;
 	Request *r = g->r;
-	if (atomic_load(&r->cancel))
+	if (atomic_load(&r->cancel) || atomic_load(&g->m->abort))
 		return 1;
 	/* one event per generated token, also while its text is held back
 	 * (len 0: stop-string prefix or an incomplete UTF-8 sequence), so
@@ -215,7 +215,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	uint8_t *f = fb_end(&sb, &flen);
 	if (f)
 		daemon_post(g->m->d, r, f, flen, 0);
-	return atomic_load(&r->cancel);
+	return atomic_load(&r->cancel) || atomic_load(&g->m->abort);
 }
 
 /* The prompt ids of a generate: the raw prompt as infer-run encodes it
@@ -530,8 +530,9 @@ void worker_stop(Slot *m)
 {
 	pthread_mutex_lock(&m->mu);
 	m->stop = 1;
-	if (m->running)
-		atomic_store(&m->running->cancel, 1);
+	/* not m->running->cancel: the loop may already have freed it (its
+	 * final event can be posted before running is cleared) */
+	atomic_store(&m->abort, 1);
 	pthread_cond_signal(&m->cv);
 	pthread_mutex_unlock(&m->mu);
 	pthread_join(m->thread, NULL);
