@@ -298,17 +298,15 @@ static void launch_prefill(CudaBackend *c, float *out, const float *q,
 	size_t smem = sizeof(float) *
 		      (FA_BR * DMAX + FA_BC * (DMAX + 4) + FA_BC * DMAX +
 		       4 * FA_RPW * FA_BC);
-	static int raised; /* per template instance, once per process */
-	if (!raised) {
-		if (cuda_fail(c,
-			      cudaFuncSetAttribute(
-				      flash_prefill_kernel<DMAX>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)smem),
-			      "attention smem"))
-			return;
-		raised = 1;
-	}
+	/* Set on every launch: the limit is per device, and it costs a
+	 * microsecond against a prefill's milliseconds. */
+	if (cuda_fail(c,
+		      cudaFuncSetAttribute(
+			      flash_prefill_kernel<DMAX>,
+			      cudaFuncAttributeMaxDynamicSharedMemorySize,
+			      (int)smem),
+		      "attention smem"))
+		return;
 	cuda_flush(c); /* prefill is never part of a recorded step */
 	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
 	flash_prefill_kernel<DMAX><<<grid, 128, smem, c->stream>>>(

@@ -311,6 +311,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 	{
 		const char *g = getenv("INFERD_CUDA_GRAPHS");
 		c->graph->enabled = !(g && !strcmp(g, "0"));
+		g = getenv("INFERD_CUDA_FUSE");
+		c->graph->fuse = !(g && !strcmp(g, "0"));
 	}
 	cudaDeviceProp prop;
 	const char *step = "cudaSetDevice";

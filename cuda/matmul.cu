@@ -48,6 +48,24 @@ __device__ __forceinline__ uint32_t ld_u32(const uint8_t *p)
 	return *(const uint32_t *)p;
 }
 
+/* The row's result v, with the epilogue a recorded step gave this
+ * launch (graph.cuh: EPI_*); aux and out are only touched at row. */
+__device__ __forceinline__ void mv_store(float *out, int row, float v,
+					 int epi, float *aux)
+{
+	if (epi == EPI_SWIGLU_UP) {
+		out[row] = v / (1.0f + expf(-v)) * aux[row];
+		return;
+	}
+	out[row] = v;
+	if (epi == EPI_ADD) {
+		aux[row] += v;
+	} else if (epi == EPI_SWIGLU_GATE) {
+		float g = aux[row];
+		aux[row] = g / (1.0f + expf(-g)) * v;
+	}
+}
+
 /* Units per row and the elements each unit covers, by type. */
 __host__ __device__ static inline int unit_elems(int t)
 {
@@ -243,7 +261,8 @@ template <int T, int R>
 __global__ void __launch_bounds__(MV_WARPS * 32)
 	matvec_kernel(float *__restrict__ out, const float *__restrict__ x,
 		      const uint8_t *__restrict__ w, const float *bias,
-		      int rows, int cols, size_t row_bytes)
+		      int rows, int cols, size_t row_bytes, int epi,
+		      float *aux)
 {
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
@@ -267,7 +286,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	for (int r = 0; r < R; r++) {
 		float s = warp_sum(acc[r]);
 		if (lane == 0 && row0 + r < rows)
-			out[row0 + r] = s + (bias ? bias[row0 + r] : 0.0f);
+			mv_store(out, row0 + r,
+				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
 	}
 }
 
@@ -276,7 +296,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 __global__ void matvec_generic_kernel(float *out, const float *x,
 				      const uint8_t *w, int type,
 				      const float *bias, int rows, int cols,
-				      size_t row_bytes)
+				      size_t row_bytes, int epi, float *aux)
 {
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int row = blockIdx.x * MV_WARPS + warp;
@@ -290,7 +310,7 @@ __global__ void matvec_generic_kernel(float *out, const float *x,
 		s += dq_elem(type, rp, i) * x[i];
 	s = warp_sum(s);
 	if (lane == 0)
-		out[row] = s + (bias ? bias[row] : 0.0f);
+		mv_store(out, row, s + (bias ? bias[row] : 0.0f), epi, aux);
 }
 
 template <int T, int R>
@@ -302,7 +322,8 @@ static void launch_matvec_r(CudaBackend *c, float *out, const float *x,
 	cuda_launch(c, matvec_kernel<T, R>, dim3(gx, (unsigned)n),
 		    dim3(MV_WARPS * 32), 0, "matvec", out, x,
 		    (const uint8_t *)w->dev, bias, rows, cols,
-		    dtype_row_bytes(w->type, w->cols));
+		    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+		    (float *)NULL);
 }
 
 /* Rows per warp: more rows reuse each x load more often, fewer leave
@@ -328,7 +349,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	matvec_float_kernel(float *__restrict__ out,
 			    const float *__restrict__ x,
 			    const uint8_t *__restrict__ w, const float *bias,
-			    int rows, int cols, size_t row_bytes)
+			    int rows, int cols, size_t row_bytes, int epi,
+			    float *aux)
 {
 	constexpr int UE = T == DT_F32 ? 4 : 8; /* elements per 16 bytes */
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -402,7 +424,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	for (int r = 0; r < R; r++) {
 		float s = warp_sum(acc[r]);
 		if (lane == 0 && row0 + r < rows)
-			out[row0 + r] = s + (bias ? bias[row0 + r] : 0.0f);
+			mv_store(out, row0 + r,
+				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
 	}
 }
 
@@ -440,7 +463,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 			  const int8_t *__restrict__ xq,
 			  const float2 *__restrict__ xds,
 			  const uint8_t *__restrict__ w, const float *bias,
-			  int rows, int cols, size_t row_bytes)
+			  int rows, int cols, size_t row_bytes, int epi,
+			  float *aux)
 {
 	constexpr int BS = T == DT_Q8_0 ? 34 : T == DT_Q4_0 ? 18 : 20;
 	constexpr int NW = T == DT_Q8_0 ? 8 : 4; /* u32 words of quants */
@@ -528,7 +552,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	for (int r = 0; r < R; r++) {
 		float s = warp_sum(acc[r]);
 		if (lane == 0 && row0 + r < rows)
-			out[row0 + r] = s + (bias ? bias[row0 + r] : 0.0f);
+			mv_store(out, row0 + r,
+				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
 	}
 }
 
@@ -541,7 +566,8 @@ static void launch_float(CudaBackend *c, float *out, const float *x,
 	cuda_launch(c, matvec_float_kernel<T, R, U>, dim3(gx, (unsigned)n),
 		    dim3(MV_WARPS * 32), 0, "matvec", out, x,
 		    (const uint8_t *)w->dev, bias, rows, (int)w->cols,
-		    dtype_row_bytes(w->type, w->cols));
+		    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+		    (float *)NULL);
 }
 
 template <int T, int R, int U>
@@ -556,7 +582,8 @@ static void launch_q8x(CudaBackend *c, float *out, const Tensor *w,
 	cuda_launch(c, matvec_q8x_kernel<T, R, U>, dim3(gx, (unsigned)n),
 		    dim3(MV_WARPS * 32), 0, "matvec", out, xq, xds,
 		    (const uint8_t *)w->dev, bias, rows, cols,
-		    dtype_row_bytes(w->type, w->cols));
+		    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+		    (float *)NULL);
 }
 
 /* F32/F16/BF16 (rows per warp: 1 by default, measured best) */
@@ -593,8 +620,8 @@ static void launch_q8x_any(CudaBackend *c, float *out, const float *x,
 	}
 }
 
-static void matvec(CudaBackend *c, float *out, const float *x,
-		   const Tensor *w, const float *bias, int n)
+static void matvec_launch(CudaBackend *c, float *out, const float *x,
+			  const Tensor *w, const float *bias, int n)
 {
 	int cols = (int)w->cols;
 	int ue = unit_elems(w->type);
@@ -609,7 +636,8 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 			    dim3(MV_WARPS * 32), 0, "matvec", out, x,
 			    (const uint8_t *)w->dev, (int)w->type, bias,
 			    (int)w->rows, cols,
-			    dtype_row_bytes(w->type, w->cols));
+			    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+			    (float *)NULL);
 		return;
 	}
 	if (c->mv_old) { /* INFERD_CUDA_MV=old: first version, f32 x */
@@ -635,6 +663,20 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 	case DT_Q6_K: launch_matvec<DT_Q6_K>(c, out, x, w, bias, n); break;
 	default: cuda_fail_msg(c, "matmul: type %d", (int)w->type); return;
 	}
+}
+
+/* While a step is recorded, a one-row mat-vec may absorb the add or
+ * swiglu that follows it (graph.cuh): mark its launch for that. */
+static void matvec(CudaBackend *c, float *out, const float *x,
+		   const Tensor *w, const float *bias, int n)
+{
+	GraphState *g = c->graph;
+	size_t before = g->on ? g->rec.size() : 0;
+	matvec_launch(c, out, x, w, bias, n);
+	if (g->on && !c->has_err && g->rec.size() > before &&
+	    g->rec.back().func != (const void *)quantize_x_kernel)
+		cuda_mark_matvec(c, out, (size_t)w->rows, x,
+				 (size_t)w->cols);
 }
 
 /* ---- prefill ------------------------------------------------------- */

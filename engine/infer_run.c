@@ -3,10 +3,12 @@
  * daemon: generate, tokenize, detokenize, bench, info. Subcommands are rows
  * of one table (name, handler, usage), so adding one is adding a row.
  *
- * Exit codes: 0 success, 1 runtime error (model, backend), 2 usage error.
+ * Exit codes: 0 success, 1 runtime error (model, backend), 2 usage error,
+ * 130 when Ctrl-C stopped a generation (its statistics are still printed).
  */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #define EXIT_RUNTIME 1 /* model or backend failed */
 #define EXIT_USAGE 2   /* bad command line */
+#define EXIT_INTERRUPTED 130 /* Ctrl-C during generate (128 + SIGINT) */
 #define MAX_OVERRIDES 32 /* most --override-kv options */
 
 typedef struct Command {
@@ -141,6 +144,16 @@ typedef struct {
 	int n_out;    /* ids printed so far */
 } GenOut;
 
+/* Set by the first SIGINT: generate stops at the next token, prints its
+ * statistics and exits; a second SIGINT kills as usual. */
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	interrupted = 1;
+	signal(sig, SIG_DFL);
+}
+
 static int on_text(void *ud, int32_t token, const char *text, size_t len)
 {
 	GenOut *o = ud;
@@ -151,11 +164,11 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 		fwrite(text, 1, len, stdout);
 	}
 	fflush(stdout);
-	return 0;
+	return interrupted != 0;
 }
 
 static const char generate_usage[] =
-	"usage: infer-run generate MODEL -p TEXT [options]\n"
+	"usage: infer-run generate MODEL (-p TEXT | -f FILE) [options]\n"
 	"Generate a continuation of TEXT; the text streams to stdout, the\n"
 	"statistics go to stderr. MODEL is a GGUF file or an HF directory.\n"
 	"  -p, --prompt TEXT      prompt (special tokens in it are parsed)\n"
@@ -178,6 +191,7 @@ static const char generate_usage[] =
 	"  --batch N              prefill chunk (default 512)\n"
 	"  -t, --threads N        CPU threads (default: all cores)\n"
 	"  --backend B            auto, cpu or cuda (default auto)\n"
+	"  --device N             CUDA device index (default 0)\n"
 	"  --override-kv K=T:V    override model metadata, T int|float|str,\n"
 	"                         e.g. llama.rope.freq_base=float:500000\n";
 
@@ -383,8 +397,13 @@ static int cmd_generate(int argc, char **argv)
 		return EXIT_RUNTIME;
 	}
 	GenResult res;
+	struct sigaction sa = {0};
+	sa.sa_handler = on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
 	int rc = engine_generate(e, ids, n, &gp, on_text, &out, &res, err,
 				 sizeof err);
+	signal(SIGINT, SIG_DFL);
 	printf("\n");
 	fflush(stdout);
 	if (rc != 0)
@@ -406,7 +425,9 @@ static int cmd_generate(int argc, char **argv)
 	free(res.ids);
 	free(ids);
 	engine_close(e);
-	return rc ? EXIT_RUNTIME : 0;
+	if (rc)
+		return EXIT_RUNTIME;
+	return res.finish == FINISH_CANCEL ? EXIT_INTERRUPTED : 0;
 }
 
 /* ---- tokenize / detokenize / info: the model without a backend -------- */
@@ -605,7 +626,8 @@ static int cmd_info(int argc, char **argv)
 static const char bench_usage[] =
 	"usage: infer-run bench MODEL [-p N] [-n N] [-r REPS] [options]\n"
 	"Prefill N fixed tokens, then decode N tokens greedily; print tokens\n"
-	"per second of each phase for every repetition and their mean.\n"
+	"per second of each phase for every repetition and their mean (after\n"
+	"one short warm-up run that is not counted).\n"
 	"  -p N             prompt tokens (default 512)\n"
 	"  -n N             generated tokens (default 128)\n"
 	"  -r REPS          repetitions (default 1)\n"
@@ -662,6 +684,15 @@ static int cmd_bench(int argc, char **argv)
 	Backend *be = engine_backend(e);
 	printf("model %s (%s), backend %s\n", model, engine_model(e)->quant,
 	       be->ops->describe(be));
+	/* Warm-up, not counted: first touches of the mapped weights and the
+	 * scratch buffers' growth would otherwise land in run 1. */
+	double wp, wd;
+	if (engine_bench(e, np < 32 ? (int)np : 32, ng < 4 ? (int)ng : 4, &wp,
+			 &wd, err, sizeof err)) {
+		fprintf(stderr, "infer-run: %s\n", err);
+		engine_close(e);
+		return EXIT_RUNTIME;
+	}
 	double sp = 0, sd = 0;
 	for (long r = 0; r < reps; r++) {
 		double p, d;
