@@ -139,7 +139,10 @@ END_TEST
 START_TEST(test_ping_status_models)
 {
 	TDaemon d;
-	ck_assert(t_start(&d, NULL) == 0);
+	char dir[4200];
+	snprintf(dir, sizeof dir, "%s", test_data("models"));
+	const char *args[] = { "--models-dir", dir, NULL };
+	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
 	ck_assert_int_eq(infer_ping(c), 0);
 	ck_assert_int_eq(infer_daemon_protocol(c), PROTO_VERSION);
@@ -150,6 +153,10 @@ START_TEST(test_ping_status_models)
 	free(js);
 	ck_assert_int_eq(infer_models(c, &js), 0);
 	ck_assert_msg(strstr(js, "\"name\":\"l3\"") && strstr(js, "\"format\":\"hf\""), "%s", js);
+	/* the models folder: GGUF files by name without .gguf, HF folders */
+	ck_assert_msg(strstr(js, "\"name\":\"tiny-llama2-q8_0\"") &&
+		      strstr(js, "\"name\":\"tiny-llama3-f16\"") &&
+		      strstr(js, "\"name\":\"tiny-llama3\",\"path\""), "%s", js);
 	free(js);
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
