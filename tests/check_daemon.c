@@ -827,6 +827,15 @@ START_TEST(test_load_unload_idle)
 	ck_assert_int_eq(infer_tokenize(c, "l3", "hi", 0, 0, &ids), 1);
 	free(ids);
 	ck_assert(model_state_is(c, "l3", "loaded"));
+	/* keep_alive 0: unloaded as soon as the request is done */
+	infer_gen_params p;
+	greedy_params(&p, "l3", 2);
+	p.keep_alive = 0;
+	ck_assert_int_eq(infer_generate(c, &p, NULL, NULL, NULL), 0);
+	t0 = t_now();
+	while (!model_state_is(c, "l3", "unloaded") && t_now() - t0 < 5)
+		usleep(10000);
+	ck_assert(model_state_is(c, "l3", "unloaded"));
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
 	t_cleanup(&d);
