@@ -334,8 +334,8 @@ int main(int argc, char **argv)
 		if (clients[i].fd >= 0)
 			close(clients[i].fd);
 	int st = t_stop(&dmn);
-	long rows;
-	int dups, missing;
+	long rows = 0;
+	int dups = 0, missing = 0;
 	int dbrc = check_db(&rows, &dups, &missing);
 
 	long sent = 0, answered = 0, abandoned = 0, garbage = 0, gerr = 0,
