@@ -716,11 +716,13 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		}
 		pthread_mutex_unlock(&d->slots[i]->mu);
 	}
-	msgpack_pack_map(&pk, 13);
+	msgpack_pack_map(&pk, 14);
 	pk_str(&pk, "id");
 	msgpack_pack_uint32(&pk, id);
 	pk_str(&pk, "type");
 	pk_str(&pk, "ok");
+	pk_str(&pk, "log_dropped");
+	msgpack_pack_uint64(&pk, daemon_db ? db_dropped(daemon_db) : 0);
 	pk_str(&pk, "version");
 	pk_str(&pk, INFERD_VERSION);
 	pk_str(&pk, "pid");
