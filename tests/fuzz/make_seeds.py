@@ -79,6 +79,21 @@ proto = {
 }
 for k, v in proto.items():
     put("fuzz_protocol", k, v)
+    # the daemon target reads a connection's byte stream: framed requests
+    put("fuzz_daemon", k, v if k.startswith("stream") else frame(v))
+put("fuzz_daemon", "many_ops", b"".join(frame(mp(x)) for x in [
+    {"op": "hello", "id": 1, "version": 1},
+    {"op": "status", "id": 2}, {"op": "models", "id": 3},
+    {"op": "load", "id": 4, "model": "l2"},
+    {"op": "generate", "id": 5, "model": "l2", "prompt": "Once upon", "max_tokens": 3, "stop": ["a"]},
+    {"op": "generate", "id": 6, "model": "l2", "messages": [{"role": "system", "content": "s"},
+                                                            {"role": "user", "content": "u"}], "template": "chatml"},
+    {"op": "cancel", "id": 7, "target": 5},
+    {"op": "detokenize", "id": 8, "model": "l2", "tokens": [1, 2, 3]},
+    {"op": "log", "id": 9, "limit": 5, "all": True},
+    {"op": "unload", "id": 10, "model": "l2"},
+    {"op": "generate", "id": 5, "model": "../../etc/passwd", "prompt": "x"},
+]))
 
 
 # ---- GGUF ----
