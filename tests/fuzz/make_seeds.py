@@ -157,6 +157,9 @@ put("fuzz_safetensors", "offset_huge", st({"a": {"dtype": "F32", "shape": [1], "
 put("fuzz_safetensors", "shape_overflow", st({"a": {"dtype": "BF16", "shape": [4294967296, 4294967296, 2], "data_offsets": [0, 0]}}, b""))
 put("fuzz_safetensors", "shape_negative", st({"a": {"dtype": "F16", "shape": [-1, 2], "data_offsets": [0, 4]}}, b"\0" * 4))
 put("fuzz_safetensors", "size_mismatch", st({"a": {"dtype": "F16", "shape": [3], "data_offsets": [0, 4]}}, b"\0" * 4))
+# found by fuzz_safetensors: outer dims overflow int64, then a zero dim
+put("fuzz_safetensors", "regress_rows_overflow_zero_dim",
+    st({"a": {"dtype": "BF16", "shape": [4294967295, 4294967296, 0], "data_offsets": [0, 0]}}, b""))
 put("fuzz_safetensors", "header_len_huge", struct.pack("<Q", 0xFFFFFFFFFFFFFFFF) + b"{}")
 put("fuzz_safetensors", "deep_json", struct.pack("<Q", 2000) + b"[" * 1000 + b"]" * 1000)
 dup = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
