@@ -5,6 +5,10 @@
 #   make demo       install packages, build, fetch the demo model, run it
 #   make bench      prefill/decode benchmark (MODEL=path)
 #   make deps       only install missing Debian packages (needs root)
+#   make fuzz       build the libFuzzer targets (clang) into build-fuzz/ and
+#                   run each for FUZZ_SECONDS (default 60)
+#   make valgrind   run the Check tests under valgrind (tests/valgrind.sh)
+#   make loadtest   many clients against inferd (tests/load/)
 #
 # Knobs: CC, CFLAGS, SANITIZE=1 (ASan+UBSan), NVCC, CUDA=0 (skip the CUDA
 # backend), CUDA_ARCH (default sm_90 plus PTX), BUILD (output folder).
@@ -22,6 +26,12 @@ CPPFLAGS += -Iengine -Ilibclient -Idaemon -D_GNU_SOURCE
 CFLAGS   ?=
 CFLAGS   += -std=c11 $(OPT) $(WARN) -pthread -fPIC
 LDLIBS   := -lm -ldl -pthread
+
+# FUZZ=1: objects instrumented for libFuzzer (make fuzz sets it).
+ifeq ($(FUZZ),1)
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -69,7 +79,7 @@ BINS += $(BUILD)/libinferd-cuda.so $(BUILD)/cuda-layer-bench
 endif
 endif
 
-.PHONY: all test check tests deps demo bench clean install uninstall
+.PHONY: all test check tests deps demo bench clean install uninstall fuzz fuzz-build valgrind loadtest
 all: $(BINS)
 
 $(BUILD)/%.o: %.c
@@ -206,3 +216,33 @@ $(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)
 # GGUF metadata / tensor table dump (not part of `make`).
 $(BUILD)/gguf_dump: contrib/gguf_dump.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c, built with clang and
+# ASan+UBSan in build-fuzz/, each run FUZZ_SECONDS on a working corpus
+# seeded from tests/fuzz/corpus/<target> (the committed seeds: known attack
+# inputs). Crashes land in build-fuzz/crashes/<target>/; logs beside them.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+ifeq ($(FUZZ),1)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libinferd.a $(BUILD)/libengine.a $(BUILD)/libinfer.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/libinferd.a $(BUILD)/libengine.a $(BUILD)/libinfer.a $(SERVICE_LIBS) $(LDLIBS)
+.PHONY: fuzz-targets
+fuzz-targets: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+endif
+fuzz-build:
+	@$(MAKE) --no-print-directory FUZZ=1 CC=$(FUZZ_CC) CUDA=0 BUILD=$(FUZZ_BUILD) fuzz-targets $(FUZZ_BUILD)/testdata/.unpacked
+fuzz: fuzz-build
+	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+valgrind: tests
+	@sh tests/valgrind.sh $(BUILD)
+
+# Load test: LOAD_ARGS passes -c clients -n requests -t seconds.
+LOAD_ARGS ?=
+$(BUILD)/loadtest: tests/load/loadtest.c tests/daemon_util.h $(BUILD)/libinfer.a
+	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libinfer.a -lmsgpackc -lsqlite3 $(LDLIBS)
+loadtest: tests $(BUILD)/loadtest
+	INFERD_TEST_DATA=$(CURDIR)/$(BUILD)/testdata INFERD_BUILD=$(CURDIR)/$(BUILD) $(BUILD)/loadtest $(LOAD_ARGS)

@@ -32,11 +32,15 @@ typedef struct Job {
 
 struct Db {
 	sqlite3 *h;             /* the connection (used by the thread only) */
+	sqlite3_stmt *ins;      /* the request INSERT, prepared once: under
+				 * load the writer must outpace the loop */
 	pthread_t thread;       /* writer */
 	pthread_mutex_t mu;     /* guards the queue and stop */
 	pthread_cond_t cv;      /* signalled on a new job or stop */
 	Job *head, *tail;       /* FIFO */
 	int stop;               /* 1: drain and exit */
+	uint64_t dropped;       /* request rows not written (disk full, I/O
+				 * error, out of memory); guarded by mu */
 };
 
 /* Migrations: step i brings user_version from i to i + 1. */
@@ -97,17 +101,20 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
 		sqlite3_bind_null(st, i);
 }
 
-static void write_request(Db *db, const DbRequest *r)
+/* Returns 0, or -1 when the row was not written. */
+static int write_request(Db *db, const DbRequest *r)
 {
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db->h,
+	int rc = 0;
+	if (!db->ins && sqlite3_prepare_v2(db->h,
 		"INSERT INTO requests(t_start,t_end,uid,pid,exe,model,op,"
 		"prompt_tokens,gen_tokens,ttft_ms,total_ms,tok_s,finish,status,"
-		"error,prompt) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1, &st,
-		NULL) != SQLITE_OK) {
+		"error,prompt) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
+		&db->ins, NULL) != SQLITE_OK) {
 		fprintf(stderr, "inferd: db: %s\n", sqlite3_errmsg(db->h));
-		return;
+		db->ins = NULL;
+		return -1;
 	}
+	sqlite3_stmt *st = db->ins;
 	sqlite3_bind_double(st, 1, r->t_start);
 	sqlite3_bind_double(st, 2, r->t_end);
 	sqlite3_bind_int64(st, 3, r->uid);
@@ -124,9 +131,13 @@ static void write_request(Db *db, const DbRequest *r)
 	bind_text(st, 14, r->status);
 	bind_text(st, 15, r->error);
 	bind_text(st, 16, r->prompt);
-	if (sqlite3_step(st) != SQLITE_DONE)
+	if (sqlite3_step(st) != SQLITE_DONE) {
 		fprintf(stderr, "inferd: db insert: %s\n", sqlite3_errmsg(db->h));
-	sqlite3_finalize(st);
+		rc = -1;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
 }
 
 static void write_model(Db *db, const DbModel *m)
@@ -256,13 +267,25 @@ static void *db_thread(void *arg)
 		Job *batch = db->head;
 		db->head = db->tail = NULL;
 		pthread_mutex_unlock(&db->mu);
+		uint64_t nreq = 0, failed = 0;
 		sqlite3_exec(db->h, "BEGIN", NULL, NULL, NULL);
 		for (Job *j = batch; j; j = j->next)
-			if (j->kind == JOB_REQUEST)
-				write_request(db, &j->r);
-			else if (j->kind == JOB_MODEL)
+			if (j->kind == JOB_REQUEST) {
+				nreq++;
+				failed += write_request(db, &j->r) < 0;
+			} else if (j->kind == JOB_MODEL) {
 				write_model(db, &j->m);
-		sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
+			}
+		if (sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+			/* disk full or I/O error: the batch is lost; end the
+			 * transaction, or every later BEGIN would fail and the
+			 * rows pile up in one that never commits */
+			fprintf(stderr, "inferd: db commit: %s; %llu rows lost\n",
+				sqlite3_errmsg(db->h), (unsigned long long)nreq);
+			if (!sqlite3_get_autocommit(db->h))
+				sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+			failed = nreq;
+		}
 		while (batch) {
 			Job *j = batch;
 			batch = j->next;
@@ -271,6 +294,7 @@ static void *db_thread(void *arg)
 			job_free(j);
 		}
 		pthread_mutex_lock(&db->mu);
+		db->dropped += failed;
 	}
 	pthread_mutex_unlock(&db->mu);
 	return NULL;
@@ -346,6 +370,7 @@ void db_close(Db *db)
 	pthread_cond_signal(&db->cv);
 	pthread_mutex_unlock(&db->mu);
 	pthread_join(db->thread, NULL);
+	sqlite3_finalize(db->ins);
 	sqlite3_close(db->h);
 	pthread_mutex_destroy(&db->mu);
 	pthread_cond_destroy(&db->cv);
@@ -392,10 +417,21 @@ int db_log_request(Db *db, const DbRequest *r)
 	j->r.prompt = keep(j, 6, r->prompt, &oom);
 	if (oom) {
 		job_free(j);
+		pthread_mutex_lock(&db->mu);
+		db->dropped++;
+		pthread_mutex_unlock(&db->mu);
 		return -1;
 	}
 	push(db, j);
 	return 0;
+}
+
+uint64_t db_dropped(Db *db)
+{
+	pthread_mutex_lock(&db->mu);
+	uint64_t n = db->dropped;
+	pthread_mutex_unlock(&db->mu);
+	return n;
 }
 
 int db_log_model(Db *db, const DbModel *m)

@@ -62,6 +62,10 @@ void db_close(Db *db);
 /* Queue writes; never block on the disk. Return -1 only on OOM. */
 int db_log_request(Db *db, const DbRequest *r);
 int db_log_model(Db *db, const DbModel *m);
+/* Request rows that could not be written so far (disk full, I/O error,
+ * out of memory): the daemon keeps serving and reports this count in
+ * "status" as log_dropped. */
+uint64_t db_dropped(Db *db);
 /* Queue a query for the newest `limit` rows (uid's own unless all) and
  * an "ok" reply frame for request id; deliver runs on the db thread. */
 int db_query_log(Db *db, uint32_t id, uid_t uid, int all, int limit,

@@ -716,11 +716,13 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		}
 		pthread_mutex_unlock(&d->slots[i]->mu);
 	}
-	msgpack_pack_map(&pk, 13);
+	msgpack_pack_map(&pk, 14);
 	pk_str(&pk, "id");
 	msgpack_pack_uint32(&pk, id);
 	pk_str(&pk, "type");
 	pk_str(&pk, "ok");
+	pk_str(&pk, "log_dropped");
+	msgpack_pack_uint64(&pk, daemon_db ? db_dropped(daemon_db) : 0);
 	pk_str(&pk, "version");
 	pk_str(&pk, INFERD_VERSION);
 	pk_str(&pk, "pid");
@@ -1683,6 +1685,17 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "event_base_new failed");
 		return -1;
 	}
+	/* signals before the socket: once it listens, clients (and test
+	 * harnesses) see us as up, and a SIGTERM then must drain, not kill
+	 * us by its default action with the socket and lock left behind */
+	int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
+	for (int i = 0; i < 3; i++) {
+		d->ev_sig[i] = evsignal_new(d->base, sigs[i], on_signal, d);
+		if (!d->ev_sig[i] || event_add(d->ev_sig[i], NULL) < 0) {
+			snprintf(err, errlen, "cannot watch signals");
+			goto out;
+		}
+	}
 	fd = make_listener(d, err, errlen);
 	if (fd < 0)
 		goto out;
@@ -1702,14 +1715,6 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen)
 	d->ev_wake = event_new(d->base, d->efd, EV_READ | EV_PERSIST, on_wake, d);
 	d->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
 	d->ev_drain = evtimer_new(d->base, on_drain_timeout, d);
-	int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
-	for (int i = 0; i < 3; i++) {
-		d->ev_sig[i] = evsignal_new(d->base, sigs[i], on_signal, d);
-		if (!d->ev_sig[i] || event_add(d->ev_sig[i], NULL) < 0) {
-			snprintf(err, errlen, "cannot watch signals");
-			goto out;
-		}
-	}
 	struct timeval one = { 1, 0 };
 	if (!d->ev_wake || !d->ev_tick || !d->ev_drain ||
 	    event_add(d->ev_wake, NULL) < 0 || event_add(d->ev_tick, &one) < 0) {

@@ -248,7 +248,12 @@ static int load_shard(st_file *f, const char *path, char *err, size_t errlen)
 				return 0;
 			}
 			e->shape[d] = x;
-			if (__builtin_mul_overflow(elems, (uint64_t)x, &elems)) {
+			/* every partial product must fit int64: rows is the
+			 * product of the outer dims, and a zero dim further
+			 * on must not hide an overflow (found by fuzzing:
+			 * [2^32-1, 2^32, 0]) */
+			if (__builtin_mul_overflow(elems, (uint64_t)x, &elems) ||
+			    elems > (uint64_t)INT64_MAX) {
 				seterr(err, errlen,
 				       "%s: %s: element count overflows", path,
 				       name);

@@ -48,6 +48,7 @@
  *   status     -> ok: version str, pid uint, uptime float (s), backend str,
  *              mem_budget uint, mem_used uint, device_total uint,
  *              device_free uint (bytes), connections uint, inflight uint,
+ *              log_dropped uint (request log rows lost: disk full...),
  *              models array of {name, state, device, queue, active, bytes}
  *   models     -> ok: models array of {name str, path str, format str,
  *              state str, bytes uint, arch str, quant str, ctx uint,

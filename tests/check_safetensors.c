@@ -177,6 +177,10 @@ static const struct {
 	{"{\"x\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,"
 	 "9007199254740992],\"data_offsets\":[0,16]}}",
 	 "overflow"},
+	/* fuzz_safetensors: outer dims overflow int64, a zero dim after them */
+	{"{\"x\":{\"dtype\":\"BF16\",\"shape\":[4294967295,4294967296,0],"
+	 "\"data_offsets\":[0,0]}}",
+	 "element count overflows"},
 	{"{\"x\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
 	 "\"data_offsets\":[0,16]}}",
 	 "dimension 0"},

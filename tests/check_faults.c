@@ -1,0 +1,431 @@
+/*
+ * check_faults.c - inferd under faults: kill -9 while it logs heavily
+ * (the SQLite log stays intact and keeps every committed row), a database
+ * that cannot grow (full disk: the daemon serves on and counts the rows it
+ * lost), a client that never reads its replies (cut off with bounded
+ * memory, others unaffected), and socket access by other uids (0600
+ * refuses them; 0660 with --socket-group admits members, who still cannot
+ * use admin operations).
+ */
+#include <check.h>
+#include <dirent.h>
+#include <grp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+
+#include "daemon_util.h"
+#include "infer.h"
+
+/* How much the daemon's RSS may grow while a client does not read: the
+ * output cap (16 frames of 4 MB) plus input and slack; under ASan its
+ * quarantine (256 MB) keeps freed buffers resident as well. */
+#ifdef __SANITIZE_ADDRESS__
+#define SLOW_RSS_SLACK_KB (600L * 1024)
+#else
+#define SLOW_RSS_SLACK_KB (200L * 1024)
+#endif
+
+/* One request by raw frames; returns the reply's "type" check: 1 when
+ * it is want, 0 otherwise, -1 on a dead connection. */
+static int roundtrip(int fd, const uint8_t *req, size_t n, const char *want,
+		     TReply *r, double secs)
+{
+	char type[32];
+	if (t_send(fd, req, n) < 0)
+		return -1;
+	if (t_recv(fd, r, secs) < 0)
+		return -1;
+	int ok = !strcmp(t_str(r, "type", type, sizeof type), want);
+	return ok;
+}
+
+static long rss_kb(pid_t pid)
+{
+	char p[64], line[256];
+	long kb = -1;
+	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* count(*) of requests, -1 when the file cannot be read. */
+static long db_rows(const char *path, int check_integrity, int *intact)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	long n = -1;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_busy_timeout(db, 2000);
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM requests", -1, &st,
+			       NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			n = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (check_integrity) {
+		*intact = 0;
+		if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st,
+				       NULL) == SQLITE_OK) {
+			if (sqlite3_step(st) == SQLITE_ROW &&
+			    !strcmp((const char *)sqlite3_column_text(st, 0), "ok"))
+				*intact = 1;
+			sqlite3_finalize(st);
+		}
+	}
+	sqlite3_close(db);
+	return n;
+}
+
+/* ---- kill -9 during heavy logging ---- */
+
+typedef struct Logger {
+	const char *sock;      /* daemon socket */
+	volatile int stop;     /* set by the test */
+	long answered;         /* tokenize replies received */
+	pthread_t th;
+} Logger;
+
+/* Tokenize requests back to back: each one is a row in the log. */
+static void *logger_main(void *arg)
+{
+	Logger *lg = arg;
+	uint8_t req[256];
+	TReply *r = malloc(sizeof *r);
+	int fd = t_connect(lg->sock);
+	for (uint32_t id = 1; fd >= 0 && !lg->stop; id++) {
+		char idb[32];
+		snprintf(idb, sizeof idb, "i:%u", id);
+		size_t n = t_pack(req, sizeof req, 4, "op", "s:tokenize", "id", idb,
+				  "model", "s:l2", "text", "s:Once upon a time");
+		int k = roundtrip(fd, req, n, "ok", r, 10);
+		if (k < 0)
+			break;
+		msgpack_zone_destroy(&r->zone);
+		lg->answered++;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(r);
+	return NULL;
+}
+
+START_TEST(test_kill9_during_logging)
+{
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	long floor = 0; /* rows known committed before the last kill */
+	long total_answered = 0;
+	for (int round = 0; round < 5; round++) {
+		ck_assert_msg(t_launch(&d, NULL) == 0, "round %d: start", round);
+		Logger lg[4];
+		for (int i = 0; i < 4; i++) {
+			memset(&lg[i], 0, sizeof lg[i]);
+			lg[i].sock = d.sock;
+			pthread_create(&lg[i].th, NULL, logger_main, &lg[i]);
+		}
+		/* rows a reader sees are committed; the last count seen before
+		 * the kill must survive it */
+		long seen = 0;
+		/* at least this long, and until some new row is committed */
+		double t0 = t_now(), end = t0 + 0.6 + 0.15 * round;
+		while (t_now() < end || (seen <= floor && t_now() < t0 + 20)) {
+			int dummy;
+			long n = db_rows(d.db, 0, &dummy);
+			if (n > seen)
+				seen = n;
+			usleep(20000);
+		}
+		ck_assert_int_eq(kill(d.pid, SIGKILL), 0);
+		waitpid(d.pid, NULL, 0);
+		d.pid = 0;
+		for (int i = 0; i < 4; i++) {
+			lg[i].stop = 1;
+			pthread_join(lg[i].th, NULL);
+			total_answered += lg[i].answered;
+		}
+		int intact = 0;
+		long after = db_rows(d.db, 1, &intact);
+		fprintf(stderr, "kill -9 round %d: %ld rows seen committed, "
+			"%ld after the kill\n", round, seen, after);
+		ck_assert_msg(intact, "round %d: integrity_check failed", round);
+		ck_assert_msg(after >= seen && after >= floor,
+			      "round %d: %ld rows after kill, %ld seen before",
+			      round, after, seen);
+		ck_assert_msg(seen > floor, "round %d: nothing logged", round);
+		floor = after;
+	}
+	fprintf(stderr, "kill -9: 5 rounds, %ld requests answered, %ld rows "
+		"kept\n", total_answered, floor);
+	t_cleanup(&d);
+}
+END_TEST
+
+/* ---- the database cannot grow (a full filesystem, without a mount) ---- */
+
+START_TEST(test_db_disk_full)
+{
+	/* RLIMIT_FSIZE makes every write past the limit fail with EFBIG,
+	 * as a full filesystem fails it with ENOSPC: SQLite sees a write
+	 * error either way. The daemon inherits the limit (and SIGXFSZ
+	 * ignored) from this test process. */
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	struct rlimit old, lim;
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 96 * 1024;
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	int rc = t_launch(&d, NULL);
+	setrlimit(RLIMIT_FSIZE, &old);
+	ck_assert_msg(rc == 0, "daemon did not start");
+
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	uint8_t req[256];
+	TReply *r = malloc(sizeof *r);
+	long answered = 0;
+	/* each tokenize is a row; 2000 of them need far more than 96 kB */
+	for (uint32_t id = 1; id <= 2000; id++) {
+		char idb[32];
+		snprintf(idb, sizeof idb, "i:%u", id);
+		size_t n = t_pack(req, sizeof req, 4, "op", "s:tokenize", "id", idb,
+				  "model", "s:l2", "text", "s:a row that fills the disk");
+		int k = roundtrip(fd, req, n, "ok", r, 10);
+		ck_assert_msg(k == 1, "request %u not answered ok", id);
+		msgpack_zone_destroy(&r->zone);
+		answered++;
+		if (id % 200 == 0)
+			usleep(50000); /* let the writer commit batches */
+	}
+	usleep(300000);
+	size_t n = t_pack(req, sizeof req, 2, "op", "s:status", "id", "i:9999");
+	ck_assert_int_eq(roundtrip(fd, req, n, "ok", r, 10), 1);
+	long long dropped = t_int(r, "log_dropped");
+	msgpack_zone_destroy(&r->zone);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	int intact = 0;
+	long rows = db_rows(d.db, 1, &intact);
+	fprintf(stderr, "disk full: %ld requests answered, %ld rows written, "
+		"%lld counted as lost\n", answered, rows, dropped);
+	ck_assert_msg(dropped > 0, "no lost rows counted (log_dropped %lld)",
+		      dropped);
+	ck_assert_msg(rows >= 0 && rows + dropped >= answered,
+		      "%ld rows + %lld lost < %ld requests", rows, dropped,
+		      answered);
+	ck_assert_msg(intact, "integrity_check failed after a full disk");
+	free(r);
+	t_cleanup(&d);
+}
+END_TEST
+
+/* ---- a client that never reads ---- */
+
+START_TEST(test_slow_reader_cut_off)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	/* warm: load the model, measure the daemon at rest */
+	infer_client *ok;
+	ck_assert_int_eq(infer_connect(&ok, d.sock, NULL, 0), 0);
+	int32_t *ids = NULL;
+	ck_assert_int_gt(infer_tokenize(ok, "l2", "warm up", 1, 0, &ids), 0);
+	free(ids);
+	long rss0 = rss_kb(d.pid), rss_max = rss0;
+
+	/* requests whose replies are large: ~600 k tokens each */
+	size_t tlen = PROTO_MAX_PROMPT - 64;
+	char *text = malloc(tlen + 1);
+	for (size_t i = 0; i < tlen; i++)
+		text[i] = i % 2 ? ' ' : 'a' + (char)(i / 2 % 26);
+	text[tlen] = 0;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_sbuffer_write(&sb, "\0\0\0\0", 4);
+	msgpack_pack_map(&pk, 4);
+	msgpack_pack_str_with_body(&pk, "op", 2);
+	msgpack_pack_str_with_body(&pk, "tokenize", 8);
+	msgpack_pack_str_with_body(&pk, "id", 2);
+	/* a fixed-width uint32 (at byte 20) so each copy gets its own id */
+	msgpack_sbuffer_write(&sb, "\xce\0\0\0\1", 5);
+	msgpack_pack_str_with_body(&pk, "model", 5);
+	msgpack_pack_str_with_body(&pk, "l2", 2);
+	msgpack_pack_str_with_body(&pk, "text", 4);
+	msgpack_pack_str_with_body(&pk, text, tlen);
+	free(text);
+	proto_put_len((uint8_t *)sb.data, (uint32_t)(sb.size - 4));
+
+	int slow = t_connect(d.sock);
+	ck_assert_int_ge(slow, 0);
+	int small = 4096;
+	setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	fcntl(slow, F_SETFL, O_NONBLOCK);
+	size_t off = 0;
+	long frames = 0;
+	int cut = 0;
+	double worst_ping = 0, t0 = t_now();
+	while (t_now() - t0 < 90 && !cut) {
+		ssize_t w = send(slow, sb.data + off, sb.size - off, MSG_NOSIGNAL);
+		if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+			cut = 1;
+			break;
+		}
+		if (w > 0) {
+			off += (size_t)w;
+			if (off == sb.size) {
+				off = 0;
+				frames++;
+				/* ids stay unique among requests in flight */
+				proto_put_len((uint8_t *)sb.data + 21,
+					      (uint32_t)frames + 1);
+			}
+		} else {
+			/* the daemon is not taking more yet: others still served? */
+			double a = t_now();
+			ck_assert_int_eq(infer_ping(ok), 0);
+			if (t_now() - a > worst_ping)
+				worst_ping = t_now() - a;
+			long rss = rss_kb(d.pid);
+			if (rss > rss_max)
+				rss_max = rss;
+			/* a closed peer shows as readable EOF/RST too */
+			char b;
+			ssize_t rr = recv(slow, &b, 1, MSG_PEEK);
+			(void)rr;
+			usleep(20000);
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+	/* the daemon closed it: reading drains what it sent, then EOF */
+	if (!cut) {
+		fcntl(slow, F_SETFL, 0);
+		char buf[65536];
+		ssize_t rr;
+		while ((rr = recv(slow, buf, sizeof buf, 0)) > 0)
+			;
+		cut = rr == 0 || (rr < 0 && errno == ECONNRESET);
+	}
+	close(slow);
+	fprintf(stderr, "slow reader: %ld frames sent in %.1f s before the "
+		"cut; daemon RSS %ld -> max %ld kB; worst ping %.3f s\n", frames,
+		t_now() - t0, rss0, rss_max, worst_ping);
+	ck_assert_msg(cut, "slow client was not cut off in 90 s");
+	ck_assert_msg(rss_max - rss0 < SLOW_RSS_SLACK_KB, "RSS grew %ld kB",
+		      rss_max - rss0);
+	ck_assert_msg(worst_ping < 2.0, "others waited %.2f s", worst_ping);
+	ck_assert_int_eq(infer_ping(ok), 0);
+	infer_close(ok);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+/* ---- socket access by other uids (root only: setuid in a child) ---- */
+
+/* In a child as uid/gid: connect, then shutdown (admin) and ping.
+ * Returns connect errno (0 ok) and the op results through res[]. */
+static void as_user(const char *sock, uid_t uid, gid_t gid, int res[3])
+{
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int out[3] = { -1, 99, 99 };
+		gid_t g = gid;
+		if (setgroups(1, &g) == 0 && setgid(gid) == 0 && setuid(uid) == 0) {
+			infer_client *c;
+			int fd = t_connect(sock);
+			out[0] = fd >= 0 ? 0 : errno;
+			if (fd >= 0)
+				close(fd);
+			if (infer_connect(&c, sock, NULL, 0) == 0) {
+				out[1] = infer_shutdown(c);
+				out[2] = infer_ping(c);
+				infer_close(c);
+			}
+		}
+		if (write(pfd[1], out, sizeof out) != sizeof out)
+			_exit(1);
+		_exit(0);
+	}
+	close(pfd[1]);
+	ck_assert_int_eq(read(pfd[0], res, 3 * sizeof(int)), (ssize_t)(3 * sizeof(int)));
+	close(pfd[0]);
+	waitpid(pid, NULL, 0);
+}
+
+START_TEST(test_socket_0600_refuses_other_uid)
+{
+	if (getuid() != 0)
+		TEST_SKIP("needs root to act as another uid");
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0); /* only the socket decides */
+	ck_assert(t_launch(&d, NULL) == 0);
+	int res[3];
+	as_user(d.sock, 65534, 65534, res);
+	ck_assert_int_eq(res[0], EACCES);
+	ck_assert_int_eq(t_stop(&d), 0); /* and it is still there to stop */
+	t_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_socket_group_0660)
+{
+	if (getuid() != 0)
+		TEST_SKIP("needs root to act as another uid");
+	struct group *g = getgrgid(65534);
+	if (!g)
+		TEST_SKIP("no group 65534 to give the socket");
+	char gname[64];
+	snprintf(gname, sizeof gname, "%s", g->gr_name);
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	const char *args[] = { "--socket-mode", "0660", "--socket-group", gname,
+			       NULL };
+	ck_assert(t_launch(&d, args) == 0);
+	int res[3];
+	/* a member of the group: admitted, but not an admin */
+	as_user(d.sock, 65534, 65534, res);
+	ck_assert_int_eq(res[0], 0);
+	ck_assert_int_eq(res[1], INFER_EDENIED);
+	ck_assert_int_eq(res[2], 0);
+	/* another uid outside the group: refused */
+	as_user(d.sock, 65534, 65533, res);
+	ck_assert_int_eq(res[0], EACCES);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("faults");
+	TCase *tc = tcase_create("faults");
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, test_kill9_during_logging);
+	tcase_add_test(tc, test_db_disk_full);
+	tcase_add_test(tc, test_slow_reader_cut_off);
+	tcase_add_test(tc, test_socket_0600_refuses_other_uid);
+	tcase_add_test(tc, test_socket_group_0660);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int nf = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return nf ? 1 : 0;
+}
