@@ -1159,6 +1159,33 @@ START_TEST(test_admin_ops_need_the_daemon_uid)
 }
 END_TEST
 
+
+/* infer-client chat: two turns on stdin; the second turn's prompt holds
+ * the first exchange (more prompt tokens), replies stream to stdout. */
+START_TEST(test_infer_client_chat)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	char cmd[2048], out[8192];
+	snprintf(cmd, sizeof cmd, "printf 'Hello\\nHow are you\\n' | '%s' --socket '%s' "
+		 "--json chat l3 --chat-template chatml --temp 0 -n 4 > %s/chat.txt",
+		 test_build("infer-client"), d.sock, d.dir);
+	ck_assert_int_eq(WEXITSTATUS(system(cmd)), 0);
+	snprintf(cmd, sizeof cmd, "%s/chat.txt", d.dir);
+	slurp(cmd, out, sizeof out);
+	/* two done lines, the second with the longer prompt */
+	char *a = strstr(out, "\"done\":true");
+	ck_assert_msg(a != NULL, "%s", out);
+	char *b = strstr(a + 1, "\"done\":true");
+	ck_assert_msg(b != NULL, "%s", out);
+	int p1 = atoi(strstr(a, "\"prompt_tokens\":") + 16);
+	int p2 = atoi(strstr(b, "\"prompt_tokens\":") + 16);
+	ck_assert_msg(p2 > p1 + 4, "prompt tokens %d then %d", p1, p2);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* infer-client end to end: exit codes and streamed output. */
 START_TEST(test_infer_client)
 {
@@ -1234,6 +1261,7 @@ int main(void)
 	tcase_add_test(tc, test_memory_budget);
 	tcase_add_test(tc, test_queue_limits);
 	tcase_add_test(tc, test_infer_client);
+	tcase_add_test(tc, test_infer_client_chat);
 	tcase_add_test(tc, test_uid_limit);
 	tcase_add_test(tc, test_log_prompts_and_sighup);
 	tcase_add_test(tc, test_duplicate_id_and_max_connections);
