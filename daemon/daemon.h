@@ -46,6 +46,8 @@ typedef struct DaemonConfig {
 	uint64_t mem_budget;       /* bytes of loaded models; 0 = no limit */
 	int keep_alive;            /* default idle seconds before unload; -1 never */
 	int shutdown_timeout;      /* seconds to drain on SIGTERM */
+	int exit_idle;             /* exit after this many seconds without
+				    * clients (socket activation); 0 never */
 	int max_queue;             /* waiting requests per model */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */

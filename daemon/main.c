@@ -26,6 +26,8 @@ static void usage(FILE *f)
 "  --mem-budget SIZE        bytes of models loaded at once (e.g. 8G; 0 = no limit)\n"
 "  --keep-alive SEC         unload a model idle this long (default 300; -1 never)\n"
 "  --shutdown-timeout SEC   SIGTERM: wait this long for requests (default 30)\n"
+"  --exit-idle SEC          exit after SEC s without clients (default 0 = never;\n"
+"                           for socket activation, which starts it again)\n"
 "  --max-queue N            waiting requests per model (default 32)\n"
 "  --max-conn-requests N    requests in flight per connection (default 16)\n"
 "  --max-uid-requests N     requests in flight per user (default 64)\n"
@@ -153,6 +155,9 @@ int main(int argc, char **argv)
 				return 2;
 		} else if (!strcmp(a, "--shutdown-timeout")) {
 			if (num(a, v, 0, 86400, &cfg.shutdown_timeout) < 0)
+				return 2;
+		} else if (!strcmp(a, "--exit-idle")) {
+			if (num(a, v, 0, 365L * 86400, &cfg.exit_idle) < 0)
 				return 2;
 		} else if (!strcmp(a, "--max-queue")) {
 			if (num(a, v, 0, 100000, &cfg.max_queue) < 0)

@@ -95,6 +95,7 @@ typedef struct Daemon {
 	char lock_path[120];        /* lock file beside it */
 	int lock_fd;                /* held flock */
 	int systemd;                /* socket came from LISTEN_FDS */
+	double last_busy;           /* monotonic: last time a client was here */
 	uid_t self_uid;             /* admin: this uid and root */
 } Daemon;
 
@@ -1129,6 +1130,7 @@ static void conn_free(Conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	d->nconns--;
+	d->last_busy = mono_now();
 	bufferevent_free(c->bev);
 	free(c);
 	if (d->closing_all && !d->conns)
@@ -1313,6 +1315,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			worker_push(m, r);
 		}
 	}
+	/* --exit-idle: with socket activation the next client's connect
+	 * waits in the listening socket (kept by systemd) and starts us
+	 * again, so an idle daemon can give its memory back. */
+	if (d->nconns || d->inflight)
+		d->last_busy = now;
+	else if (d->cfg->exit_idle > 0 && !d->draining &&
+		 now - d->last_busy >= d->cfg->exit_idle)
+		begin_drain(d, "idle");
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -1604,6 +1614,7 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen)
 	d->efd = -1;
 	d->self_uid = geteuid();
 	d->t_start = mono_now();
+	d->last_busy = d->t_start;
 	daemon_cfg = cfg;
 	pthread_mutex_init(&d->qmu, NULL);
 	signal(SIGPIPE, SIG_IGN);

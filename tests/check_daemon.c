@@ -645,6 +645,71 @@ START_TEST(test_listen_fds)
 }
 END_TEST
 
+/* Socket activation with --exit-idle: the daemon exits once no client is
+ * left; a client connecting meanwhile waits in the listening socket's
+ * backlog (as systemd keeps it) and is served by the next daemon. */
+START_TEST(test_listen_fds_exit_idle)
+{
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	char path[160];
+	snprintf(path, sizeof path, "%s/activated.sock", d.dir);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa;
+	ck_assert_int_eq(t_sun(&sa, path), 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert_int_eq(listen(fd, 16), 0);
+	d.listen_fd = fd;
+	const char *extra[] = { "--exit-idle", "1", NULL };
+	d.pid = t_spawn(&d, extra);
+	ck_assert_int_eq(t_wait_ready(path, d.pid, 20), 0);
+	infer_client *c = NULL;
+	ck_assert_int_eq(infer_connect(&c, path, NULL, 0), 0);
+	ck_assert_int_eq(infer_ping(c), 0);
+	/* a connected client keeps it alive past the idle time */
+	usleep(2500 * 1000);
+	ck_assert_int_eq(waitpid(d.pid, NULL, WNOHANG), 0);
+	ck_assert_int_eq(infer_ping(c), 0);
+	double t0 = t_now();
+	infer_close(c);
+	int st = 0;
+	while (waitpid(d.pid, &st, WNOHANG) == 0 && t_now() - t0 < 10)
+		usleep(20000);
+	double dt = t_now() - t0;
+	ck_assert_msg(dt >= 0.9 && dt < 4, "idle exit after %.2f s", dt);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	d.pid = 0;
+	char log[8192];
+	slurp(d.log, log, sizeof log);
+	ck_assert_msg(strstr(log, "idle: draining") != NULL, "%s", log);
+	/* the socket is still there (ours, as systemd's would be) */
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* a client now waits in the backlog until a daemon is started */
+	pid_t cl = fork();
+	ck_assert(cl >= 0);
+	if (cl == 0) {
+		infer_client *k = NULL;
+		if (infer_connect(&k, path, NULL, 0) < 0 || infer_ping(k) < 0)
+			_exit(1);
+		int32_t *ids;
+		int n = infer_tokenize(k, "l2", PROMPT, 1, 1, &ids);
+		infer_close(k);
+		_exit(n == 5 ? 0 : 2);
+	}
+	usleep(300 * 1000);
+	ck_assert_int_eq(waitpid(cl, NULL, WNOHANG), 0); /* still waiting */
+	d.pid = t_spawn(&d, extra); /* what systemd does on that connect */
+	ck_assert(d.pid > 0);
+	double t1 = t_now();
+	while (waitpid(cl, &st, WNOHANG) == 0 && t_now() - t1 < 20)
+		usleep(20000);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "client status %d", st);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_log_rows)
 {
 	TDaemon d;
@@ -1254,6 +1319,7 @@ int main(void)
 	tcase_add_test(tc, test_second_daemon_refused);
 	tcase_add_test(tc, test_stale_socket_recovered);
 	tcase_add_test(tc, test_listen_fds);
+	tcase_add_test(tc, test_listen_fds_exit_idle);
 	tcase_add_test(tc, test_log_rows);
 	tcase_add_test(tc, test_sigterm_drains);
 	tcase_add_test(tc, test_shutdown_timeout_cancels);
