@@ -87,6 +87,29 @@ if command -v bash >/dev/null; then
 l2" ] || fail "bash completion gave: $got"
 	echo "bash completion ok"
 fi
+# zsh completion, driven through a pseudo-terminal (zsh/zpty): "gen" TAB
+# becomes "generate", then "l" TAB the model "l2" (the echo is full of
+# terminal escapes, so match loosely)
+if command -v zsh >/dev/null; then
+	cat >"$T/z.zsh" <<ZEOF
+zmodload zsh/zpty || exit 3
+zpty z "zsh -f -i"
+zpty -w z "fpath=($D$P/share/zsh/site-functions \\\$fpath); path=($D$P/bin \\\$path); autoload -Uz compinit; compinit -u -d $T/zcd; PS1='%% '"
+zpty -w -n z \$'infer-client --socket $T/s gen\t'
+out= i=0
+while (( i++ < 100 )) && [[ \$out != *generate* ]]; do
+	zpty -r -t z line && out+=\$line || sleep 0.1
+done
+zpty -w -n z \$'l\t'
+while (( i++ < 200 )) && [[ \$out != *generate*' l2'* ]]; do
+	zpty -r -t z line && out+=\$line || sleep 0.1
+done
+zpty -d z
+[[ \$out == *generate*' l2'* ]]
+ZEOF
+	timeout 60 zsh -f "$T/z.zsh" >/dev/null 2>&1 || fail "zsh completion did not give 'generate l2'"
+	echo "zsh completion ok"
+fi
 "$D$P/bin/infer-client" --socket "$T/s" shutdown >/dev/null 2>&1
 wait $PID || fail "inferd exit status $?"
 PID=
