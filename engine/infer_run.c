@@ -94,7 +94,8 @@ static int parse_u64(const char *s, uint64_t *out)
 
 #define MAX_PROMPT_FILE (64u << 20) /* largest prompt file read */
 
-/* Read a whole file ("-" = stdin) into a malloc'd buffer. */
+/* Read a whole file ("-" = stdin) into a malloc'd, NUL-terminated buffer
+ * (*len excludes the NUL). */
 static int read_all(const char *path, char **out, size_t *len)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -106,7 +107,7 @@ static int read_all(const char *path, char **out, size_t *len)
 	char *buf = NULL;
 	const char *why = NULL;
 	for (;;) {
-		if (n == cap) {
+		if (n + 1 >= cap) { /* room for the terminating NUL */
 			if (cap >= MAX_PROMPT_FILE) {
 				why = "file too large";
 				break;
@@ -119,7 +120,7 @@ static int read_all(const char *path, char **out, size_t *len)
 			buf = nb;
 			cap = cap ? cap * 2 : 4096;
 		}
-		size_t got = fread(buf + n, 1, cap - n, f);
+		size_t got = fread(buf + n, 1, cap - n - 1, f);
 		n += got;
 		if (got == 0) {
 			if (ferror(f))
@@ -134,6 +135,7 @@ static int read_all(const char *path, char **out, size_t *len)
 		free(buf);
 		return -1;
 	}
+	buf[n] = '\0';
 	*out = buf;
 	*len = n;
 	return 0;
@@ -445,9 +447,10 @@ static int open_model(const char *path, Model *m, const char *const *ov,
 }
 
 static const char tokenize_usage[] =
-	"usage: infer-run tokenize MODEL TEXT [--no-bos] [--no-special]\n"
-	"Print the token ids of TEXT, space separated, on one line.\n"
-	"  --no-bos      do not prepend BOS (default: as the tokenizer does)\n"
+	"usage: infer-run tokenize MODEL [TEXT] [--bos] [--no-special]\n"
+	"Print the token ids of TEXT (or of standard input, byte for byte, when\n"
+	"TEXT is absent), space separated, on one line.\n"
+	"  --bos         prepend BOS when the model has one (default: none)\n"
 	"  --no-special  encode special-token text as plain text\n";
 
 static int cmd_tokenize(int argc, char **argv)
@@ -456,10 +459,12 @@ static int cmd_tokenize(int argc, char **argv)
 	if (help_wanted(argc, argv))
 		return print_help(cmd);
 	const char *pos[2];
-	int npos = 0, no_bos = 0, no_special = 0;
+	int npos = 0, bos = 0, no_special = 0;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--no-bos"))
-			no_bos = 1;
+		if (!strcmp(argv[i], "--bos"))
+			bos = 1;
+		else if (!strcmp(argv[i], "--no-bos"))
+			bos = 0;
 		else if (!strcmp(argv[i], "--no-special"))
 			no_special = 1;
 		else if (argv[i][0] == '-' && argv[i][1] && npos < 1)
@@ -470,16 +475,26 @@ static int cmd_tokenize(int argc, char **argv)
 			return usage_error(cmd, "unexpected argument '%s'",
 					   argv[i]);
 	}
-	if (npos < 2)
-		return usage_error(cmd, "need MODEL and TEXT%s", "");
-	Model m;
-	if (open_model(pos[0], &m, NULL, 0))
+	if (npos < 1)
+		return usage_error(cmd, "need MODEL%s", "");
+	char *stdin_text = NULL;
+	size_t len = 0;
+	if (npos == 2) {
+		len = strlen(pos[1]);
+	} else if (read_all("-", &stdin_text, &len) != 0) {
 		return EXIT_RUNTIME;
+	}
+	const char *text = stdin_text ? stdin_text : pos[1];
+	Model m;
+	if (open_model(pos[0], &m, NULL, 0)) {
+		free(stdin_text);
+		return EXIT_RUNTIME;
+	}
 	char err[512];
 	int32_t *ids = NULL;
-	int n = tokenizer_encode(m.tok, pos[1], strlen(pos[1]),
-				 !no_bos && tokenizer_adds_bos(m.tok),
-				 !no_special, &ids, err, sizeof err);
+	int n = tokenizer_encode(m.tok, text, len, bos, !no_special, &ids, err,
+				 sizeof err);
+	free(stdin_text);
 	if (n < 0) {
 		fprintf(stderr, "infer-run: %s\n", err);
 		model_free(&m);
@@ -494,8 +509,31 @@ static int cmd_tokenize(int argc, char **argv)
 }
 
 static const char detokenize_usage[] =
-	"usage: infer-run detokenize MODEL ID...\n"
-	"Print the text of the token ids (as HF decode does), then a newline.\n";
+	"usage: infer-run detokenize MODEL [ID...]\n"
+	"Print the text of the token ids (as HF decode does), then a newline.\n"
+	"Without ID arguments the ids are read from standard input, separated\n"
+	"by spaces or newlines.\n";
+
+/* Append id text v to *ids (growing it); 0, or -1 after a message. */
+static int push_id(const char *cmd, const char *v, int32_t **ids, int *n,
+		   int *cap)
+{
+	long x;
+	if (parse_int(v, 0, INT32_MAX, &x))
+		return usage_error(cmd, "bad id '%s'", v), -1;
+	if (*n == *cap) {
+		int nc = *cap ? *cap * 2 : 64;
+		int32_t *ni = realloc(*ids, sizeof(int32_t) * (size_t)nc);
+		if (!ni) {
+			fprintf(stderr, "infer-run: out of memory\n");
+			return -1;
+		}
+		*ids = ni;
+		*cap = nc;
+	}
+	(*ids)[(*n)++] = (int32_t)x;
+	return 0;
+}
 
 static int cmd_detokenize(int argc, char **argv)
 {
@@ -504,19 +542,25 @@ static int cmd_detokenize(int argc, char **argv)
 		return print_help(cmd);
 	if (argc < 2)
 		return usage_error(cmd, "need MODEL%s", "");
-	int n = argc - 2;
-	int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
-	if (!ids) {
-		fprintf(stderr, "infer-run: out of memory\n");
-		return EXIT_RUNTIME;
+	int32_t *ids = NULL;
+	int n = 0, cap = 0, bad = 0;
+	if (argc > 2) {
+		for (int i = 2; i < argc && !bad; i++)
+			bad = push_id(cmd, argv[i], &ids, &n, &cap) != 0;
+	} else {
+		char *in = NULL;
+		size_t len = 0;
+		if (read_all("-", &in, &len) != 0)
+			return EXIT_RUNTIME;
+		char *save = NULL;
+		for (char *t = strtok_r(in, " \t\r\n", &save); t && !bad;
+		     t = strtok_r(NULL, " \t\r\n", &save))
+			bad = push_id(cmd, t, &ids, &n, &cap) != 0;
+		free(in);
 	}
-	for (int i = 0; i < n; i++) {
-		long v;
-		if (parse_int(argv[i + 2], 0, INT32_MAX, &v)) {
-			free(ids);
-			return usage_error(cmd, "bad id '%s'", argv[i + 2]);
-		}
-		ids[i] = (int32_t)v;
+	if (bad) {
+		free(ids);
+		return EXIT_USAGE;
 	}
 	Model m;
 	if (open_model(argv[1], &m, NULL, 0)) {

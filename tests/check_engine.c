@@ -531,16 +531,25 @@ END_TEST
 START_TEST(cli_tokenize_detokenize_info_bench)
 {
 	const char *bin = test_build("infer-run");
-	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time'", bin,
+	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time' --bos", bin,
 			     test_data(LLAMA2)),
 			 0);
 	ck_assert_str_eq(out, "1 9038 2501 263 931\n");
-	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time' --no-bos",
+	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time'",
+			     bin, test_data(LLAMA2)),
+			 0);
+	ck_assert_str_eq(out, "9038 2501 263 931\n");
+	/* the scripted form: text on stdin, byte for byte */
+	ck_assert_int_eq(RUN("printf 'Once upon a time' | %s tokenize %s",
 			     bin, test_data(LLAMA2)),
 			 0);
 	ck_assert_str_eq(out, "9038 2501 263 931\n");
 	ck_assert_int_eq(RUN("%s detokenize %s 9038 2501 263 931", bin,
 			     test_data(LLAMA2)),
+			 0);
+	ck_assert_str_eq(out, "Once upon a time\n");
+	ck_assert_int_eq(RUN("echo '9038 2501\n263 931' | %s detokenize %s",
+			     bin, test_data(LLAMA2)),
 			 0);
 	ck_assert_str_eq(out, "Once upon a time\n");
 	ck_assert_int_eq(RUN("%s info %s", bin,
@@ -604,7 +613,7 @@ START_TEST(cli_exit_codes)
 			     "cpu 2>/dev/null",
 			     bin),
 			 1);
-	ck_assert_int_eq(RUN("%s tokenize %s 2>/dev/null", bin, m), 2);
+	ck_assert_int_eq(RUN("%s tokenize 2>/dev/null", bin), 2);
 	ck_assert_int_eq(RUN("%s detokenize %s 99999999 2>/dev/null", bin, m),
 			 1);
 	ck_assert_int_eq(RUN("%s detokenize %s abc 2>/dev/null", bin, m), 2);

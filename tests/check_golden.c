@@ -23,7 +23,7 @@
 #include "testutil.h"
 
 #define LOGIT_TOL 1e-3   /* |ours - HF| at the golden top-8 ids */
-#define MARGIN_TOL 1e-2  /* compare argmax only above this margin */
+#define MARGIN_TOL 1e-3  /* compare argmax only above this margin (issue 2) */
 /* The CUDA backend may round activations to 16 bits inside cuBLAS. */
 #define CUDA_LOGIT_TOL 1e-2
 #define CUDA_MARGIN_TOL 5e-2
