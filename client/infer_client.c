@@ -41,6 +41,8 @@ static const char top_usage[] =
 "  tokenize MODEL TEXT         print token ids\n"
 "  detokenize MODEL ID...      print the text of ids\n"
 "  log [--limit N] [--all]     recent requests (yours; --all: everyone's)\n"
+"  metrics [--prometheus]      counters, histograms, queues (--prometheus:\n"
+"                              the text exposition format, with HELP/TYPE)\n"
 "  shutdown                    stop the daemon (its user or root)\n"
 "COMMAND --help shows a command's options.\n"
 "Exit status: 0 ok, 1 request failed, 2 usage, 3 daemon unreachable.\n";
@@ -302,6 +304,48 @@ static int cmd_log(const Global *g, infer_client *c, int argc, char **argv)
 	if (rc < 0)
 		return failed(c, rc);
 	return show(g, json, print_log);
+}
+
+/* metrics: the daemon's Prometheus text as is (--prometheus), as one
+ * JSON string (--json), or just its samples (no HELP/TYPE lines). */
+static int cmd_metrics(const Global *g, infer_client *c, int argc, char **argv)
+{
+	int prom = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--prometheus"))
+			prom = 1;
+		else
+			return usage_err("metrics: unexpected '%s'", argv[i]);
+	}
+	char *text;
+	int rc = infer_metrics(c, &text);
+	if (rc < 0)
+		return failed(c, rc);
+	if (prom) {
+		fputs(text, stdout);
+	} else if (g->json) {
+		fputs("{\"prometheus\":\"", stdout);
+		for (const char *p = text; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				printf("\\%c", *p);
+			else if (*p == '\n')
+				fputs("\\n", stdout);
+			else if ((unsigned char)*p < 0x20)
+				printf("\\u%04x", (unsigned char)*p);
+			else
+				putchar(*p);
+		}
+		puts("\"}");
+	} else {
+		for (char *line = text, *nl; *line; line = nl) {
+			nl = strchr(line, '\n');
+			nl = nl ? nl + 1 : line + strlen(line);
+			if (*line != '#')
+				fwrite(line, 1, (size_t)(nl - line), stdout);
+		}
+	}
+	free(text);
+	return 0;
 }
 
 static int cmd_load(const Global *g, infer_client *c, int argc, char **argv,
@@ -668,7 +712,7 @@ int main(int argc, char **argv)
 	const char *cmd = av[0];
 	static const char *const known[] = { "ping", "status", "ps", "models",
 		"load", "unload", "generate", "chat", "tokenize", "detokenize",
-		"log", "shutdown" };
+		"log", "shutdown", "metrics" };
 	int ok = 0;
 	for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 		ok |= !strcmp(cmd, known[k]);
@@ -704,6 +748,8 @@ int main(int argc, char **argv)
 		rc = cmd_detokenize(&g, c, ac, av);
 	else if (!strcmp(cmd, "log"))
 		rc = cmd_log(&g, c, ac, av);
+	else if (!strcmp(cmd, "metrics"))
+		rc = cmd_metrics(&g, c, ac, av);
 	else if (!strcmp(cmd, "shutdown")) {
 		rc = infer_shutdown(c);
 		rc = rc < 0 ? failed(c, rc) : 0;

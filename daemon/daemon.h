@@ -65,7 +65,7 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen);
 
 enum { OP_HELLO, OP_PING, OP_STATUS, OP_MODELS, OP_LOAD, OP_UNLOAD,
        OP_GENERATE, OP_TOKENIZE, OP_DETOKENIZE, OP_CANCEL, OP_LOG,
-       OP_SHUTDOWN, OP_COUNT };
+       OP_SHUTDOWN, OP_METRICS, OP_COUNT };
 extern const char *const op_names[OP_COUNT];
 
 enum { MS_UNLOADED, MS_LOADING, MS_LOADED }; /* Slot.state */

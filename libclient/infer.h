@@ -103,6 +103,11 @@ INFER_API int infer_status(infer_client *c, char **json);
 INFER_API int infer_models(infer_client *c, char **json);
 /* limit 0 = daemon default; all != 0 asks for every user's rows (admin). */
 INFER_API int infer_log(infer_client *c, int limit, int all, char **json);
+/* The daemon's metrics in the Prometheus text exposition format (0.0.4):
+ * request and token counters per model, operation and uid, histograms of
+ * time to first token and decode tokens/s, queue depths and memory.
+ * *text malloc'd, NUL-terminated (caller frees). Since 0.1. */
+INFER_API int infer_metrics(infer_client *c, char **text);
 /* keep_alive: seconds after last use (-1 never unload, INFER_KEEP_DEFAULT
  * for the daemon's default). */
 #define INFER_KEEP_DEFAULT (-1000)

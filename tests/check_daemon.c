@@ -717,6 +717,145 @@ START_TEST(test_listen_fds_exit_idle)
 }
 END_TEST
 
+/* Value of the sample line "name{labels} value" in a Prometheus text,
+ * or -1 when absent. */
+static double prom_value(const char *text, const char *series)
+{
+	size_t n = strlen(series);
+	for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (!strncmp(p, series, n) && p[n] == ' ')
+			return strtod(p + n + 1, NULL);
+	return -1;
+}
+
+/* Every line is a comment (# HELP / # TYPE name ...) or a sample:
+ * name, optional {label="value",...}, one space, a number. */
+static int prom_valid(const char *text, char *why, size_t whylen)
+{
+	int line = 0;
+	for (const char *p = text; *p; line++) {
+		const char *e = strchr(p, '\n');
+		if (!e) {
+			snprintf(why, whylen, "last line lacks a newline");
+			return 0;
+		}
+		if (*p == '#') {
+			if (strncmp(p, "# HELP inferd_", 14) && strncmp(p, "# TYPE inferd_", 14))
+				goto bad;
+		} else {
+			const char *q = p;
+			if (!(*q == '_' || (*q >= 'a' && *q <= 'z')))
+				goto bad;
+			while (*q == '_' || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9'))
+				q++;
+			if (*q == '{') {
+				q++;
+				while (*q != '}') {
+					while (*q >= 'a' && *q <= 'z')
+						q++;
+					if (q[0] != '=' || q[1] != '"')
+						goto bad;
+					q += 2;
+					while (*q != '"' && q < e)
+						q += *q == '\\' ? 2 : 1;
+					if (*q != '"')
+						goto bad;
+					q++;
+					if (*q == ',')
+						q++;
+					else if (*q != '}')
+						goto bad;
+				}
+				q++;
+			}
+			if (*q != ' ')
+				goto bad;
+			char *end;
+			strtod(q + 1, &end);
+			if (end == q + 1 || end != e)
+				goto bad;
+		}
+		p = e + 1;
+		continue;
+bad:
+		snprintf(why, whylen, "line %d: %.*s", line + 1, (int)(e - p), p);
+		return 0;
+	}
+	return 1;
+}
+
+START_TEST(test_metrics)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	infer_client *c = must_connect(&d);
+	infer_gen_params p;
+	static Gen g;
+	greedy_params(&p, "l2", 12);
+	for (int i = 0; i < 2; i++) {
+		memset(&g, 0, sizeof g);
+		ck_assert_int_eq(infer_generate(c, &p, collect, &g, NULL), 0);
+	}
+	int32_t *ids;
+	ck_assert_int_eq(infer_tokenize(c, "l2", PROMPT, 1, 1, &ids), 5);
+	free(ids);
+	greedy_params(&p, "no-such-model", 4);
+	ck_assert_int_eq(infer_generate(c, &p, collect, &g, NULL), INFER_ENOTFOUND);
+	char *text = NULL;
+	ck_assert_int_eq(infer_metrics(c, &text), 0);
+	char why[512];
+	ck_assert_msg(prom_valid(text, why, sizeof why), "%s\n%s", why, text);
+	char k[256];
+	unsigned uid = (unsigned)getuid();
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"l2\",op=\"generate\",uid=\"%u\",status=\"ok\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 2, "%s\n%s", k, text);
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"l2\",op=\"tokenize\",uid=\"%u\",status=\"ok\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 1, "%s", k);
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"\",op=\"generate\",uid=\"%u\",status=\"error\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 1, "%s\n%s", k, text);
+	/* 2 generates of 12 tokens from the 5-token prompt; a tokenize
+	 * counts the tokens it made as its prompt tokens (5 more) */
+	snprintf(k, sizeof k, "inferd_generated_tokens_total{model=\"l2\",uid=\"%u\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 24, "%s\n%s", k, text);
+	snprintf(k, sizeof k, "inferd_prompt_tokens_total{model=\"l2\",uid=\"%u\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 15, "%s\n%s", k, text);
+	ck_assert(prom_value(text, "inferd_time_to_first_token_seconds_count{model=\"l2\"}") == 2);
+	ck_assert(prom_value(text, "inferd_time_to_first_token_seconds_bucket{model=\"l2\",le=\"+Inf\"}") == 2);
+	ck_assert(prom_value(text, "inferd_decode_tokens_per_second_count{model=\"l2\"}") == 2);
+	ck_assert(prom_value(text, "inferd_time_to_first_token_seconds_sum{model=\"l2\"}") > 0);
+	/* buckets are cumulative */
+	double prev = 0;
+	for (const char *q = text; (q = strstr(q, "inferd_decode_tokens_per_second_bucket{model=\"l2\"")); q++) {
+		double v = strtod(strchr(q, '}') + 2, NULL);
+		ck_assert(v >= prev);
+		prev = v;
+	}
+	ck_assert(prev == 2);
+	ck_assert(prom_value(text, "inferd_model_loaded{model=\"l2\"}") == 1);
+	ck_assert(prom_value(text, "inferd_model_loaded{model=\"l3\"}") == 0);
+	ck_assert(prom_value(text, "inferd_model_queue_depth{model=\"l2\"}") == 0);
+	ck_assert(prom_value(text, "inferd_connections") == 1);
+	ck_assert(prom_value(text, "inferd_requests_in_flight") == 0);
+	free(text);
+	infer_close(c);
+	/* the CLI prints the same text */
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "'%s' --socket '%s' metrics --prometheus",
+		 test_build("infer-client"), d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	static char out[1 << 16];
+	size_t n = fread(out, 1, sizeof out - 1, f);
+	out[n] = 0;
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(prom_valid(out, why, sizeof why), "%s", why);
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"l2\",op=\"generate\",uid=\"%u\",status=\"ok\"}", uid);
+	ck_assert(prom_value(out, k) == 2);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_log_rows)
 {
 	TDaemon d;
@@ -1358,6 +1497,7 @@ int main(void)
 	tcase_add_test(tc, test_stale_socket_recovered);
 	tcase_add_test(tc, test_listen_fds);
 	tcase_add_test(tc, test_listen_fds_exit_idle);
+	tcase_add_test(tc, test_metrics);
 	tcase_add_test(tc, test_log_rows);
 	tcase_add_test(tc, test_sigterm_drains);
 	tcase_add_test(tc, test_shutdown_timeout_cancels);

@@ -19,7 +19,7 @@ _infer_client()
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local cmds="ping status ps models load unload generate chat tokenize detokenize log shutdown"
+	local cmds="ping status ps models load unload generate chat tokenize detokenize log metrics shutdown"
 	local global="--socket --json -v --verbose --help"
 	local gen="-p --prompt --chat --system --chat-template -n --max-tokens --temp
 		--top-k --top-p --min-p --repeat-penalty --freq-penalty
@@ -68,6 +68,8 @@ _infer_client()
 			COMPREPLY=($(compgen -W "$(_infer_client_models "$sock")" -- "$cur")) ;;
 	log)
 		COMPREPLY=($(compgen -W "--limit --all --help" -- "$cur")) ;;
+	metrics)
+		COMPREPLY=($(compgen -W "--prometheus --help" -- "$cur")) ;;
 	esac
 }
 complete -F _infer_client infer-client

@@ -105,6 +105,7 @@ _sigs = {
     "infer_ping": ([_P], ctypes.c_int),
     "infer_status": ([_P, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
     "infer_models": ([_P, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
+    "infer_metrics": ([_P, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
     "infer_load": ([_P, ctypes.c_char_p, ctypes.c_int], ctypes.c_int),
     "infer_unload": ([_P, ctypes.c_char_p], ctypes.c_int),
     "infer_tokenize": ([_P, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
@@ -282,6 +283,12 @@ class Client:
     def models(self):
         """The daemon's models: a list of dicts (name, path, state, ...)."""
         return self._json(_lib.infer_models)["models"]
+
+    def metrics(self):
+        """The daemon's metrics, Prometheus text exposition format."""
+        p = ctypes.c_void_p()
+        self._check(_lib.infer_metrics(self._h, ctypes.byref(p)))
+        return _take_str(p)
 
     def load(self, model, keep_alive=KEEP_DEFAULT):
         self._check(_lib.infer_load(self._h, _b(model), keep_alive))

@@ -79,6 +79,17 @@ class TestClient(unittest.TestCase):
                                   temperature=0, ignore_eos=True)
         self.assertEqual(r["gen_tokens"], 3)
 
+    def test_metrics(self):
+        self.c.complete("l2", "Once upon a time", max_tokens=2,
+                        temperature=0, ignore_eos=True)
+        text = self.c.metrics()
+        self.assertIn("# TYPE inferd_requests_total counter", text)
+        key = ('inferd_requests_total{model="l2",op="generate",uid="%d",'
+               'status="ok"} ' % os.getuid())
+        line = [x for x in text.splitlines() if x.startswith(key)]
+        self.assertEqual(len(line), 1)
+        self.assertGreaterEqual(int(line[0].split()[-1]), 1)
+
     def test_errors(self):
         with self.assertRaises(inferd.InferError) as e:
             list(self.c.generate("no-such-model", "hi"))
