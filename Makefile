@@ -31,6 +31,7 @@ ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 SYSTEMDUNITDIR     ?= $(PREFIX)/lib/systemd/system
 SYSTEMDUSERUNITDIR ?= $(PREFIX)/lib/systemd/user
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR  ?= $(PREFIX)/share/doc/inferd
 INFER_VERSION := $(shell sed -n 's/^\#define INFER_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' libclient/infer.h | paste -sd.)
 
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
@@ -193,7 +194,8 @@ install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) \
-	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSTEMDUSERUNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSTEMDUSERUNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(DOCDIR)
 	$(if $(wildcard $(BUILD)/inferd),install -m 755 $(BUILD)/inferd $(DESTDIR)$(BINDIR)/)
 	$(if $(wildcard $(BUILD)/infer-run),install -m 755 $(BUILD)/infer-run $(DESTDIR)$(BINDIR)/)
 	install -m 755 $(BUILD)/infer-client $(DESTDIR)$(BINDIR)/
@@ -216,6 +218,7 @@ install: all
 	    sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/user/$$u.in > $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$$u || exit 1; \
 	done
 	install -m 644 contrib/systemd/system/inferd.sysusers $(DESTDIR)$(SYSUSERSDIR)/inferd.conf
+	install -m 644 contrib/inferd.conf.example $(DESTDIR)$(DOCDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/inferd $(DESTDIR)$(BINDIR)/infer-run \
@@ -230,8 +233,8 @@ uninstall:
 	      $(DESTDIR)$(BASHCOMPDIR)/infer-client $(DESTDIR)$(ZSHCOMPDIR)/_infer-client \
 	      $(DESTDIR)$(SYSTEMDUNITDIR)/inferd.service $(DESTDIR)$(SYSTEMDUNITDIR)/inferd.socket \
 	      $(DESTDIR)$(SYSTEMDUSERUNITDIR)/inferd.service $(DESTDIR)$(SYSTEMDUSERUNITDIR)/inferd.socket \
-	      $(DESTDIR)$(SYSUSERSDIR)/inferd.conf
-	-rmdir $(DESTDIR)$(PKGLIBDIR) 2>/dev/null
+	      $(DESTDIR)$(SYSUSERSDIR)/inferd.conf $(DESTDIR)$(DOCDIR)/inferd.conf.example
+	-rmdir $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -31,7 +31,7 @@ for f in bin/inferd bin/infer-client bin/infer-run include/infer.h \
 	share/zsh/site-functions/_infer-client \
 	lib/systemd/system/inferd.service lib/systemd/system/inferd.socket \
 	lib/systemd/user/inferd.service lib/systemd/user/inferd.socket \
-	lib/sysusers.d/inferd.conf; do
+	lib/sysusers.d/inferd.conf share/doc/inferd/inferd.conf.example; do
 	[ -e "$D$P/$f" ] || fail "not installed: $P/$f"
 done
 [ "$(readlink "$D$P/lib/libinfer.so")" = libinfer.so.0 ] || fail "libinfer.so -> $(readlink "$D$P/lib/libinfer.so")"
@@ -56,7 +56,7 @@ LD_LIBRARY_PATH="$D$P/lib" ldd "$T/generate" | grep -q "libinfer.so.0 => $D$P/li
 	|| fail "example not linked to the installed libinfer.so.0"
 
 # the installed daemon on a temp socket
-"$D$P/bin/inferd" --socket "$T/s" --db "$T/db" --threads 1 --backend cpu \
+"$D$P/bin/inferd" --no-config --socket "$T/s" --db "$T/db" --threads 1 --backend cpu \
 	--model "l2=$DATA/models/tiny-llama2" 2>"$T/inferd.log" &
 PID=$!
 i=0
@@ -129,7 +129,13 @@ mancheck "$D$P/share/man/man1/infer-run.1" "$h"
 for f in $(sed -n 's/^INFER_API [^(]*[ *]\(infer_[a-z_]*\)(.*/\1/p' "$D$P/include/infer.h"); do
 	grep -q "$f" "$D$P/share/man/man3/libinfer.3" || fail "libinfer.3 lacks $f"
 done
-echo "man pages cover --help"
+# every option of inferd --help is documented in the example config
+for f in $("$D$P/bin/inferd" --help | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
+	case $f in --help|--version|--config|--no-config) continue ;; esac
+	grep -q "^# ${f#--} = " "$D$P/share/doc/inferd/inferd.conf.example" \
+		|| fail "inferd.conf.example lacks ${f#--}"
+done
+echo "man pages and inferd.conf.example cover --help"
 
 make -s -C "$SRC" BUILD="$BUILD" DESTDIR="$D" PREFIX=$P PKGLIBDIR="$PKGLIB" \
 	uninstall >"$T/make.log" 2>&1 || { cat "$T/make.log"; fail "make uninstall"; }
