@@ -212,13 +212,22 @@ static void print_status(const json_value *r)
 	printf("%.0f connection(s), %.0f request(s) in flight\n",
 	       jnum(r, "connections"), jnum(r, "inflight"));
 	const json_value *ms = json_get(r, "models");
-	printf("%-20s %-9s %6s %6s %10s  %s\n", "MODEL", "STATE", "ACTIVE",
-	       "QUEUE", "SIZE", "DEVICE");
+	printf("%-20s %-9s %6s %6s %10s  %-14s %s\n", "MODEL", "STATE", "ACTIVE",
+	       "QUEUE", "SIZE", "UNTIL", "DEVICE");
 	for (size_t i = 0; i < json_count(ms); i++) {
 		const json_value *m = json_at(ms, i);
-		printf("%-20s %-9s %6.0f %6.0f %10s  %s\n", jstr(m, "name"),
+		/* idle time left before the keep-alive unloads it */
+		char until[32];
+		double left = json_num(json_get(m, "unload_in"), -2);
+		if (left >= 0)
+			snprintf(until, sizeof until, "%.0fm%02.0fs from now",
+				 floor(left / 60), fmod(floor(left), 60));
+		else
+			snprintf(until, sizeof until, "%s", left == -1 ? "forever" :
+				 !strcmp(jstr(m, "state"), "loaded") ? "busy" : "-");
+		printf("%-20s %-9s %6.0f %6.0f %10s  %-14s %s\n", jstr(m, "name"),
 		       jstr(m, "state"), jnum(m, "active"), jnum(m, "queue"),
-		       human(jnum(m, "bytes"), a, sizeof a), jstr(m, "device"));
+		       human(jnum(m, "bytes"), a, sizeof a), until, jstr(m, "device"));
 	}
 }
 

@@ -755,13 +755,23 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	for (int i = 0; i < d->nslots; i++) {
 		Slot *m = d->slots[i];
 		pthread_mutex_lock(&m->mu);
-		msgpack_pack_map(&pk, 6);
+		/* like ollama ps: when an idle loaded model will be unloaded;
+		 * -1 never (keep_alive -1), -2 busy or not loaded */
+		double left = -2;
+		if (m->state == MS_LOADED && !m->qhead && !m->running)
+			left = m->keep_alive < 0 ? -1 :
+			       fmax(0, m->keep_alive - (mono_now() - m->last_used));
+		msgpack_pack_map(&pk, 8);
 		pk_str(&pk, "name");
 		pk_str(&pk, m->name);
 		pk_str(&pk, "state");
 		pk_str(&pk, state_name(m->state));
 		pk_str(&pk, "device");
 		pk_str(&pk, m->device);
+		pk_str(&pk, "keep_alive");
+		msgpack_pack_int(&pk, m->keep_alive);
+		pk_str(&pk, "unload_in");
+		msgpack_pack_double(&pk, left);
 		pk_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
 		pk_str(&pk, "active");

@@ -856,6 +856,68 @@ START_TEST(test_metrics)
 }
 END_TEST
 
+/* The number after "key": in the status entry of model name. */
+static double status_num(const char *json, const char *name, const char *key)
+{
+	char pat[128];
+	snprintf(pat, sizeof pat, "{\"name\":\"%s\"", name);
+	const char *m = strstr(json, pat);
+	if (!m)
+		return -1000;
+	snprintf(pat, sizeof pat, "\"%s\":", key);
+	const char *k = strstr(m, pat);
+	const char *end = strchr(m, '}');
+	if (!k || (end && k > end))
+		return -1000;
+	return strtod(k + strlen(pat), NULL);
+}
+
+/* status (infer-client ps): when each idle model will be unloaded. */
+START_TEST(test_status_unload_in)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	infer_client *c = must_connect(&d);
+	ck_assert_int_eq(infer_load(c, "l2", 100), 0);
+	double t0 = t_now();
+	usleep(1200 * 1000);
+	char *json;
+	ck_assert_int_eq(infer_status(c, &json), 0);
+	double dt = t_now() - t0;
+	double left = status_num(json, "l2", "unload_in");
+	ck_assert_msg(left <= 100 - 1.0 && left >= 100 - dt - 0.5, "%.3f after %.3f s: %s",
+		      left, dt, json);
+	ck_assert(status_num(json, "l2", "keep_alive") == 100);
+	ck_assert(status_num(json, "l3", "unload_in") == -2); /* not loaded */
+	free(json);
+	ck_assert_int_eq(infer_load(c, "l3", -1), 0);
+	/* the worker may still be finishing the load job ("busy": -2) */
+	double v = -2;
+	for (int i = 0; i < 100 && v == -2; i++) {
+		ck_assert_int_eq(infer_status(c, &json), 0);
+		v = status_num(json, "l3", "unload_in");
+		if (v == -2)
+			usleep(10000);
+		ck_assert_msg(v == -1 || v == -2, "%s", json);
+		free(json);
+	}
+	ck_assert(v == -1); /* never */
+	infer_close(c);
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "'%s' --socket '%s' ps", test_build("infer-client"), d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	static char out[8192];
+	size_t n = fread(out, 1, sizeof out - 1, f);
+	out[n] = 0;
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(strstr(out, "UNTIL") && strstr(out, "1m3") && strstr(out, "s from now") &&
+		      strstr(out, "forever"), "%s", out);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_log_rows)
 {
 	TDaemon d;
@@ -1498,6 +1560,7 @@ int main(void)
 	tcase_add_test(tc, test_listen_fds);
 	tcase_add_test(tc, test_listen_fds_exit_idle);
 	tcase_add_test(tc, test_metrics);
+	tcase_add_test(tc, test_status_unload_in);
 	tcase_add_test(tc, test_log_rows);
 	tcase_add_test(tc, test_sigterm_drains);
 	tcase_add_test(tc, test_shutdown_timeout_cancels);
