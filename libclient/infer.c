@@ -680,6 +680,11 @@ int infer_status(infer_client *c, char **json) { return reply_json(c, "status", 
 int infer_models(infer_client *c, char **json) { return reply_json(c, "models", 0, 0, json); }
 int infer_log(infer_client *c, int limit, int all, char **json) { return reply_json(c, "log", limit, all, json); }
 
+void infer_free(void *p)
+{
+	free(p);
+}
+
 int infer_metrics(infer_client *c, char **text)
 {
 	if (!c || !text)

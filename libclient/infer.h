@@ -78,6 +78,10 @@ typedef struct infer_client infer_client;
 INFER_API const char *infer_version(void);
 /* Text of an INFER_E* code (static string). */
 INFER_API const char *infer_strerror(int code);
+/* free() for what libinfer returned through char ** / int32_t **: for
+ * bindings (Python ctypes, ...) that cannot be sure their free() is the
+ * one libinfer's malloc() pairs with. Since 0.1. */
+INFER_API void infer_free(void *p);
 /* Default socket path ($XDG_RUNTIME_DIR/inferd.sock, else
  * /tmp/inferd-<uid>/inferd.sock), as the daemon resolves it. */
 INFER_API int infer_default_socket(char *out, size_t cap);

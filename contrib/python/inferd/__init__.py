@@ -44,9 +44,11 @@ def _load():
 
 
 _lib = _load()
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-_libc.free.argtypes = [ctypes.c_void_p]
-_libc.free.restype = None
+# What libinfer returns is freed by libinfer's own free (infer_free): the
+# process's free() may be an interposed allocator's (ASan, jemalloc).
+_free = _lib.infer_free
+_free.argtypes = [ctypes.c_void_p]
+_free.restype = None
 
 
 class _Message(ctypes.Structure):
@@ -154,7 +156,7 @@ def _take_str(p):
     try:
         return ctypes.string_at(p.value).decode()
     finally:
-        _libc.free(p)
+        _free(p)
 
 
 class Generation:
@@ -304,7 +306,7 @@ class Client:
         try:
             return list(ctypes.cast(p, ctypes.POINTER(ctypes.c_int32))[:n])
         finally:
-            _libc.free(p)
+            _free(p)
 
     def detokenize(self, model, ids):
         arr = (ctypes.c_int32 * len(ids))(*ids)
