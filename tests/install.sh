@@ -18,10 +18,17 @@ fail() {
 	rm -rf "$T"
 	exit 1
 }
-# Keep the build's compiled-in PKGLIBDIR so nothing is rebuilt here.
+# Make as the build was made, so nothing is rebuilt here: its
+# compiled-in PKGLIBDIR, CUDA only if it built the backend, SANITIZE=1 if
+# libinfer.so is instrumented (then the example is too).
 PKGLIB=$(cat "$BUILD/.pkglibdir" 2>/dev/null || echo $P/lib/inferd)
-make -s -C "$SRC" BUILD="$BUILD" DESTDIR="$D" PREFIX=$P PKGLIBDIR="$PKGLIB" \
-	install >"$T/make.log" 2>&1 || { cat "$T/make.log"; fail "make install"; }
+CUDA=0; [ -f "$BUILD/libinferd-cuda.so" ] && CUDA=1
+SAN=0 XCFLAGS=
+if ldd "$BUILD/libinfer.so" | grep -q libasan; then
+	SAN=1 XCFLAGS="-fsanitize=address,undefined"
+fi
+MK="BUILD=$BUILD DESTDIR=$D PREFIX=$P PKGLIBDIR=$PKGLIB CUDA=$CUDA SANITIZE=$SAN"
+make -s -C "$SRC" $MK install >"$T/make.log" 2>&1 || { cat "$T/make.log"; fail "make install"; }
 
 for f in bin/inferd bin/infer-client bin/infer-run include/infer.h \
 	lib/libinfer.a lib/libinfer.so lib/libinfer.so.0 lib/pkgconfig/libinfer.pc \
@@ -48,7 +55,7 @@ echo "installed into $D$P"
 export PKG_CONFIG_PATH="$D$P/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$D"
 flags=$(pkg-config --cflags --libs libinfer) || fail "pkg-config libinfer"
 case $flags in *"-I$D$P/include"*"-L$D$P/lib"*) ;; *) fail "pkg-config flags: $flags" ;; esac
-cc -Wall -Wextra -Werror -o "$T/generate" "$SRC/contrib/examples/generate.c" $flags \
+cc -Wall -Wextra -Werror $XCFLAGS -o "$T/generate" "$SRC/contrib/examples/generate.c" $flags \
 	|| fail "building the example with: $flags"
 unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
 echo "example built with: $flags"
@@ -137,8 +144,7 @@ for f in $("$D$P/bin/inferd" --help | grep -o -- '--[a-z][a-z0-9-]*' | sort -u);
 done
 echo "man pages and inferd.conf.example cover --help"
 
-make -s -C "$SRC" BUILD="$BUILD" DESTDIR="$D" PREFIX=$P PKGLIBDIR="$PKGLIB" \
-	uninstall >"$T/make.log" 2>&1 || { cat "$T/make.log"; fail "make uninstall"; }
+make -s -C "$SRC" $MK uninstall >"$T/make.log" 2>&1 || { cat "$T/make.log"; fail "make uninstall"; }
 left=$(find "$D" -type f -o -type l)
 [ -z "$left" ] || fail "left after uninstall: $left"
 rm -rf "$T"
