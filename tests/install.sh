@@ -51,6 +51,25 @@ grep -q "^ExecStart=$P/bin/inferd " "$D$P/lib/systemd/system/inferd.service" || 
 grep -q "^libdir=$P/lib\$" "$D$P/lib/pkgconfig/libinfer.pc" || fail "pc libdir"
 echo "installed into $D$P"
 
+# the units parse cleanly (systemd-analyze logs and ignores bad lines, so
+# any output at all fails); ExecStart pointed at the installed binary
+if command -v systemd-analyze >/dev/null; then
+	mkdir -p "$T/units/system" "$T/units/user" "$T/run"
+	for k in system user; do
+		for u in inferd.service inferd.socket; do
+			sed "s|^ExecStart=$P/bin/|ExecStart=$D$P/bin/|" \
+				"$D$P/lib/systemd/$k/$u" >"$T/units/$k/$u"
+		done
+	done
+	out=$(systemd-analyze verify --man=no "$T/units/system/inferd.socket" \
+		"$T/units/system/inferd.service" 2>&1) && [ -z "$out" ] \
+		|| fail "system units: $out"
+	out=$(XDG_RUNTIME_DIR="$T/run" systemd-analyze --user verify --man=no \
+		"$T/units/user/inferd.socket" "$T/units/user/inferd.service" 2>&1) \
+		&& [ -z "$out" ] || fail "user units: $out"
+	echo "systemd units verify cleanly"
+fi
+
 # the example, built with the installed pc file (sysroot = DESTDIR)
 export PKG_CONFIG_PATH="$D$P/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$D"
 flags=$(pkg-config --cflags --libs libinfer) || fail "pkg-config libinfer"
