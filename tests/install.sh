@@ -76,6 +76,10 @@ flags=$(pkg-config --cflags --libs libinfer) || fail "pkg-config libinfer"
 case $flags in *"-I$D$P/include"*"-L$D$P/lib"*) ;; *) fail "pkg-config flags: $flags" ;; esac
 cc -Wall -Wextra -Werror $XCFLAGS -o "$T/generate" "$SRC/contrib/examples/generate.c" $flags \
 	|| fail "building the example with: $flags"
+# and with its Makefile, as a user would (in a copy: no outputs in SRC)
+mkdir -p "$T/ex" && cp "$SRC/contrib/examples/Makefile" "$SRC/contrib/examples/generate.c" "$T/ex/"
+make -s -C "$T/ex" CFLAGS="-O2 -Wall -Wextra -Werror $XCFLAGS" >"$T/ex.log" 2>&1 \
+	&& [ -x "$T/ex/generate" ] || { cat "$T/ex.log"; fail "make -C contrib/examples"; }
 unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
 echo "example built with: $flags"
 LD_LIBRARY_PATH="$D$P/lib" ldd "$T/generate" | grep -q "libinfer.so.0 => $D$P/lib/" \
