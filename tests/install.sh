@@ -76,6 +76,13 @@ flags=$(pkg-config --cflags --libs libinfer) || fail "pkg-config libinfer"
 case $flags in *"-I$D$P/include"*"-L$D$P/lib"*) ;; *) fail "pkg-config flags: $flags" ;; esac
 cc -Wall -Wextra -Werror $XCFLAGS -o "$T/generate" "$SRC/contrib/examples/generate.c" $flags \
 	|| fail "building the example with: $flags"
+# statically against libinfer.a, with the .pc file's private libraries
+sflags=$(pkg-config --static --libs-only-l libinfer | sed 's/-linfer//') || fail "pkg-config --static"
+case $sflags in *-lmsgpackc*) ;; *) fail "pkg-config --static lacks msgpack-c: $sflags" ;; esac
+cc -Wall -Wextra -Werror $XCFLAGS $(pkg-config --cflags libinfer) -o "$T/generate-static" \
+	"$SRC/contrib/examples/generate.c" -L"$D$P/lib" -Wl,-Bstatic -linfer -Wl,-Bdynamic \
+	$sflags -lm -ldl -pthread || fail "static example with: $sflags"
+! ldd "$T/generate-static" | grep -q libinfer || fail "static example loads libinfer.so"
 # and with its Makefile, as a user would (in a copy: no outputs in SRC)
 mkdir -p "$T/ex" && cp "$SRC/contrib/examples/Makefile" "$SRC/contrib/examples/generate.c" "$T/ex/"
 make -s -C "$T/ex" CFLAGS="-O2 -Wall -Wextra -Werror $XCFLAGS" >"$T/ex.log" 2>&1 \
@@ -105,6 +112,9 @@ grep -q "^prest defeat head" "$T/out" || fail "example printed: $(cat "$T/out")"
 [ "$(head -c "$(wc -c <"$T/ref")" "$T/out")" = "$(cat "$T/ref")" ] \
 	|| fail "example '$(cat "$T/out")' != infer-run '$(cat "$T/ref")'"
 grep -q "12 generated tokens" "$T/err" || fail "example stats: $(cat "$T/err")"
+"$T/generate-static" -s "$T/s" -n 12 l2 "Once upon a time" >"$T/out2" 2>/dev/null \
+	|| fail "static example run"
+cmp -s "$T/out" "$T/out2" || fail "static example printed: $(cat "$T/out2")"
 echo "example streamed: $(head -1 "$T/out")"
 
 # bash completion: subcommands and model names from the daemon
