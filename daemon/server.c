@@ -849,6 +849,35 @@ static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
 			fprintf(out, "\"} %llu\n", v);
 		}
 	}
+	/* waiting requests per model and user (the queues are short) */
+	fputs("# HELP inferd_model_user_queue_depth Requests waiting for the "
+	      "model, by user.\n# TYPE inferd_model_user_queue_depth gauge\n", out);
+	for (int i = 0; i < d->nslots; i++) {
+		Slot *m = d->slots[i];
+		uid_t uids[64];
+		int counts[64], nu = 0;
+		pthread_mutex_lock(&m->mu);
+		for (Request *r = m->qhead; r; r = r->qnext) {
+			if (r->internal)
+				continue;
+			int k = 0;
+			while (k < nu && uids[k] != r->uid)
+				k++;
+			if (k == nu) {
+				if (nu == 64)
+					continue; /* more users than that: not listed */
+				uids[nu] = r->uid;
+				counts[nu++] = 0;
+			}
+			counts[k]++;
+		}
+		pthread_mutex_unlock(&m->mu);
+		for (int k = 0; k < nu; k++) {
+			fputs("inferd_model_user_queue_depth{model=\"", out);
+			metrics_label(out, m->name);
+			fprintf(out, "\",uid=\"%u\"} %d\n", (unsigned)uids[k], counts[k]);
+		}
+	}
 	if (d->metrics)
 		metrics_render(d->metrics, out);
 	if (fclose(out) != 0 || tlen > PROTO_MAX_FRAME - 64) {

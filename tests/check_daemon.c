@@ -873,6 +873,58 @@ static double status_num(const char *json, const char *name, const char *key)
 }
 
 /* status (infer-client ps): when each idle model will be unloaded. */
+/* Queue gauges: one generate running, two waiting from this user. */
+START_TEST(test_metrics_queue)
+{
+	TDaemon d;
+	const char *args[] = { "--ctx", "8192", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	int fd = t_connect(d.sock);
+	uint8_t b[512];
+	static TReply r;
+	char s[64];
+	for (int id = 1; id <= 3; id++) {
+		char ids[16];
+		snprintf(ids, sizeof ids, "i:%d", id);
+		size_t n = t_pack(b, sizeof b, 6, "op", "s:generate", "id", ids,
+				  "model", "s:l2", "prompt", "s:Once upon a time",
+				  "max_tokens", "i:8000", "ignore_eos", "b:true");
+		t_send(fd, b, n);
+		if (id == 1) { /* wait until the first one runs */
+			ck_assert_int_eq(t_recv_event(fd, &r, 30), 0);
+			msgpack_zone_destroy(&r.zone);
+		}
+	}
+	int queued = 0;
+	double end = t_now() + 30;
+	while (queued < 2 && t_now() < end) {
+		ck_assert_int_eq(t_recv(fd, &r, 30), 0);
+		if (!strcmp(t_str(&r, "type", s, sizeof s), "queued"))
+			queued++;
+		msgpack_zone_destroy(&r.zone);
+	}
+	ck_assert_int_eq(queued, 2);
+	infer_client *c = must_connect(&d);
+	char *text;
+	ck_assert_int_eq(infer_metrics(c, &text), 0);
+	char k[160];
+	snprintf(k, sizeof k, "inferd_model_user_queue_depth{model=\"l2\",uid=\"%u\"}",
+		 (unsigned)getuid());
+	ck_assert_msg(prom_value(text, k) == 2, "%s", text);
+	ck_assert(prom_value(text, "inferd_model_queue_depth{model=\"l2\"}") == 2);
+	ck_assert(prom_value(text, "inferd_model_running{model=\"l2\"}") == 1);
+	ck_assert(prom_value(text, "inferd_requests_in_flight") == 3);
+	ck_assert(prom_value(text, "inferd_connections") == 2);
+	snprintf(k, sizeof k, "inferd_user_requests_in_flight{uid=\"%u\"}", (unsigned)getuid());
+	ck_assert(prom_value(text, k) == 3);
+	free(text);
+	close(fd); /* cancels all three */
+	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_status_unload_in)
 {
 	TDaemon d;
@@ -1560,6 +1612,7 @@ int main(void)
 	tcase_add_test(tc, test_listen_fds);
 	tcase_add_test(tc, test_listen_fds_exit_idle);
 	tcase_add_test(tc, test_metrics);
+	tcase_add_test(tc, test_metrics_queue);
 	tcase_add_test(tc, test_status_unload_in);
 	tcase_add_test(tc, test_log_rows);
 	tcase_add_test(tc, test_sigterm_drains);
