@@ -116,6 +116,18 @@ grep -q "12 generated tokens" "$T/err" || fail "example stats: $(cat "$T/err")"
 	|| fail "static example run"
 cmp -s "$T/out" "$T/out2" || fail "static example printed: $(cat "$T/out2")"
 echo "example streamed: $(head -1 "$T/out")"
+# the Python package finds the installed libinfer.so.0 by itself
+if command -v python3 >/dev/null && [ $SAN = 0 ]; then
+	env -u INFER_LIB PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$SRC/contrib/python" \
+		LD_LIBRARY_PATH="$D$P/lib" python3 -c '
+import sys, inferd
+with inferd.Client(sys.argv[1]) as c:
+    text, r = c.complete("l2", "Once upon a time", max_tokens=12,
+                         temperature=0, ignore_eos=True)
+print(text)' "$T/s" >"$T/pyout" 2>&1 || fail "python with the installed lib: $(cat "$T/pyout")"
+	cmp -s "$T/out" "$T/pyout" || fail "python printed: $(cat "$T/pyout")"
+	echo "python package ok with the installed libinfer.so.0"
+fi
 
 # bash completion: subcommands and model names from the daemon
 if command -v bash >/dev/null; then
