@@ -21,6 +21,23 @@ CUDA     ?= $(if $(NVCC),1,0)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 
+# Install locations (make install; PKGLIBDIR is also where backend_open
+# looks for libinferd-cuda.so, besides <exe>/../lib/inferd).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+PKGLIBDIR ?= $(LIBDIR)/inferd
+INCDIR  ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+SYSTEMDUNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSTEMDUSERUNITDIR ?= $(PREFIX)/lib/systemd/user
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR  ?= $(PREFIX)/share/doc/inferd
+INFER_VERSION := $(shell sed -n 's/^\#define INFER_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' libclient/infer.h | paste -sd.)
+
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS += -Iengine -Ilibclient -Idaemon -D_GNU_SOURCE
 CFLAGS   ?=
@@ -91,6 +108,12 @@ $(BUILD)/libclient/%.o: libclient/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -MMD -MP -c $< -o $@
 
+# backend.o has PKGLIBDIR compiled in: rebuild it when that changes.
+PKGLIBDIR_STAMP := $(BUILD)/.pkglibdir
+$(shell mkdir -p $(BUILD) && { [ "$$(cat $(PKGLIBDIR_STAMP) 2>/dev/null)" = "$(PKGLIBDIR)" ] || echo "$(PKGLIBDIR)" > $(PKGLIBDIR_STAMP); })
+$(BUILD)/engine/backend.o: CPPFLAGS += -DINFERD_PKGLIBDIR='"$(PKGLIBDIR)"'
+$(BUILD)/engine/backend.o: $(PKGLIBDIR_STAMP)
+
 $(BUILD)/engine/%_avx2.o: engine/%_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
@@ -142,7 +165,7 @@ $(BUILD)/cuda-layer-bench: contrib/bench/cuda_layer_bench.c $(BUILD)/engine/tens
 # Tests: one Check binary per tests/check_*.c, linked with everything.
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT_OBJ) $(BUILD)/libengine.a $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(if $(LIBC_SRC),$(BUILD)/libinfer.a)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(BUILD)/libengine.a $(if $(LIBC_SRC),$(BUILD)/libinfer.a) $(SERVICE_LIBS) $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) -Itests -DINFERD_SRCDIR='"$(CURDIR)"' $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(if $(DAEMON_SRC),$(BUILD)/libinferd.a) $(BUILD)/libengine.a $(if $(LIBC_SRC),$(BUILD)/libinfer.a) $(SERVICE_LIBS) $(CHECK_LIBS) $(LDLIBS)
 
 TESTDATA := $(BUILD)/testdata/.unpacked
 $(TESTDATA): $(shell find tests/data -type f 2>/dev/null)
@@ -174,16 +197,15 @@ bench: all
 clean:
 	rm -rf $(BUILD)
 
-# make install PREFIX=/usr/local DESTDIR=: the daemon, the client, libinfer
-# (shared with soname + static), infer.h and libinfer.pc.
-PREFIX  ?= /usr/local
-DESTDIR ?=
-BINDIR  := $(PREFIX)/bin
-LIBDIR  ?= $(PREFIX)/lib
-INCDIR  := $(PREFIX)/include
-INFER_VERSION := $(shell sed -n 's/^\#define INFER_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' libclient/infer.h | paste -sd.)
+# make install PREFIX=/usr/local DESTDIR=: see README "Install" for the
+# list. inferd goes to bin, not sbin: most users run it as their own user
+# (the user unit, or by hand), and sbin is not on a user's PATH everywhere.
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSTEMDUSERUNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(DOCDIR)
 	$(if $(wildcard $(BUILD)/inferd),install -m 755 $(BUILD)/inferd $(DESTDIR)$(BINDIR)/)
 	$(if $(wildcard $(BUILD)/infer-run),install -m 755 $(BUILD)/infer-run $(DESTDIR)$(BINDIR)/)
 	install -m 755 $(BUILD)/infer-client $(DESTDIR)$(BINDIR)/
@@ -195,13 +217,34 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCDIR)|' -e 's|@VERSION@|$(INFER_VERSION)|' \
 	    contrib/libinfer.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libinfer.pc
-	$(if $(wildcard $(BUILD)/libinferd-cuda.so),install -m 755 $(BUILD)/libinferd-cuda.so $(DESTDIR)$(LIBDIR)/)
+	$(if $(wildcard $(BUILD)/libinferd-cuda.so),install -d $(DESTDIR)$(PKGLIBDIR) && install -m 755 $(BUILD)/libinferd-cuda.so $(DESTDIR)$(PKGLIBDIR)/)
+	install -m 644 contrib/man/infer-client.1 contrib/man/infer-run.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 contrib/man/libinfer.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 contrib/man/inferd.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 contrib/completion/infer-client.bash $(DESTDIR)$(BASHCOMPDIR)/infer-client
+	install -m 644 contrib/completion/_infer-client $(DESTDIR)$(ZSHCOMPDIR)/_infer-client
+	for u in inferd.service inferd.socket; do \
+	    sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/system/$$u.in > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
+	    sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/user/$$u.in > $(DESTDIR)$(SYSTEMDUSERUNITDIR)/$$u || exit 1; \
+	done
+	install -m 644 contrib/systemd/system/inferd.sysusers $(DESTDIR)$(SYSUSERSDIR)/inferd.conf
+	install -m 644 contrib/inferd.conf.example $(DESTDIR)$(DOCDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/inferd $(DESTDIR)$(BINDIR)/infer-run \
 	      $(DESTDIR)$(BINDIR)/infer-client $(DESTDIR)$(INCDIR)/infer.h \
-	      $(DESTDIR)$(LIBDIR)/libinfer.a $(DESTDIR)$(LIBDIR)/libinfer.so* \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/libinfer.pc $(DESTDIR)$(LIBDIR)/libinferd-cuda.so
+	      $(DESTDIR)$(LIBDIR)/libinfer.a $(DESTDIR)$(LIBDIR)/libinfer.so \
+	      $(DESTDIR)$(LIBDIR)/libinfer.so.$(INFER_SOVER) \
+	      $(DESTDIR)$(LIBDIR)/libinfer.so.$(INFER_VERSION) \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/libinfer.pc \
+	      $(DESTDIR)$(PKGLIBDIR)/libinferd-cuda.so \
+	      $(DESTDIR)$(MANDIR)/man1/infer-client.1 $(DESTDIR)$(MANDIR)/man1/infer-run.1 \
+	      $(DESTDIR)$(MANDIR)/man3/libinfer.3 $(DESTDIR)$(MANDIR)/man8/inferd.8 \
+	      $(DESTDIR)$(BASHCOMPDIR)/infer-client $(DESTDIR)$(ZSHCOMPDIR)/_infer-client \
+	      $(DESTDIR)$(SYSTEMDUNITDIR)/inferd.service $(DESTDIR)$(SYSTEMDUNITDIR)/inferd.socket \
+	      $(DESTDIR)$(SYSTEMDUSERUNITDIR)/inferd.service $(DESTDIR)$(SYSTEMDUSERUNITDIR)/inferd.socket \
+	      $(DESTDIR)$(SYSUSERSDIR)/inferd.conf $(DESTDIR)$(DOCDIR)/inferd.conf.example
+	-rmdir $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -41,6 +41,8 @@ static const char top_usage[] =
 "  tokenize MODEL TEXT         print token ids\n"
 "  detokenize MODEL ID...      print the text of ids\n"
 "  log [--limit N] [--all]     recent requests (yours; --all: everyone's)\n"
+"  metrics [--prometheus]      counters, histograms, queues (--prometheus:\n"
+"                              the text exposition format, with HELP/TYPE)\n"
 "  shutdown                    stop the daemon (its user or root)\n"
 "COMMAND --help shows a command's options.\n"
 "Exit status: 0 ok, 1 request failed, 2 usage, 3 daemon unreachable.\n";
@@ -210,13 +212,22 @@ static void print_status(const json_value *r)
 	printf("%.0f connection(s), %.0f request(s) in flight\n",
 	       jnum(r, "connections"), jnum(r, "inflight"));
 	const json_value *ms = json_get(r, "models");
-	printf("%-20s %-9s %6s %6s %10s  %s\n", "MODEL", "STATE", "ACTIVE",
-	       "QUEUE", "SIZE", "DEVICE");
+	printf("%-20s %-9s %6s %6s %10s  %-14s %s\n", "MODEL", "STATE", "ACTIVE",
+	       "QUEUE", "SIZE", "UNTIL", "DEVICE");
 	for (size_t i = 0; i < json_count(ms); i++) {
 		const json_value *m = json_at(ms, i);
-		printf("%-20s %-9s %6.0f %6.0f %10s  %s\n", jstr(m, "name"),
+		/* idle time left before the keep-alive unloads it */
+		char until[32];
+		double left = json_num(json_get(m, "unload_in"), -2);
+		if (left >= 0)
+			snprintf(until, sizeof until, "%.0fm%02.0fs from now",
+				 floor(left / 60), fmod(floor(left), 60));
+		else
+			snprintf(until, sizeof until, "%s", left == -1 ? "forever" :
+				 !strcmp(jstr(m, "state"), "loaded") ? "busy" : "-");
+		printf("%-20s %-9s %6.0f %6.0f %10s  %-14s %s\n", jstr(m, "name"),
 		       jstr(m, "state"), jnum(m, "active"), jnum(m, "queue"),
-		       human(jnum(m, "bytes"), a, sizeof a), jstr(m, "device"));
+		       human(jnum(m, "bytes"), a, sizeof a), until, jstr(m, "device"));
 	}
 }
 
@@ -302,6 +313,48 @@ static int cmd_log(const Global *g, infer_client *c, int argc, char **argv)
 	if (rc < 0)
 		return failed(c, rc);
 	return show(g, json, print_log);
+}
+
+/* metrics: the daemon's Prometheus text as is (--prometheus), as one
+ * JSON string (--json), or just its samples (no HELP/TYPE lines). */
+static int cmd_metrics(const Global *g, infer_client *c, int argc, char **argv)
+{
+	int prom = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--prometheus"))
+			prom = 1;
+		else
+			return usage_err("metrics: unexpected '%s'", argv[i]);
+	}
+	char *text;
+	int rc = infer_metrics(c, &text);
+	if (rc < 0)
+		return failed(c, rc);
+	if (prom) {
+		fputs(text, stdout);
+	} else if (g->json) {
+		fputs("{\"prometheus\":\"", stdout);
+		for (const char *p = text; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				printf("\\%c", *p);
+			else if (*p == '\n')
+				fputs("\\n", stdout);
+			else if ((unsigned char)*p < 0x20)
+				printf("\\u%04x", (unsigned char)*p);
+			else
+				putchar(*p);
+		}
+		puts("\"}");
+	} else {
+		for (char *line = text, *nl; *line; line = nl) {
+			nl = strchr(line, '\n');
+			nl = nl ? nl + 1 : line + strlen(line);
+			if (*line != '#')
+				fwrite(line, 1, (size_t)(nl - line), stdout);
+		}
+	}
+	free(text);
+	return 0;
 }
 
 static int cmd_load(const Global *g, infer_client *c, int argc, char **argv,
@@ -668,7 +721,7 @@ int main(int argc, char **argv)
 	const char *cmd = av[0];
 	static const char *const known[] = { "ping", "status", "ps", "models",
 		"load", "unload", "generate", "chat", "tokenize", "detokenize",
-		"log", "shutdown" };
+		"log", "shutdown", "metrics" };
 	int ok = 0;
 	for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 		ok |= !strcmp(cmd, known[k]);
@@ -704,6 +757,8 @@ int main(int argc, char **argv)
 		rc = cmd_detokenize(&g, c, ac, av);
 	else if (!strcmp(cmd, "log"))
 		rc = cmd_log(&g, c, ac, av);
+	else if (!strcmp(cmd, "metrics"))
+		rc = cmd_metrics(&g, c, ac, av);
 	else if (!strcmp(cmd, "shutdown")) {
 		rc = infer_shutdown(c);
 		rc = rc < 0 ? failed(c, rc) : 0;

@@ -46,6 +46,8 @@ typedef struct DaemonConfig {
 	uint64_t mem_budget;       /* bytes of loaded models; 0 = no limit */
 	int keep_alive;            /* default idle seconds before unload; -1 never */
 	int shutdown_timeout;      /* seconds to drain on SIGTERM */
+	int exit_idle;             /* exit after this many seconds without
+				    * clients (socket activation); 0 never */
 	int max_queue;             /* waiting requests per model */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */
@@ -63,7 +65,7 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen);
 
 enum { OP_HELLO, OP_PING, OP_STATUS, OP_MODELS, OP_LOAD, OP_UNLOAD,
        OP_GENERATE, OP_TOKENIZE, OP_DETOKENIZE, OP_CANCEL, OP_LOG,
-       OP_SHUTDOWN, OP_COUNT };
+       OP_SHUTDOWN, OP_METRICS, OP_COUNT };
 extern const char *const op_names[OP_COUNT];
 
 enum { MS_UNLOADED, MS_LOADING, MS_LOADED }; /* Slot.state */

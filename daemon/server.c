@@ -31,13 +31,14 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "metrics.h"
 #include "gguf.h"
 #include "json.h"
 #include "protocol.h"
 
 const char *const op_names[OP_COUNT] = {
 	"hello", "ping", "status", "models", "load", "unload", "generate",
-	"tokenize", "detokenize", "cancel", "log", "shutdown",
+	"tokenize", "detokenize", "cancel", "log", "shutdown", "metrics",
 };
 
 const DaemonConfig *daemon_cfg; /* read-only after start (workers use it) */
@@ -97,6 +98,8 @@ typedef struct Daemon {
 	char lock_path[120];        /* lock file beside it */
 	int lock_fd;                /* held flock */
 	int systemd;                /* socket came from LISTEN_FDS */
+	double last_busy;           /* monotonic: last time a client was here */
+	Metrics *metrics;           /* counters for the metrics op (NULL: none) */
 	uid_t self_uid;             /* admin: this uid and root */
 } Daemon;
 
@@ -260,6 +263,12 @@ static void request_finish(Daemon *d, Request *r)
 		return;
 	}
 	log_row(d, r, r->model ? r->model->name : "");
+	if (r->op != OP_HELLO && r->op >= 0 && r->op < OP_COUNT) {
+		int gen = r->op == OP_GENERATE && r->n_gen > 0;
+		metrics_request(d->metrics, r->model ? r->model->name : "",
+				op_names[r->op], r->uid, !r->error[0], r->n_prompt,
+				r->n_gen, gen ? r->ttft : -1, gen ? r->tok_s : 0);
+	}
 	if (c) {
 		for (Request **pp = &c->reqs; *pp; pp = &(*pp)->cnext)
 			if (*pp == r) {
@@ -748,13 +757,23 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	for (int i = 0; i < d->nslots; i++) {
 		Slot *m = d->slots[i];
 		pthread_mutex_lock(&m->mu);
-		msgpack_pack_map(&pk, 6);
+		/* like ollama ps: when an idle loaded model will be unloaded;
+		 * -1 never (keep_alive -1), -2 busy or not loaded */
+		double left = -2;
+		if (m->state == MS_LOADED && !m->qhead && !m->running)
+			left = m->keep_alive < 0 ? -1 :
+			       fmax(0, m->keep_alive - (mono_now() - m->last_used));
+		msgpack_pack_map(&pk, 8);
 		pk_str(&pk, "name");
 		pk_str(&pk, m->name);
 		pk_str(&pk, "state");
 		pk_str(&pk, state_name(m->state));
 		pk_str(&pk, "device");
 		pk_str(&pk, m->device);
+		pk_str(&pk, "keep_alive");
+		msgpack_pack_int(&pk, m->keep_alive);
+		pk_str(&pk, "unload_in");
+		msgpack_pack_double(&pk, left);
 		pk_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
 		pk_str(&pk, "active");
@@ -763,6 +782,124 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		msgpack_pack_uint64(&pk, m->est_bytes);
 		pthread_mutex_unlock(&m->mu);
 	}
+	uint8_t *f = fb_end(&sb, &len);
+	send_frame(c, f, len);
+	free(f);
+}
+
+/* Prometheus text: gauges of the present state, then metrics.c's
+ * counters and histograms of finished requests. */
+static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
+{
+	char *text = NULL;
+	size_t tlen = 0;
+	FILE *out = open_memstream(&text, &tlen);
+	if (!out) {
+		reply_error(c, id, PROTO_E_INTERNAL, "out of memory", -1);
+		return;
+	}
+	fprintf(out, "# HELP inferd_up_seconds Time since inferd started.\n"
+		"# TYPE inferd_up_seconds gauge\ninferd_up_seconds %.3f\n",
+		mono_now() - d->t_start);
+	fprintf(out, "# HELP inferd_connections Open client connections.\n"
+		"# TYPE inferd_connections gauge\ninferd_connections %d\n"
+		"# HELP inferd_requests_in_flight Requests queued or running.\n"
+		"# TYPE inferd_requests_in_flight gauge\n"
+		"inferd_requests_in_flight %d\n", d->nconns, d->inflight);
+	fputs("# HELP inferd_user_requests_in_flight Requests queued or "
+	      "running, by user.\n# TYPE inferd_user_requests_in_flight gauge\n",
+	      out);
+	for (size_t i = 0; i < sizeof d->uids / sizeof d->uids[0]; i++)
+		if (d->uids[i].n > 0)
+			fprintf(out, "inferd_user_requests_in_flight{uid=\"%u\"} %d\n",
+				(unsigned)d->uids[i].uid, d->uids[i].n);
+	fprintf(out, "# HELP inferd_models_memory_bytes Bytes charged to the "
+		"memory budget by loaded models.\n"
+		"# TYPE inferd_models_memory_bytes gauge\n"
+		"inferd_models_memory_bytes %llu\n"
+		"# HELP inferd_memory_budget_bytes --mem-budget (0: none).\n"
+		"# TYPE inferd_memory_budget_bytes gauge\n"
+		"inferd_memory_budget_bytes %llu\n",
+		(unsigned long long)mem_used(d),
+		(unsigned long long)d->cfg->mem_budget);
+	static const char *const gauges[][2] = {
+		{ "inferd_model_loaded", "1 when the model is loaded." },
+		{ "inferd_model_queue_depth", "Requests waiting for the model." },
+		{ "inferd_model_running", "Requests the model is running." },
+		{ "inferd_model_bytes", "Bytes the model is charged." },
+		{ "inferd_device_memory_total_bytes",
+		  "Device memory of the model's backend (0: CPU)." },
+		{ "inferd_device_memory_free_bytes",
+		  "Free device memory after the model's last job." },
+	};
+	for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+		fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0],
+			gauges[g][1], gauges[g][0]);
+		for (int i = 0; i < d->nslots; i++) {
+			Slot *m = d->slots[i];
+			pthread_mutex_lock(&m->mu);
+			unsigned long long v =
+				g == 0 ? m->state == MS_LOADED :
+				g == 1 ? (unsigned long long)m->qlen :
+				g == 2 ? m->running != NULL :
+				g == 3 ? m->est_bytes :
+				m->state != MS_LOADED ? 0 :
+				g == 4 ? m->dev_total : m->dev_free;
+			pthread_mutex_unlock(&m->mu);
+			fprintf(out, "%s{model=\"", gauges[g][0]);
+			metrics_label(out, m->name);
+			fprintf(out, "\"} %llu\n", v);
+		}
+	}
+	/* waiting requests per model and user (the queues are short) */
+	fputs("# HELP inferd_model_user_queue_depth Requests waiting for the "
+	      "model, by user.\n# TYPE inferd_model_user_queue_depth gauge\n", out);
+	for (int i = 0; i < d->nslots; i++) {
+		Slot *m = d->slots[i];
+		uid_t uids[64];
+		int counts[64], nu = 0;
+		pthread_mutex_lock(&m->mu);
+		for (Request *r = m->qhead; r; r = r->qnext) {
+			if (r->internal)
+				continue;
+			int k = 0;
+			while (k < nu && uids[k] != r->uid)
+				k++;
+			if (k == nu) {
+				if (nu == 64)
+					continue; /* more users than that: not listed */
+				uids[nu] = r->uid;
+				counts[nu++] = 0;
+			}
+			counts[k]++;
+		}
+		pthread_mutex_unlock(&m->mu);
+		for (int k = 0; k < nu; k++) {
+			fputs("inferd_model_user_queue_depth{model=\"", out);
+			metrics_label(out, m->name);
+			fprintf(out, "\",uid=\"%u\"} %d\n", (unsigned)uids[k], counts[k]);
+		}
+	}
+	if (d->metrics)
+		metrics_render(d->metrics, out);
+	if (fclose(out) != 0 || tlen > PROTO_MAX_FRAME - 64) {
+		free(text);
+		reply_error(c, id, PROTO_E_INTERNAL, "metrics text too large", -1);
+		return;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 3);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "ok");
+	pk_str(&pk, "prometheus");
+	msgpack_pack_str(&pk, tlen);
+	msgpack_pack_str_body(&pk, text, tlen);
+	free(text);
 	uint8_t *f = fb_end(&sb, &len);
 	send_frame(c, f, len);
 	free(f);
@@ -896,6 +1033,9 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		return;
 	case OP_MODELS:
 		reply_models(d, c, id);
+		return;
+	case OP_METRICS:
+		reply_metrics(d, c, id);
 		return;
 	case OP_CANCEL: {
 		int64_t t;
@@ -1133,6 +1273,7 @@ static void conn_free(Conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	d->nconns--;
+	d->last_busy = mono_now();
 	bufferevent_free(c->bev);
 	free(c);
 	if (d->closing_all && !d->conns)
@@ -1317,6 +1458,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			worker_push(m, r);
 		}
 	}
+	/* --exit-idle: with socket activation the next client's connect
+	 * waits in the listening socket (kept by systemd) and starts us
+	 * again, so an idle daemon can give its memory back. */
+	if (d->nconns || d->inflight)
+		d->last_busy = now;
+	else if (d->cfg->exit_idle > 0 && !d->draining &&
+		 now - d->last_busy >= d->cfg->exit_idle)
+		begin_drain(d, "idle");
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -1661,6 +1810,8 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen)
 	d->efd = -1;
 	d->self_uid = geteuid();
 	d->t_start = mono_now();
+	d->last_busy = d->t_start;
+	d->metrics = metrics_new(); /* NULL: the metrics op reports gauges only */
 	daemon_cfg = cfg;
 	pthread_mutex_init(&d->qmu, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -1748,6 +1899,8 @@ out:
 	while (d->conns)
 		conn_free(d->conns);
 	free_events(d);
+	metrics_free(d->metrics);
+	d->metrics = NULL;
 	for (int i = 0; i < d->nslots; i++)
 		free(d->slots[i]);
 	if (daemon_db)

@@ -6,7 +6,10 @@
  * without a GPU or driver runs the same binaries on the CPU. Lookup order:
  * $INFERD_CUDA_LIB (when set, the only candidate, so a wrong path is
  * reported rather than silently replaced), the folder of the running
- * executable (/proc/self/exe), then dlopen's own search path.
+ * executable (/proc/self/exe, a build tree), <exe>/../lib/inferd (an
+ * installed tree, wherever it was moved), INFERD_PKGLIBDIR (the folder
+ * make install puts it in, fixed at build time), then dlopen's own
+ * search path.
  */
 #include "backend.h"
 
@@ -20,6 +23,9 @@
 #include <unistd.h>
 
 #define CUDA_LIB_NAME "libinferd-cuda.so"
+#ifndef INFERD_PKGLIBDIR
+#define INFERD_PKGLIBDIR "/usr/local/lib/inferd" /* make install's $(PKGLIBDIR) */
+#endif
 
 /* snprintf that may truncate: paths and dlerror() texts are unbounded. */
 static void msg(char *buf, size_t len, const char *fmt, ...)
@@ -43,32 +49,42 @@ static void *load_cuda_lib(char *why, size_t whylen)
 		}
 		return h;
 	}
+	char dirs[3][PATH_MAX];
+	int nd = 0;
 	char exe[PATH_MAX];
 	ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	if (len > 0) {
 		exe[len] = '\0';
 		char *slash = strrchr(exe, '/');
-		char path[PATH_MAX + sizeof CUDA_LIB_NAME];
 		if (slash) {
 			*slash = '\0';
-			snprintf(path, sizeof path, "%s/%s", exe, CUDA_LIB_NAME);
-			if (access(path, F_OK) == 0) {
-				void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-				if (h)
-					return h;
-				/* Present but unloadable (missing libcudart,
-				 * ...): that reason is the useful one. */
-				const char *e = dlerror();
-				msg(why, whylen, "cannot load %s", e ? e : path);
-				return NULL;
-			}
+			snprintf(dirs[nd++], PATH_MAX, "%s", exe);
+			if ((size_t)snprintf(dirs[nd], PATH_MAX, "%s/../lib/inferd",
+					     exe) < PATH_MAX)
+				nd++;
 		}
+	}
+	snprintf(dirs[nd++], PATH_MAX, "%s", INFERD_PKGLIBDIR);
+	for (int i = 0; i < nd; i++) {
+		char path[PATH_MAX];
+		int pn = snprintf(path, sizeof path, "%s/%s", dirs[i], CUDA_LIB_NAME);
+		if (pn < 0 || (size_t)pn >= sizeof path || access(path, F_OK) != 0)
+			continue;
+		void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+		if (h)
+			return h;
+		/* Present but unloadable (missing libcudart, ...): that
+		 * reason is the useful one. */
+		const char *e = dlerror();
+		msg(why, whylen, "cannot load %s", e ? e : path);
+		return NULL;
 	}
 	void *h = dlopen(CUDA_LIB_NAME, RTLD_NOW | RTLD_LOCAL);
 	if (!h)
 		msg(why, whylen,
-			 "%s not found beside the executable or on the library "
-			 "path (set INFERD_CUDA_LIB)", CUDA_LIB_NAME);
+			 "%s not found beside the executable, in " INFERD_PKGLIBDIR
+			 " or on the library path (set INFERD_CUDA_LIB)",
+			 CUDA_LIB_NAME);
 	return h;
 }
 

@@ -680,6 +680,38 @@ int infer_status(infer_client *c, char **json) { return reply_json(c, "status", 
 int infer_models(infer_client *c, char **json) { return reply_json(c, "models", 0, 0, json); }
 int infer_log(infer_client *c, int limit, int all, char **json) { return reply_json(c, "log", limit, all, json); }
 
+void infer_free(void *p)
+{
+	free(p);
+}
+
+int infer_metrics(infer_client *c, char **text)
+{
+	if (!c || !text)
+		return INFER_EINVAL;
+	*text = NULL;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	Req *r = begin(c, &sb, &pk, "metrics", 0);
+	if (!r)
+		return fail(c, INFER_ENOMEM, "out of memory");
+	msgpack_zone zone;
+	msgpack_zone_init(&zone, 4096);
+	msgpack_object root;
+	int rc = call(c, r, &sb, &zone, &root);
+	if (rc == 0) {
+		const msgpack_object *t = proto_field(&root, "prometheus");
+		if (!t || t->type != MSGPACK_OBJECT_STR) {
+			rc = fail(c, INFER_EPROTO, "metrics reply without text");
+		} else if (!(*text = strndup(t->via.str.ptr, t->via.str.size))) {
+			rc = fail(c, INFER_ENOMEM, "out of memory");
+		}
+	}
+	msgpack_zone_destroy(&zone);
+	req_free(r);
+	return rc;
+}
+
 int infer_tokenize(infer_client *c, const char *model, const char *text,
 		   int add_bos, int special, int32_t **ids)
 {

@@ -78,6 +78,10 @@ typedef struct infer_client infer_client;
 INFER_API const char *infer_version(void);
 /* Text of an INFER_E* code (static string). */
 INFER_API const char *infer_strerror(int code);
+/* free() for what libinfer returned through char ** / int32_t **: for
+ * bindings (Python ctypes, ...) that cannot be sure their free() is the
+ * one libinfer's malloc() pairs with. Since 0.1. */
+INFER_API void infer_free(void *p);
 /* Default socket path ($XDG_RUNTIME_DIR/inferd.sock, else
  * /tmp/inferd-<uid>/inferd.sock), as the daemon resolves it. */
 INFER_API int infer_default_socket(char *out, size_t cap);
@@ -103,6 +107,11 @@ INFER_API int infer_status(infer_client *c, char **json);
 INFER_API int infer_models(infer_client *c, char **json);
 /* limit 0 = daemon default; all != 0 asks for every user's rows (admin). */
 INFER_API int infer_log(infer_client *c, int limit, int all, char **json);
+/* The daemon's metrics in the Prometheus text exposition format (0.0.4):
+ * request and token counters per model, operation and uid, histograms of
+ * time to first token and decode tokens/s, queue depths and memory.
+ * *text malloc'd, NUL-terminated (caller frees). Since 0.1. */
+INFER_API int infer_metrics(infer_client *c, char **text);
 /* keep_alive: seconds after last use (-1 never unload, INFER_KEEP_DEFAULT
  * for the daemon's default). */
 #define INFER_KEEP_DEFAULT (-1000)

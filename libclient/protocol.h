@@ -76,6 +76,8 @@
  *              -> ok: cancelled bool
  *   log        limit uint [opt], all bool [opt] (admin: every user's)
  *              -> ok: rows array of maps (see daemon/db.h)
+ *   metrics    -> prometheus str (the Prometheus text exposition format:
+ *              counters per model/op/uid, histograms, queue and memory gauges)
  *   shutdown   (admin: the daemon's uid or root) -> ok, then drains
  * Errors: type "error", code str (PROTO_E_* below), message str, and for
  * "busy" position uint (where the request would have queued).

@@ -652,6 +652,324 @@ START_TEST(test_listen_fds)
 }
 END_TEST
 
+/* Socket activation with --exit-idle: the daemon exits once no client is
+ * left; a client connecting meanwhile waits in the listening socket's
+ * backlog (as systemd keeps it) and is served by the next daemon. */
+START_TEST(test_listen_fds_exit_idle)
+{
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	char path[160];
+	snprintf(path, sizeof path, "%s/activated.sock", d.dir);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa;
+	ck_assert_int_eq(t_sun(&sa, path), 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert_int_eq(listen(fd, 16), 0);
+	d.listen_fd = fd;
+	const char *extra[] = { "--exit-idle", "1", NULL };
+	d.pid = t_spawn(&d, extra);
+	ck_assert_int_eq(t_wait_ready(path, d.pid, 20), 0);
+	infer_client *c = NULL;
+	ck_assert_int_eq(infer_connect(&c, path, NULL, 0), 0);
+	ck_assert_int_eq(infer_ping(c), 0);
+	/* a connected client keeps it alive past the idle time */
+	usleep(2500 * 1000);
+	ck_assert_int_eq(waitpid(d.pid, NULL, WNOHANG), 0);
+	ck_assert_int_eq(infer_ping(c), 0);
+	double t0 = t_now();
+	infer_close(c);
+	int st = 0;
+	while (waitpid(d.pid, &st, WNOHANG) == 0 && t_now() - t0 < 10)
+		usleep(20000);
+	double dt = t_now() - t0;
+	ck_assert_msg(dt >= 0.9 && dt < 4, "idle exit after %.2f s", dt);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	d.pid = 0;
+	char log[8192];
+	slurp(d.log, log, sizeof log);
+	ck_assert_msg(strstr(log, "idle: draining") != NULL, "%s", log);
+	/* the socket is still there (ours, as systemd's would be) */
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* a client now waits in the backlog until a daemon is started */
+	pid_t cl = fork();
+	ck_assert(cl >= 0);
+	if (cl == 0) {
+		infer_client *k = NULL;
+		if (infer_connect(&k, path, NULL, 0) < 0 || infer_ping(k) < 0)
+			_exit(1);
+		int32_t *ids;
+		int n = infer_tokenize(k, "l2", PROMPT, 1, 1, &ids);
+		infer_close(k);
+		_exit(n == 5 ? 0 : 2);
+	}
+	usleep(300 * 1000);
+	ck_assert_int_eq(waitpid(cl, NULL, WNOHANG), 0); /* still waiting */
+	d.pid = t_spawn(&d, extra); /* what systemd does on that connect */
+	ck_assert(d.pid > 0);
+	double t1 = t_now();
+	while (waitpid(cl, &st, WNOHANG) == 0 && t_now() - t1 < 20)
+		usleep(20000);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "client status %d", st);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+/* Value of the sample line "name{labels} value" in a Prometheus text,
+ * or -1 when absent. */
+static double prom_value(const char *text, const char *series)
+{
+	size_t n = strlen(series);
+	for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (!strncmp(p, series, n) && p[n] == ' ')
+			return strtod(p + n + 1, NULL);
+	return -1;
+}
+
+/* Every line is a comment (# HELP / # TYPE name ...) or a sample:
+ * name, optional {label="value",...}, one space, a number. */
+static int prom_valid(const char *text, char *why, size_t whylen)
+{
+	int line = 0;
+	for (const char *p = text; *p; line++) {
+		const char *e = strchr(p, '\n');
+		if (!e) {
+			snprintf(why, whylen, "last line lacks a newline");
+			return 0;
+		}
+		if (*p == '#') {
+			if (strncmp(p, "# HELP inferd_", 14) && strncmp(p, "# TYPE inferd_", 14))
+				goto bad;
+		} else {
+			const char *q = p;
+			if (!(*q == '_' || (*q >= 'a' && *q <= 'z')))
+				goto bad;
+			while (*q == '_' || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9'))
+				q++;
+			if (*q == '{') {
+				q++;
+				while (*q != '}') {
+					while (*q >= 'a' && *q <= 'z')
+						q++;
+					if (q[0] != '=' || q[1] != '"')
+						goto bad;
+					q += 2;
+					while (*q != '"' && q < e)
+						q += *q == '\\' ? 2 : 1;
+					if (*q != '"')
+						goto bad;
+					q++;
+					if (*q == ',')
+						q++;
+					else if (*q != '}')
+						goto bad;
+				}
+				q++;
+			}
+			if (*q != ' ')
+				goto bad;
+			char *end;
+			strtod(q + 1, &end);
+			if (end == q + 1 || end != e)
+				goto bad;
+		}
+		p = e + 1;
+		continue;
+bad:
+		snprintf(why, whylen, "line %d: %.*s", line + 1, (int)(e - p), p);
+		return 0;
+	}
+	return 1;
+}
+
+START_TEST(test_metrics)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	infer_client *c = must_connect(&d);
+	infer_gen_params p;
+	static Gen g;
+	greedy_params(&p, "l2", 12);
+	for (int i = 0; i < 2; i++) {
+		memset(&g, 0, sizeof g);
+		ck_assert_int_eq(infer_generate(c, &p, collect, &g, NULL), 0);
+	}
+	int32_t *ids;
+	ck_assert_int_eq(infer_tokenize(c, "l2", PROMPT, 1, 1, &ids), 5);
+	free(ids);
+	greedy_params(&p, "no-such-model", 4);
+	ck_assert_int_eq(infer_generate(c, &p, collect, &g, NULL), INFER_ENOTFOUND);
+	char *text = NULL;
+	ck_assert_int_eq(infer_metrics(c, &text), 0);
+	char why[512];
+	ck_assert_msg(prom_valid(text, why, sizeof why), "%s\n%s", why, text);
+	char k[256];
+	unsigned uid = (unsigned)getuid();
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"l2\",op=\"generate\",uid=\"%u\",status=\"ok\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 2, "%s\n%s", k, text);
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"l2\",op=\"tokenize\",uid=\"%u\",status=\"ok\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 1, "%s", k);
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"\",op=\"generate\",uid=\"%u\",status=\"error\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 1, "%s\n%s", k, text);
+	/* 2 generates of 12 tokens from the 5-token prompt; a tokenize
+	 * counts the tokens it made as its prompt tokens (5 more) */
+	snprintf(k, sizeof k, "inferd_generated_tokens_total{model=\"l2\",uid=\"%u\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 24, "%s\n%s", k, text);
+	snprintf(k, sizeof k, "inferd_prompt_tokens_total{model=\"l2\",uid=\"%u\"}", uid);
+	ck_assert_msg(prom_value(text, k) == 15, "%s\n%s", k, text);
+	ck_assert(prom_value(text, "inferd_time_to_first_token_seconds_count{model=\"l2\"}") == 2);
+	ck_assert(prom_value(text, "inferd_time_to_first_token_seconds_bucket{model=\"l2\",le=\"+Inf\"}") == 2);
+	ck_assert(prom_value(text, "inferd_decode_tokens_per_second_count{model=\"l2\"}") == 2);
+	ck_assert(prom_value(text, "inferd_time_to_first_token_seconds_sum{model=\"l2\"}") > 0);
+	/* buckets are cumulative */
+	double prev = 0;
+	for (const char *q = text; (q = strstr(q, "inferd_decode_tokens_per_second_bucket{model=\"l2\"")); q++) {
+		double v = strtod(strchr(q, '}') + 2, NULL);
+		ck_assert(v >= prev);
+		prev = v;
+	}
+	ck_assert(prev == 2);
+	ck_assert(prom_value(text, "inferd_model_loaded{model=\"l2\"}") == 1);
+	ck_assert(prom_value(text, "inferd_model_loaded{model=\"l3\"}") == 0);
+	ck_assert(prom_value(text, "inferd_model_queue_depth{model=\"l2\"}") == 0);
+	ck_assert(prom_value(text, "inferd_connections") == 1);
+	ck_assert(prom_value(text, "inferd_requests_in_flight") == 0);
+	free(text);
+	infer_close(c);
+	/* the CLI prints the same text */
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "'%s' --socket '%s' metrics --prometheus",
+		 test_build("infer-client"), d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	static char out[1 << 16];
+	size_t n = fread(out, 1, sizeof out - 1, f);
+	out[n] = 0;
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(prom_valid(out, why, sizeof why), "%s", why);
+	snprintf(k, sizeof k, "inferd_requests_total{model=\"l2\",op=\"generate\",uid=\"%u\",status=\"ok\"}", uid);
+	ck_assert(prom_value(out, k) == 2);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+/* The number after "key": in the status entry of model name. */
+static double status_num(const char *json, const char *name, const char *key)
+{
+	char pat[128];
+	snprintf(pat, sizeof pat, "{\"name\":\"%s\"", name);
+	const char *m = strstr(json, pat);
+	if (!m)
+		return -1000;
+	snprintf(pat, sizeof pat, "\"%s\":", key);
+	const char *k = strstr(m, pat);
+	const char *end = strchr(m, '}');
+	if (!k || (end && k > end))
+		return -1000;
+	return strtod(k + strlen(pat), NULL);
+}
+
+/* status (infer-client ps): when each idle model will be unloaded. */
+/* Queue gauges: one generate running, two waiting from this user. */
+START_TEST(test_metrics_queue)
+{
+	TDaemon d;
+	const char *args[] = { "--ctx", "8192", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	int fd = t_connect(d.sock);
+	uint8_t b[512];
+	static TReply r;
+	char s[64];
+	for (int id = 1; id <= 3; id++) {
+		char ids[16];
+		snprintf(ids, sizeof ids, "i:%d", id);
+		size_t n = t_pack(b, sizeof b, 6, "op", "s:generate", "id", ids,
+				  "model", "s:l2", "prompt", "s:Once upon a time",
+				  "max_tokens", "i:8000", "ignore_eos", "b:true");
+		t_send(fd, b, n);
+		if (id == 1) { /* wait until the first one runs */
+			ck_assert_int_eq(t_recv_event(fd, &r, 30), 0);
+			msgpack_zone_destroy(&r.zone);
+		}
+	}
+	int queued = 0;
+	double end = t_now() + 30;
+	while (queued < 2 && t_now() < end) {
+		ck_assert_int_eq(t_recv(fd, &r, 30), 0);
+		if (!strcmp(t_str(&r, "type", s, sizeof s), "queued"))
+			queued++;
+		msgpack_zone_destroy(&r.zone);
+	}
+	ck_assert_int_eq(queued, 2);
+	infer_client *c = must_connect(&d);
+	char *text;
+	ck_assert_int_eq(infer_metrics(c, &text), 0);
+	char k[160];
+	snprintf(k, sizeof k, "inferd_model_user_queue_depth{model=\"l2\",uid=\"%u\"}",
+		 (unsigned)getuid());
+	ck_assert_msg(prom_value(text, k) == 2, "%s", text);
+	ck_assert(prom_value(text, "inferd_model_queue_depth{model=\"l2\"}") == 2);
+	ck_assert(prom_value(text, "inferd_model_running{model=\"l2\"}") == 1);
+	ck_assert(prom_value(text, "inferd_requests_in_flight") == 3);
+	ck_assert(prom_value(text, "inferd_connections") == 2);
+	snprintf(k, sizeof k, "inferd_user_requests_in_flight{uid=\"%u\"}", (unsigned)getuid());
+	ck_assert(prom_value(text, k) == 3);
+	free(text);
+	close(fd); /* cancels all three */
+	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_status_unload_in)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	infer_client *c = must_connect(&d);
+	ck_assert_int_eq(infer_load(c, "l2", 100), 0);
+	double t0 = t_now();
+	usleep(1200 * 1000);
+	char *json;
+	ck_assert_int_eq(infer_status(c, &json), 0);
+	double dt = t_now() - t0;
+	double left = status_num(json, "l2", "unload_in");
+	ck_assert_msg(left <= 100 - 1.0 && left >= 100 - dt - 0.5, "%.3f after %.3f s: %s",
+		      left, dt, json);
+	ck_assert(status_num(json, "l2", "keep_alive") == 100);
+	ck_assert(status_num(json, "l3", "unload_in") == -2); /* not loaded */
+	free(json);
+	ck_assert_int_eq(infer_load(c, "l3", -1), 0);
+	/* the worker may still be finishing the load job ("busy": -2) */
+	double v = -2;
+	for (int i = 0; i < 100 && v == -2; i++) {
+		ck_assert_int_eq(infer_status(c, &json), 0);
+		v = status_num(json, "l3", "unload_in");
+		if (v == -2)
+			usleep(10000);
+		ck_assert_msg(v == -1 || v == -2, "%s", json);
+		free(json);
+	}
+	ck_assert(v == -1); /* never */
+	infer_close(c);
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "'%s' --socket '%s' ps", test_build("infer-client"), d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	static char out[8192];
+	size_t n = fread(out, 1, sizeof out - 1, f);
+	out[n] = 0;
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(strstr(out, "UNTIL") && strstr(out, "1m3") && strstr(out, "s from now") &&
+		      strstr(out, "forever"), "%s", out);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_log_rows)
 {
 	TDaemon d;
@@ -1292,6 +1610,10 @@ int main(void)
 	tcase_add_test(tc, test_second_daemon_refused);
 	tcase_add_test(tc, test_stale_socket_recovered);
 	tcase_add_test(tc, test_listen_fds);
+	tcase_add_test(tc, test_listen_fds_exit_idle);
+	tcase_add_test(tc, test_metrics);
+	tcase_add_test(tc, test_metrics_queue);
+	tcase_add_test(tc, test_status_unload_in);
 	tcase_add_test(tc, test_log_rows);
 	tcase_add_test(tc, test_sigterm_drains);
 	tcase_add_test(tc, test_shutdown_timeout_cancels);

@@ -79,6 +79,7 @@ static inline pid_t t_spawn(TDaemon *d, const char *const *extra)
 	snprintf(m2, sizeof m2, "l2=%s", test_data("models/tiny-llama2"));
 	snprintf(m3, sizeof m3, "l3=%s", test_data("models/tiny-llama3"));
 	argv[n++] = test_build("inferd");
+	argv[n++] = "--no-config"; /* no ~/.config/inferd or /etc/inferd.conf */
 	argv[n++] = "--socket";
 	argv[n++] = d->sock;
 	argv[n++] = "--db";
