@@ -112,7 +112,8 @@ $(BUILD)/libinfer.a: $(LIBC_OBJ)
 $(BUILD)/libinfer.so: $(LIBC_OBJ)
 	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,libinfer.so.$(INFER_SOVER) -o $@ $^ -lmsgpackc $(LDLIBS)
 
-$(BUILD)/infer-client: $(CLIENT_OBJ) $(BUILD)/libinfer.a
+# infer-client reads the JSON that libinfer hands it with engine/json.c.
+$(BUILD)/infer-client: $(CLIENT_OBJ) $(BUILD)/libinfer.a $(BUILD)/engine/json.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lmsgpackc $(LDLIBS)
 
 # CUDA backend: a shared object the engine dlopens at run time, so the
@@ -199,8 +200,8 @@ $(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Broker benchmark: ping round trip and generate overhead (not part of `make`).
-$(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a $(BUILD)/inferd
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/libengine.a -lmsgpackc $(LDLIBS)
+$(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/inferd $(BUILD)/infer-run
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a -lmsgpackc $(LDLIBS)
 
 # GGUF metadata / tensor table dump (not part of `make`).
 $(BUILD)/gguf_dump: contrib/gguf_dump.c $(BUILD)/libengine.a

@@ -48,19 +48,23 @@ __global__ void __launch_bounds__(128)
 			     float scale)
 {
 	constexpr int DPL = DMAX / 32; /* output dims per lane */
+	constexpr int KP = DMAX + 4;   /* K row pitch: 16-byte rows whose
+					* float4 reads by 8 lanes hit
+					* distinct banks */
 	extern __shared__ float smem[];
 	float *Qs = smem;                       /* [FA_BR][DMAX] */
-	float *Ks = Qs + FA_BR * DMAX;          /* [FA_BC][DMAX + 1] */
-	float *Vs = Ks + FA_BC * (DMAX + 1);    /* [FA_BC][DMAX] */
+	float *Ks = Qs + FA_BR * DMAX;          /* [FA_BC][KP] */
+	float *Vs = Ks + FA_BC * KP;            /* [FA_BC][DMAX] */
 	float *Ps = Vs + FA_BC * DMAX;          /* [4][FA_RPW][FA_BC] */
 
 	int qi0 = blockIdx.x * FA_BR, h = blockIdx.y, kvh = h / group;
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int qdim = n_heads * D;
+	int D4 = (D + 3) & ~3; /* dims rounded to float4; the pad is zero */
 
-	for (int e = threadIdx.x; e < FA_BR * D; e += blockDim.x) {
-		int r = e / D, d = e % D;
-		Qs[r * DMAX + d] = qi0 + r < n
+	for (int e = threadIdx.x; e < FA_BR * D4; e += blockDim.x) {
+		int r = e / D4, d = e % D4;
+		Qs[r * DMAX + d] = qi0 + r < n && d < D
 			? q[(size_t)(qi0 + r) * qdim + (size_t)h * D + d] * scale
 			: 0.0f;
 	}
@@ -81,26 +85,31 @@ __global__ void __launch_bounds__(128)
 
 	for (int kt = 0; kt < kend; kt += FA_BC) {
 		__syncthreads(); /* previous tile fully consumed */
-		for (int e = threadIdx.x; e < FA_BC * D; e += blockDim.x) {
-			int j = e / D, d = e % D;
-			bool ok = kt + j < kend;
+		for (int e = threadIdx.x; e < FA_BC * D4; e += blockDim.x) {
+			int j = e / D4, d = e % D4;
+			bool ok = kt + j < kend && d < D;
 			size_t off = (size_t)(kt + j) * kv_dim +
 				     (size_t)kvh * D + d;
-			Ks[j * (DMAX + 1) + d] = ok ? kc[off] : 0.0f;
+			Ks[j * KP + d] = ok ? kc[off] : 0.0f;
 			Vs[j * DMAX + d] = ok ? vc[off] : 0.0f;
 		}
 		__syncthreads();
 
+		/* scores: lane = key; 4 dims per shared-memory load */
 		float s[FA_RPW];
 #pragma unroll
 		for (int r = 0; r < FA_RPW; r++)
 			s[r] = 0.0f;
-		const float *kr = Ks + lane * (DMAX + 1);
-		for (int d = 0; d < D; d++) {
-			float kv = kr[d];
+		const float4 *kr = (const float4 *)(Ks + lane * KP);
+		for (int d4 = 0; d4 < D4 / 4; d4++) {
+			float4 kv = kr[d4];
 #pragma unroll
-			for (int r = 0; r < FA_RPW; r++)
-				s[r] += Qs[(rbase + r) * DMAX + d] * kv;
+			for (int r = 0; r < FA_RPW; r++) {
+				float4 qv = ((const float4 *)(Qs + (rbase + r) *
+								   DMAX))[d4];
+				s[r] += qv.x * kv.x + qv.y * kv.y +
+					qv.z * kv.z + qv.w * kv.w;
+			}
 		}
 		int key = kt + lane;
 #pragma unroll
@@ -121,18 +130,23 @@ __global__ void __launch_bounds__(128)
 				o[r][i] *= alpha;
 		}
 		__syncwarp();
-		int jmax = min(FA_BC, kend - kt);
-		for (int j = 0; j < jmax; j++) {
-			float v[DPL];
+		/* O += P V, four keys per step (keys past kend have p = 0
+		 * and zero V rows) */
+		int jmax = (min(FA_BC, kend - kt) + 3) & ~3;
+		for (int j = 0; j < jmax; j += 4) {
+			float v[4][DPL];
 #pragma unroll
-			for (int i = 0; i < DPL; i++)
-				v[i] = Vs[j * DMAX + lane + 32 * i];
-#pragma unroll
-			for (int r = 0; r < FA_RPW; r++) {
-				float p = P[r * FA_BC + j];
+			for (int t = 0; t < 4; t++)
 #pragma unroll
 				for (int i = 0; i < DPL; i++)
-					o[r][i] += p * v[i];
+					v[t][i] = Vs[(j + t) * DMAX + lane + 32 * i];
+#pragma unroll
+			for (int r = 0; r < FA_RPW; r++) {
+				float4 p = *(const float4 *)(P + r * FA_BC + j);
+#pragma unroll
+				for (int i = 0; i < DPL; i++)
+					o[r][i] += p.x * v[0][i] + p.y * v[1][i] +
+						   p.z * v[2][i] + p.w * v[3][i];
 			}
 		}
 		__syncwarp();
@@ -161,7 +175,7 @@ __global__ void __launch_bounds__(DEC_THREADS)
 			    const float *__restrict__ kc,
 			    const float *__restrict__ vc, int pos0,
 			    int n_heads, int group, int D, int kv_dim,
-			    int chunk, int nchunks, float scale)
+			    int chunk, int nchunks, float scale, int vec4)
 {
 	extern __shared__ float smem[];
 	float *qs = smem;      /* [D] */
@@ -187,14 +201,25 @@ __global__ void __launch_bounds__(DEC_THREADS)
 		qs[d] = qr[d] * scale;
 	__syncthreads();
 
-	for (int j = k0 + warp; j < k1; j += DEC_THREADS / 32) {
+	/* a thread per key: its whole K row in flight at once (float4
+	 * loads when rows are 16-byte aligned), q broadcast from shared */
+	for (int j = k0 + threadIdx.x; j < k1; j += blockDim.x) {
 		const float *kr = kc + (size_t)j * kv_dim + (size_t)kvh * D;
 		float dot = 0.0f;
-		for (int d = lane; d < D; d += 32)
-			dot += qs[d] * kr[d];
-		dot = warp_sum(dot);
-		if (lane == 0)
-			s[j - k0] = dot;
+		if (vec4) {
+			const float4 *k4 = (const float4 *)kr;
+			const float4 *q4 = (const float4 *)qs;
+#pragma unroll 8
+			for (int d4 = 0; d4 < D / 4; d4++) {
+				float4 a = k4[d4], b = q4[d4];
+				dot += a.x * b.x + a.y * b.y + a.z * b.z +
+				       a.w * b.w;
+			}
+		} else {
+			for (int d = 0; d < D; d++)
+				dot += qs[d] * kr[d];
+		}
+		s[j - k0] = dot;
 	}
 	__syncthreads();
 	int cnt = k1 - k0;
@@ -229,6 +254,7 @@ __global__ void __launch_bounds__(DEC_THREADS)
 	const float *vbase = vc + (size_t)k0 * kv_dim + (size_t)kvh * D;
 	for (int d = threadIdx.x; d < D; d += blockDim.x) {
 		float acc = 0.0f;
+#pragma unroll 8
 		for (int j = 0; j < cnt; j++)
 			acc += s[j] * vbase[(size_t)j * kv_dim + d];
 		pp[d] = acc;
@@ -270,19 +296,17 @@ static void launch_prefill(CudaBackend *c, float *out, const float *q,
 			   float scale)
 {
 	size_t smem = sizeof(float) *
-		      (FA_BR * DMAX + FA_BC * (DMAX + 1) + FA_BC * DMAX +
+		      (FA_BR * DMAX + FA_BC * (DMAX + 4) + FA_BC * DMAX +
 		       4 * FA_RPW * FA_BC);
-	static int raised; /* per template instance, once per process */
-	if (!raised) {
-		if (cuda_fail(c,
-			      cudaFuncSetAttribute(
-				      flash_prefill_kernel<DMAX>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)smem),
-			      "attention smem"))
-			return;
-		raised = 1;
-	}
+	/* Set on every launch: the limit is per device, and it costs a
+	 * microsecond against a prefill's milliseconds. */
+	if (cuda_fail(c,
+		      cudaFuncSetAttribute(
+			      flash_prefill_kernel<DMAX>,
+			      cudaFuncAttributeMaxDynamicSharedMemorySize,
+			      (int)smem),
+		      "attention smem"))
+		return;
 	cuda_flush(c); /* prefill is never part of a recorded step */
 	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
 	flash_prefill_kernel<DMAX><<<grid, 128, smem, c->stream>>>(
@@ -338,7 +362,9 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	cuda_launch(c, flash_decode_kernel,
 		    dim3((unsigned)n_heads, (unsigned)nchunks, (unsigned)n),
 		    dim3(DEC_THREADS), smem, "attention decode", c->part, q, kc,
-		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale);
+		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale,
+		    (int)(D % 4 == 0 && kv_dim % 4 == 0 &&
+			  (uintptr_t)kc % 16 == 0));
 	int th = D < 32 ? 32 : (D > 256 ? 256 : ((D + 31) / 32) * 32);
 	cuda_launch(c, flash_decode_merge_kernel,
 		    dim3((unsigned)n_heads, (unsigned)n), dim3(th), 0,

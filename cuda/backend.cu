@@ -120,6 +120,7 @@ static void c_destroy(Backend *b)
 		cudaFreeHost(c->ids_host);
 	cudaFree(c->scratch);
 	cudaFree(c->part);
+	cudaFree(c->xq);
 	cudaFree(c->ids);
 	cudaFree(c->result);
 	if (c->result_host)
@@ -310,6 +311,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 	{
 		const char *g = getenv("INFERD_CUDA_GRAPHS");
 		c->graph->enabled = !(g && !strcmp(g, "0"));
+		g = getenv("INFERD_CUDA_FUSE");
+		c->graph->fuse = !(g && !strcmp(g, "0"));
 	}
 	cudaDeviceProp prop;
 	const char *step = "cudaSetDevice";
@@ -330,7 +333,9 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		const char *g = getenv("INFERD_CUDA_GEMM");
 		c->gemm_split = !(g && !strcmp(g, "f16"));
 		g = getenv("INFERD_CUDA_MV_ROWS");
-		c->mv_rows = g ? atoi(g) : 2;
+		c->mv_rows = g ? atoi(g) : 0;
+		g = getenv("INFERD_CUDA_MV");
+		c->mv_old = g && !strcmp(g, "old");
 	}
 	snprintf(c->desc, sizeof c->desc, "%.200s, %.1f GiB, sm_%d%d, %d SMs",
 		 prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,

@@ -43,7 +43,11 @@ typedef struct CudaBackend {
 	int32_t *result;       /* argmax() result slot (device) */
 	int32_t *result_host;  /* pinned host slot argmax() reads back */
 	int gemm_split;        /* prefill GEMM with hi+lo f16 activations */
-	int mv_rows;           /* weight rows per warp in the mat-vec */
+	int mv_rows;           /* weight rows per warp in the mat-vec, 0 =
+				* the measured default of each kernel */
+	int mv_old;            /* INFERD_CUDA_MV=old: first mat-vec kernels */
+	void *xq;              /* int8 x + scales for the integer mat-vec */
+	size_t xq_bytes;       /* capacity of xq */
 	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
 	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
 	cudaEvent_t graph_done; /* after the last graph launch */

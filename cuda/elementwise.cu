@@ -96,6 +96,10 @@ void cuda_swiglu(Backend *b, float *gate, const float *up, size_t count)
 	CudaBackend *c = cb(b);
 	if (!count)
 		return;
+	/* into the epilogue of the up (or gate) mat-vec just recorded */
+	if (cuda_fuse_last(c, up, count, EPI_SWIGLU_GATE, gate) ||
+	    cuda_fuse_last(c, gate, count, EPI_SWIGLU_UP, (float *)up))
+		return;
 	cuda_launch(c, swiglu_kernel, dim3(grid_for(count, 256)), dim3(256), 0,
 		    "swiglu", gate, up, count);
 }
@@ -111,6 +115,9 @@ void cuda_add(Backend *b, float *x, const float *y, size_t count)
 {
 	CudaBackend *c = cb(b);
 	if (!count)
+		return;
+	/* into the epilogue of the mat-vec that just produced y */
+	if (cuda_fuse_last(c, y, count, EPI_ADD, x))
 		return;
 	cuda_launch(c, add_kernel, dim3(grid_for(count, 256)), dim3(256), 0,
 		    "add", x, y, count);

@@ -117,6 +117,42 @@ void cuda_flush(CudaBackend *c)
 			  "graph launch");
 }
 
+void cuda_mark_matvec(CudaBackend *c, const float *out, size_t rows,
+		      const float *in, size_t cols)
+{
+	GraphState *g = c->graph;
+	if (!g->on || g->rec.empty() || g->rec.back().grid.y != 1)
+		return;
+	g->rec.back().mv_out = out;
+	g->rec.back().mv_rows = rows;
+	g->rec.back().mv_in = in;
+	g->rec.back().mv_cols = cols;
+}
+
+int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
+		   int epi, float *aux)
+{
+	GraphState *g = c->graph;
+	if (!g->on || !g->fuse || g->rec.empty())
+		return 0;
+	LaunchRec &r = g->rec.back();
+	if (!r.mv_out || r.mv_out != written || r.mv_rows != count ||
+	    r.offs.size() < 2)
+		return 0;
+	/* aux is written while other warps still read the input */
+	if (aux < r.mv_in + r.mv_cols && r.mv_in < aux + count)
+		return 0;
+	size_t n = r.offs.size();
+	int cur;
+	memcpy(&cur, r.blob.data() + r.offs[n - 2], sizeof cur);
+	if (cur != EPI_NONE)
+		return 0;
+	memcpy(r.blob.data() + r.offs[n - 2], &epi, sizeof epi);
+	memcpy(r.blob.data() + r.offs[n - 1], &aux, sizeof aux);
+	r.mv_out = NULL; /* one epilogue per launch */
+	return 1;
+}
+
 void cuda_graph_begin(CudaBackend *c)
 {
 	cuda_flush(c);

@@ -31,12 +31,28 @@ struct LaunchRec {
 	size_t smem;                    /* dynamic shared memory */
 	std::vector<unsigned char> blob; /* arguments, packed and aligned */
 	std::vector<size_t> offs;       /* offset of each argument in blob */
+	const float *mv_out;            /* one-row mat-vec: its output, else
+					 * NULL (see cuda_fuse_last) */
+	size_t mv_rows;                 /* and its length */
+	const float *mv_in;             /* its input x ... */
+	size_t mv_cols;                 /* ... of this many floats */
+};
+
+/* Epilogues a recorded one-row mat-vec can take over from the op that
+ * follows it (its last two kernel arguments are int epi, float *aux):
+ * v is the row's result, out[row] = v always, then */
+enum {
+	EPI_NONE = 0,        /* nothing else */
+	EPI_ADD = 1,         /* aux[row] += v        (add(aux, out)) */
+	EPI_SWIGLU_GATE = 2, /* aux[row] = silu(aux[row]) * v (out = up) */
+	EPI_SWIGLU_UP = 3,   /* out[row] = silu(v) * aux[row] (out = gate) */
 };
 
 /* The recorder and the cached graph; lives in CudaBackend. */
 struct GraphState {
 	int enabled;                  /* INFERD_CUDA_GRAPHS != 0 */
 	int on;                       /* recording the current step */
+	int fuse;                     /* INFERD_CUDA_FUSE != 0 */
 	std::vector<LaunchRec> rec;   /* this step's launches */
 	std::vector<LaunchRec> built; /* what the cached graph holds */
 	std::vector<cudaGraphNode_t> nodes; /* its nodes, in order */
@@ -44,6 +60,15 @@ struct GraphState {
 	cudaGraphExec_t exec;         /* its executable, or NULL */
 	long launches, rebuilds;      /* statistics */
 };
+
+/* While recording: if the last launch is a one-row mat-vec that wrote
+ * `written` (count rows), give it epilogue epi with aux and return 1, so
+ * the caller launches nothing (INFERD_CUDA_FUSE=0 turns this off). */
+int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
+		   int epi, float *aux);
+/* Mark the last recorded launch as a fusable one-row mat-vec. */
+void cuda_mark_matvec(CudaBackend *c, const float *out, size_t rows,
+		      const float *in, size_t cols);
 
 /* Issue what was recorded (graph launch) and stop recording. */
 void cuda_flush(CudaBackend *c);
@@ -67,6 +92,8 @@ static void cuda_launch(CudaBackend *c, void (*kernel)(KArgs...), dim3 grid,
 	c->graph->rec.emplace_back();
 	LaunchRec &r = c->graph->rec.back();
 	r.func = (const void *)kernel;
+	r.mv_out = NULL;
+	r.mv_rows = 0;
 	r.grid = grid;
 	r.block = block;
 	r.smem = smem;

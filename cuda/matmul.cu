@@ -2,12 +2,19 @@
  * matmul.cu - out[n][rows] = x[n][cols] . W^T (+ bias).
  *
  * Decode (n <= MATVEC_MAX_N): a mat-vec that reads every weight byte once,
- * straight from its storage type. One warp owns MV_ROWS consecutive rows;
- * its lanes walk the row in "units" (16 bytes of F16/BF16, a float4 of
- * F32, one 32-element block of Q8_0/Q4_0/Q4_1, a 64-element quarter of a
+ * straight from its storage type. One warp owns R consecutive rows; its
+ * lanes walk the row in "units" (16 bytes of F16/BF16, a float4 of F32,
+ * one 32-element block of Q8_0/Q4_0/Q4_1, a 64-element quarter of a
  * Q4_K/Q5_K/Q6_K super-block), so a warp's loads are contiguous, and each
  * x value loaded is used for all of the warp's rows. Partial sums stay in
- * f32 and meet through shuffles.
+ * f32 and meet through shuffles. Three kernels (notes/cuda.md has the
+ * measurements behind the choices):
+ *   - F32/F16/BF16: matvec_float_kernel, 1 row per warp, each lane issuing
+ *     8 16-byte loads before using them (latency, not bandwidth, is what
+ *     a small decode mat-vec runs out of);
+ *   - Q8_0/Q4_0/Q4_1: matvec_q8x_kernel on x rounded to int8 per block of
+ *     32 (llama.cpp's q8_1 scheme) with dp4a, 2 rows per warp;
+ *   - K-quants: matvec_kernel on f32 x, 4 rows per warp.
  *
  * Prefill (larger n): cuBLAS GEMM on the tensor cores. Activations are
  * converted to f16 in a scratch buffer (in split mode, the default, as
@@ -23,7 +30,6 @@
 
 #define MATVEC_MAX_N 2 /* up to this many rows use the mat-vec */
 #define MV_WARPS 4     /* warps per block */
-#define MV_ROWS 2      /* weight rows per warp (default) */
 
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -40,6 +46,24 @@ __device__ __forceinline__ uint32_t ld_u16(const uint8_t *p)
 __device__ __forceinline__ uint32_t ld_u32(const uint8_t *p)
 {
 	return *(const uint32_t *)p;
+}
+
+/* The row's result v, with the epilogue a recorded step gave this
+ * launch (graph.cuh: EPI_*); aux and out are only touched at row. */
+__device__ __forceinline__ void mv_store(float *out, int row, float v,
+					 int epi, float *aux)
+{
+	if (epi == EPI_SWIGLU_UP) {
+		out[row] = v / (1.0f + expf(-v)) * aux[row];
+		return;
+	}
+	out[row] = v;
+	if (epi == EPI_ADD) {
+		aux[row] += v;
+	} else if (epi == EPI_SWIGLU_GATE) {
+		float g = aux[row];
+		aux[row] = g / (1.0f + expf(-g)) * v;
+	}
 }
 
 /* Units per row and the elements each unit covers, by type. */
@@ -237,7 +261,8 @@ template <int T, int R>
 __global__ void __launch_bounds__(MV_WARPS * 32)
 	matvec_kernel(float *__restrict__ out, const float *__restrict__ x,
 		      const uint8_t *__restrict__ w, const float *bias,
-		      int rows, int cols, size_t row_bytes)
+		      int rows, int cols, size_t row_bytes, int epi,
+		      float *aux)
 {
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
@@ -261,7 +286,8 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	for (int r = 0; r < R; r++) {
 		float s = warp_sum(acc[r]);
 		if (lane == 0 && row0 + r < rows)
-			out[row0 + r] = s + (bias ? bias[row0 + r] : 0.0f);
+			mv_store(out, row0 + r,
+				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
 	}
 }
 
@@ -270,7 +296,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 __global__ void matvec_generic_kernel(float *out, const float *x,
 				      const uint8_t *w, int type,
 				      const float *bias, int rows, int cols,
-				      size_t row_bytes)
+				      size_t row_bytes, int epi, float *aux)
 {
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int row = blockIdx.x * MV_WARPS + warp;
@@ -284,7 +310,7 @@ __global__ void matvec_generic_kernel(float *out, const float *x,
 		s += dq_elem(type, rp, i) * x[i];
 	s = warp_sum(s);
 	if (lane == 0)
-		out[row] = s + (bias ? bias[row] : 0.0f);
+		mv_store(out, row, s + (bias ? bias[row] : 0.0f), epi, aux);
 }
 
 template <int T, int R>
@@ -296,7 +322,8 @@ static void launch_matvec_r(CudaBackend *c, float *out, const float *x,
 	cuda_launch(c, matvec_kernel<T, R>, dim3(gx, (unsigned)n),
 		    dim3(MV_WARPS * 32), 0, "matvec", out, x,
 		    (const uint8_t *)w->dev, bias, rows, cols,
-		    dtype_row_bytes(w->type, w->cols));
+		    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+		    (float *)NULL);
 }
 
 /* Rows per warp: more rows reuse each x load more often, fewer leave
@@ -307,13 +334,294 @@ static void launch_matvec(CudaBackend *c, float *out, const float *x,
 {
 	switch (c->mv_rows) {
 	case 1: launch_matvec_r<T, 1>(c, out, x, w, bias, n); break;
-	case 4: launch_matvec_r<T, 4>(c, out, x, w, bias, n); break;
-	default: launch_matvec_r<T, MV_ROWS>(c, out, x, w, bias, n); break;
+	case 2: launch_matvec_r<T, 2>(c, out, x, w, bias, n); break;
+	default: launch_matvec_r<T, 4>(c, out, x, w, bias, n); break;
 	}
 }
 
-static void matvec(CudaBackend *c, float *out, const float *x,
-		   const Tensor *w, const float *bias, int n)
+/* ---- batched-load mat-vec for F32/F16/BF16 ------------------------- */
+
+/* Each lane issues U 16-byte weight loads per row (and their x) before
+ * using any of them, so a warp keeps U*R*512 bytes in flight; weights are
+ * read with the streaming hint so they do not evict x from L1/L2. */
+template <int T, int R, int U>
+__global__ void __launch_bounds__(MV_WARPS * 32)
+	matvec_float_kernel(float *__restrict__ out,
+			    const float *__restrict__ x,
+			    const uint8_t *__restrict__ w, const float *bias,
+			    int rows, int cols, size_t row_bytes, int epi,
+			    float *aux)
+{
+	constexpr int UE = T == DT_F32 ? 4 : 8; /* elements per 16 bytes */
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
+	if (row0 >= rows)
+		return;
+	x += (size_t)blockIdx.y * cols;
+	out += (size_t)blockIdx.y * rows;
+	const uint4 *wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		wr[r] = (const uint4 *)(w + (size_t)min(row0 + r, rows - 1) *
+						    row_bytes);
+	const float4 *xv = (const float4 *)x;
+	int units = cols / UE;
+	float acc[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		acc[r] = 0.0f;
+	for (int base = lane; base < units; base += 32 * U) {
+		uint4 wv[U][R];
+		float4 xa[U], xb[U];
+#pragma unroll
+		for (int i = 0; i < U; i++) {
+			int u = base + 32 * i;
+			bool ok = u < units;
+			const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+			for (int r = 0; r < R; r++)
+				wv[i][r] = ok ? __ldcs(wr[r] + u)
+					      : make_uint4(0, 0, 0, 0);
+			if constexpr (T == DT_F32) {
+				xa[i] = ok ? xv[u] : z;
+			} else {
+				xa[i] = ok ? xv[2 * u] : z;
+				xb[i] = ok ? xv[2 * u + 1] : z;
+			}
+		}
+#pragma unroll
+		for (int i = 0; i < U; i++) {
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				uint4 q = wv[i][r];
+				if constexpr (T == DT_F32) {
+					acc[r] += __uint_as_float(q.x) * xa[i].x +
+						  __uint_as_float(q.y) * xa[i].y +
+						  __uint_as_float(q.z) * xa[i].z +
+						  __uint_as_float(q.w) * xa[i].w;
+				} else {
+					uint32_t ws[4] = {q.x, q.y, q.z, q.w};
+					float xs[8] = {xa[i].x, xa[i].y, xa[i].z,
+						       xa[i].w, xb[i].x, xb[i].y,
+						       xb[i].z, xb[i].w};
+					float s = 0.0f;
+#pragma unroll
+					for (int k = 0; k < 4; k++) {
+						float2 f;
+						if constexpr (T == DT_F16)
+							f = __half22float2(*(const __half2 *)&ws[k]);
+						else
+							f = __bfloat1622float2(*(const __nv_bfloat162 *)&ws[k]);
+						s += f.x * xs[2 * k] +
+						     f.y * xs[2 * k + 1];
+					}
+					acc[r] += s;
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		float s = warp_sum(acc[r]);
+		if (lane == 0 && row0 + r < rows)
+			mv_store(out, row0 + r,
+				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
+	}
+}
+
+/* ---- integer mat-vec for Q8_0/Q4_0/Q4_1 ----------------------------- */
+
+/* x is first rounded to int8 per 32-element block (scale d = max|x|/127
+ * and s = d * sum q, as llama.cpp's q8_1), so a weight block meets its x
+ * block in eight dp4a instructions: a quarter of the x bytes and far
+ * fewer instructions than unpacking to f32. */
+__global__ void quantize_x_kernel(int8_t *__restrict__ xq,
+				  float2 *__restrict__ xds,
+				  const float *__restrict__ x, size_t blocks)
+{
+	size_t b = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+	int lane = threadIdx.x % 32;
+	if (b >= blocks)
+		return;
+	float v = x[b * 32 + lane];
+	float amax = fabsf(v);
+	for (int o = 16; o > 0; o >>= 1)
+		amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+	float d = amax / 127.0f;
+	int q = d > 0.0f ? __float2int_rn(v / d) : 0;
+	xq[b * 32 + lane] = (int8_t)q;
+	int sum = q;
+	for (int o = 16; o > 0; o >>= 1)
+		sum += __shfl_xor_sync(0xffffffffu, sum, o);
+	if (lane == 0)
+		xds[b] = make_float2(d, d * (float)sum);
+}
+
+template <int T, int R, int U>
+__global__ void __launch_bounds__(MV_WARPS * 32)
+	matvec_q8x_kernel(float *__restrict__ out,
+			  const int8_t *__restrict__ xq,
+			  const float2 *__restrict__ xds,
+			  const uint8_t *__restrict__ w, const float *bias,
+			  int rows, int cols, size_t row_bytes, int epi,
+			  float *aux)
+{
+	constexpr int BS = T == DT_Q8_0 ? 34 : T == DT_Q4_0 ? 18 : 20;
+	constexpr int NW = T == DT_Q8_0 ? 8 : 4; /* u32 words of quants */
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
+	if (row0 >= rows)
+		return;
+	int units = cols / 32;
+	xq += (size_t)blockIdx.y * cols;
+	xds += (size_t)blockIdx.y * units;
+	out += (size_t)blockIdx.y * rows;
+	const uint8_t *wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		wr[r] = w + (size_t)min(row0 + r, rows - 1) * row_bytes;
+	float acc[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		acc[r] = 0.0f;
+	for (int base = lane; base < units; base += 32 * U) {
+		uint32_t qv[U][R][NW];
+		float dw[U][R], mw[U][R];
+		int4 x0[U], x1[U];
+		float2 xd[U];
+#pragma unroll
+		for (int i = 0; i < U; i++) {
+			int u = base + 32 * i;
+			int uu = u < units ? u : 0; /* in bounds; result unused */
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				const uint8_t *b = wr[r] + (size_t)BS * uu;
+				if constexpr (T == DT_Q4_1) {
+					uint32_t dm = *(const uint32_t *)b;
+					dw[i][r] = __half2float(__ushort_as_half((unsigned short)(dm & 0xFFFF)));
+					mw[i][r] = __half2float(__ushort_as_half((unsigned short)(dm >> 16)));
+#pragma unroll
+					for (int k = 0; k < NW; k++)
+						qv[i][r][k] = *(const uint32_t *)(b + 4 + 4 * k);
+				} else {
+					dw[i][r] = ld_half(b);
+					mw[i][r] = 0.0f;
+					const unsigned short *h =
+						(const unsigned short *)(b + 2);
+#pragma unroll
+					for (int k = 0; k < NW; k++)
+						qv[i][r][k] = (uint32_t)h[2 * k] |
+							      ((uint32_t)h[2 * k + 1] << 16);
+				}
+			}
+			const int4 *xp = (const int4 *)(xq + (size_t)32 * uu);
+			x0[i] = xp[0];
+			x1[i] = xp[1];
+			xd[i] = xds[uu];
+		}
+#pragma unroll
+		for (int i = 0; i < U; i++) {
+			if (base + 32 * i >= units)
+				break;
+			int xi[8] = {x0[i].x, x0[i].y, x0[i].z, x0[i].w,
+				     x1[i].x, x1[i].y, x1[i].z, x1[i].w};
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				int sumi = 0;
+				if constexpr (T == DT_Q8_0) {
+#pragma unroll
+					for (int k = 0; k < 8; k++)
+						sumi = __dp4a((int)qv[i][r][k], xi[k], sumi);
+					acc[r] += dw[i][r] * xd[i].x * (float)sumi;
+				} else {
+#pragma unroll
+					for (int k = 0; k < 4; k++) {
+						uint32_t v = qv[i][r][k];
+						sumi = __dp4a((int)(v & 0x0F0F0F0Fu), xi[k], sumi);
+						sumi = __dp4a((int)((v >> 4) & 0x0F0F0F0Fu), xi[4 + k], sumi);
+					}
+					if constexpr (T == DT_Q4_0)
+						acc[r] += dw[i][r] * (xd[i].x * (float)sumi - 8.0f * xd[i].y);
+					else
+						acc[r] += dw[i][r] * xd[i].x * (float)sumi + mw[i][r] * xd[i].y;
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		float s = warp_sum(acc[r]);
+		if (lane == 0 && row0 + r < rows)
+			mv_store(out, row0 + r,
+				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
+	}
+}
+
+template <int T, int R, int U>
+static void launch_float(CudaBackend *c, float *out, const float *x,
+			 const Tensor *w, const float *bias, int n)
+{
+	int rows = (int)w->rows;
+	unsigned gx = (unsigned)((rows + MV_WARPS * R - 1) / (MV_WARPS * R));
+	cuda_launch(c, matvec_float_kernel<T, R, U>, dim3(gx, (unsigned)n),
+		    dim3(MV_WARPS * 32), 0, "matvec", out, x,
+		    (const uint8_t *)w->dev, bias, rows, (int)w->cols,
+		    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+		    (float *)NULL);
+}
+
+template <int T, int R, int U>
+static void launch_q8x(CudaBackend *c, float *out, const Tensor *w,
+		       const float *bias, int n)
+{
+	int rows = (int)w->rows, cols = (int)w->cols;
+	unsigned gx = (unsigned)((rows + MV_WARPS * R - 1) / (MV_WARPS * R));
+	const int8_t *xq = (const int8_t *)c->xq;
+	const float2 *xds =
+		(const float2 *)((const char *)c->xq + (size_t)n * cols);
+	cuda_launch(c, matvec_q8x_kernel<T, R, U>, dim3(gx, (unsigned)n),
+		    dim3(MV_WARPS * 32), 0, "matvec", out, xq, xds,
+		    (const uint8_t *)w->dev, bias, rows, cols,
+		    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+		    (float *)NULL);
+}
+
+/* F32/F16/BF16 (rows per warp: 1 by default, measured best) */
+template <int T>
+static void launch_float_any(CudaBackend *c, float *out, const float *x,
+			     const Tensor *w, const float *bias, int n)
+{
+	switch (c->mv_rows) {
+	case 2: launch_float<T, 2, 4>(c, out, x, w, bias, n); break;
+	case 4: launch_float<T, 4, 2>(c, out, x, w, bias, n); break;
+	default: launch_float<T, 1, 8>(c, out, x, w, bias, n); break;
+	}
+}
+
+/* Quantise x, then the integer kernel (2 rows per warp by default). */
+template <int T>
+static void launch_q8x_any(CudaBackend *c, float *out, const float *x,
+			   const Tensor *w, const float *bias, int n)
+{
+	int cols = (int)w->cols;
+	size_t blocks = (size_t)n * cols / 32;
+	size_t need = (size_t)n * cols + blocks * sizeof(float2);
+	if (cuda_grow(c, &c->xq, &c->xq_bytes, need, "matvec x"))
+		return;
+	/* xds must be 8-byte aligned: n*cols is a multiple of 32 */
+	unsigned g = (unsigned)((blocks * 32 + 255) / 256);
+	cuda_launch(c, quantize_x_kernel, dim3(g), dim3(256), 0, "matvec x",
+		    (int8_t *)c->xq,
+		    (float2 *)((char *)c->xq + (size_t)n * cols), x, blocks);
+	switch (c->mv_rows) {
+	case 1: launch_q8x<T, 1, 4>(c, out, w, bias, n); break;
+	case 4: launch_q8x<T, 4, 2>(c, out, w, bias, n); break;
+	default: launch_q8x<T, 2, 4>(c, out, w, bias, n); break;
+	}
+}
+
+static void matvec_launch(CudaBackend *c, float *out, const float *x,
+			  const Tensor *w, const float *bias, int n)
 {
 	int cols = (int)w->cols;
 	int ue = unit_elems(w->type);
@@ -328,21 +636,47 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 			    dim3(MV_WARPS * 32), 0, "matvec", out, x,
 			    (const uint8_t *)w->dev, (int)w->type, bias,
 			    (int)w->rows, cols,
-			    dtype_row_bytes(w->type, w->cols));
+			    dtype_row_bytes(w->type, w->cols), (int)EPI_NONE,
+			    (float *)NULL);
 		return;
 	}
+	if (c->mv_old) { /* INFERD_CUDA_MV=old: first version, f32 x */
+		switch (w->type) {
+		case DT_F32: launch_matvec<DT_F32>(c, out, x, w, bias, n); return;
+		case DT_F16: launch_matvec<DT_F16>(c, out, x, w, bias, n); return;
+		case DT_BF16: launch_matvec<DT_BF16>(c, out, x, w, bias, n); return;
+		case DT_Q8_0: launch_matvec<DT_Q8_0>(c, out, x, w, bias, n); return;
+		case DT_Q4_0: launch_matvec<DT_Q4_0>(c, out, x, w, bias, n); return;
+		case DT_Q4_1: launch_matvec<DT_Q4_1>(c, out, x, w, bias, n); return;
+		default: break;
+		}
+	}
 	switch (w->type) {
-	case DT_F32: launch_matvec<DT_F32>(c, out, x, w, bias, n); break;
-	case DT_F16: launch_matvec<DT_F16>(c, out, x, w, bias, n); break;
-	case DT_BF16: launch_matvec<DT_BF16>(c, out, x, w, bias, n); break;
-	case DT_Q8_0: launch_matvec<DT_Q8_0>(c, out, x, w, bias, n); break;
-	case DT_Q4_0: launch_matvec<DT_Q4_0>(c, out, x, w, bias, n); break;
-	case DT_Q4_1: launch_matvec<DT_Q4_1>(c, out, x, w, bias, n); break;
+	case DT_F32: launch_float_any<DT_F32>(c, out, x, w, bias, n); break;
+	case DT_F16: launch_float_any<DT_F16>(c, out, x, w, bias, n); break;
+	case DT_BF16: launch_float_any<DT_BF16>(c, out, x, w, bias, n); break;
+	case DT_Q8_0: launch_q8x_any<DT_Q8_0>(c, out, x, w, bias, n); break;
+	case DT_Q4_0: launch_q8x_any<DT_Q4_0>(c, out, x, w, bias, n); break;
+	case DT_Q4_1: launch_q8x_any<DT_Q4_1>(c, out, x, w, bias, n); break;
 	case DT_Q4_K: launch_matvec<DT_Q4_K>(c, out, x, w, bias, n); break;
 	case DT_Q5_K: launch_matvec<DT_Q5_K>(c, out, x, w, bias, n); break;
 	case DT_Q6_K: launch_matvec<DT_Q6_K>(c, out, x, w, bias, n); break;
 	default: cuda_fail_msg(c, "matmul: type %d", (int)w->type); return;
 	}
+}
+
+/* While a step is recorded, a one-row mat-vec may absorb the add or
+ * swiglu that follows it (graph.cuh): mark its launch for that. */
+static void matvec(CudaBackend *c, float *out, const float *x,
+		   const Tensor *w, const float *bias, int n)
+{
+	GraphState *g = c->graph;
+	size_t before = g->on ? g->rec.size() : 0;
+	matvec_launch(c, out, x, w, bias, n);
+	if (g->on && !c->has_err && g->rec.size() > before &&
+	    g->rec.back().func != (const void *)quantize_x_kernel)
+		cuda_mark_matvec(c, out, (size_t)w->rows, x,
+				 (size_t)w->cols);
 }
 
 /* ---- prefill ------------------------------------------------------- */

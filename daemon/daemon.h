@@ -49,6 +49,7 @@ typedef struct DaemonConfig {
 	int max_queue;             /* waiting requests per model */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */
+	int max_connections;       /* open connections at once */
 	int max_tokens;            /* default max_tokens of a generate */
 	EngineOptions eng;         /* backend, threads, ctx */
 } DaemonConfig;
@@ -93,10 +94,9 @@ typedef struct Request {
 	int n_msgs;                /* how many */
 	char *system;              /* system prompt for chat, or NULL */
 	char *tmpl;                /* chat template name or file, or NULL */
-	/* who asked (copied from the connection) */
-	uid_t uid;
-	pid_t pid;
-	char exe[256];
+	uid_t uid;                 /* who asked: SO_PEERCRED of the connection */
+	pid_t pid;                 /* its process */
+	char exe[256];             /* its executable, "" if unreadable */
 	/* outcome, filled by the worker before the final event */
 	double t_start;            /* arrival (monotonic seconds) */
 	double t_start_unix;       /* arrival (wall clock) */
@@ -122,6 +122,7 @@ typedef struct Slot {
 	Request *running;          /* job in progress or NULL */
 	int state;                 /* MS_* */
 	int stop;                  /* worker should exit */
+	atomic_int abort;          /* stop the running generation (exit) */
 	double last_used;          /* monotonic seconds of the last job's end */
 	int keep_alive;            /* seconds idle before unload; -1 never */
 	/* filled after a load (under mu) */
@@ -131,7 +132,8 @@ typedef struct Slot {
 	double load_ms;            /* last load time */
 	char device[128];          /* backend's description, "" unloaded */
 	uint64_t dev_total, dev_free; /* device memory after the last job */
-	Engine *eng;               /* worker-only: the loaded engine */
+	Engine *eng;               /* the loaded engine: used by the worker only,
+				    * set under mu (the loop tests it) */
 	int unload_pending;        /* loop-only: an idle unload is queued */
 } Slot;
 

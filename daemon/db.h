@@ -27,7 +27,7 @@ typedef struct Db Db;
 typedef struct DbRequest {
 	double t_start, t_end; /* unix seconds */
 	uid_t uid;             /* peer credentials at accept */
-	pid_t pid;
+	pid_t pid;             /* the peer's process id */
 	const char *exe;       /* /proc/<pid>/exe target, "" if unknown */
 	const char *model;     /* "" for ops without a model */
 	const char *op;        /* "generate", "load", ... */

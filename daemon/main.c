@@ -29,6 +29,7 @@ static void usage(FILE *f)
 "  --max-queue N            waiting requests per model (default 32)\n"
 "  --max-conn-requests N    requests in flight per connection (default 16)\n"
 "  --max-uid-requests N     requests in flight per user (default 64)\n"
+"  --max-connections N      open connections at once (default 1024)\n"
 "  --max-tokens N           default max_tokens of generate (default 256)\n"
 "  --backend NAME           auto, cpu or cuda (default auto)\n"
 "  --threads N              CPU threads per model (default all cores)\n"
@@ -162,6 +163,9 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--max-uid-requests")) {
 			if (num(a, v, 1, 1000000, &cfg.max_uid_requests) < 0)
 				return 2;
+		} else if (!strcmp(a, "--max-connections")) {
+			if (num(a, v, 1, 1000000, &cfg.max_connections) < 0)
+				return 2;
 		} else if (!strcmp(a, "--max-tokens")) {
 			if (num(a, v, 1, PROTO_MAX_TOKENS, &cfg.max_tokens) < 0)
 				return 2;
@@ -181,9 +185,10 @@ int main(int argc, char **argv)
 		i += takes;
 	}
 	char err[512];
-	if (daemon_run(&cfg, err, sizeof err) < 0) {
+	int rc = daemon_run(&cfg, err, sizeof err);
+	if (rc < 0)
 		fprintf(stderr, "inferd: %s\n", err);
-		return 1;
-	}
-	return 0;
+	for (int i = 0; i < cfg.n_models; i++)
+		free((char *)cfg.models[i].name);
+	return rc < 0 ? 1 : 0;
 }

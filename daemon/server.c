@@ -31,6 +31,8 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "gguf.h"
+#include "json.h"
 #include "protocol.h"
 
 const char *const op_names[OP_COUNT] = {
@@ -60,8 +62,8 @@ typedef struct Conn {
 	struct Daemon *d;        /* owner */
 	struct bufferevent *bev; /* the socket and its buffers */
 	uid_t uid;               /* SO_PEERCRED at accept */
-	gid_t gid;
-	pid_t pid;
+	gid_t gid;               /* its group */
+	pid_t pid;               /* its process */
 	char exe[256];           /* /proc/<pid>/exe, "" if unreadable */
 	Request *reqs;           /* requests in flight */
 	int nreq;                /* their count */
@@ -74,7 +76,9 @@ typedef struct Daemon {
 	const DaemonConfig *cfg;    /* options */
 	struct event_base *base;    /* the loop */
 	struct evconnlistener *lis; /* accepting connections */
-	struct event *ev_wake, *ev_tick, *ev_drain;
+	struct event *ev_wake;      /* the eventfd is readable */
+	struct event *ev_tick;      /* once a second: idle unloads */
+	struct event *ev_drain;     /* shutdown timeout, then exit deadline */
 	struct event *ev_sig[4];    /* TERM, INT, HUP, (unused) */
 	int efd;                    /* eventfd: workers wake the loop */
 	pthread_mutex_t qmu;        /* guards the event queue */
@@ -120,6 +124,7 @@ void daemon_config_default(DaemonConfig *c)
 	c->max_queue = 32;
 	c->max_conn_requests = 16;
 	c->max_uid_requests = 64;
+	c->max_connections = 1024;
 	c->max_tokens = 256;
 	c->eng.backend = "auto";
 	c->eng.quiet = 1;
@@ -934,7 +939,14 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		begin_drain(d, "shutdown op");
 		return;
 	}
-	/* the rest become tracked requests */
+	/* the rest become tracked requests; their ids must be unique */
+	for (Request *q = c->reqs; q; q = q->cnext)
+		if (q->id == id) {
+			snprintf(msg, sizeof msg, "request id %u is already in flight "
+				 "on this connection", id);
+			reply_error(c, id, PROTO_E_BAD, msg, -1);
+			return;
+		}
 	Request *r = request_new(c, id, op);
 	if (!r) {
 		reply_error(c, id, PROTO_E_INTERNAL, "out of memory", -1);
@@ -1214,6 +1226,20 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 	Daemon *d = arg;
 	struct ucred cr;
 	socklen_t cl = sizeof cr;
+	if (d->nconns >= d->cfg->max_connections) {
+		/* tell it why in one frame (a fresh socket buffer takes it
+		 * without blocking), then hang up */
+		char msg[96];
+		size_t len;
+		snprintf(msg, sizeof msg, "inferd has %d connections, the limit",
+			 d->nconns);
+		uint8_t *f = error_frame(0, PROTO_E_BUSY, msg, -1, &len);
+		if (f && send(fd, f, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			dlog("refusing a connection: %s", strerror(errno));
+		free(f);
+		close(fd);
+		return;
+	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) {
 		dlog("SO_PEERCRED: %s", strerror(errno));
 		close(fd);
@@ -1245,6 +1271,25 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 		d->conns->prev = c;
 	d->conns = c;
 	d->nconns++;
+}
+
+/* accept() failed (out of fds): pause accepting for a second instead of
+ * spinning on the readable listener. */
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	Daemon *d = arg;
+	if (!d->draining)
+		evconnlistener_enable(d->lis);
+}
+
+static void on_accept_error(struct evconnlistener *lis, void *arg)
+{
+	Daemon *d = arg;
+	static const struct timeval one = { 1, 0 };
+	dlog("accept: %s; pausing for 1 s", strerror(errno));
+	evconnlistener_disable(lis);
+	if (event_base_once(d->base, -1, EV_TIMEOUT, on_accept_resume, d, &one) < 0)
+		evconnlistener_enable(lis);
 }
 
 /* ---- timers, signals, drain ---- */
@@ -1465,6 +1510,57 @@ static uint64_t path_bytes(const char *path, const char **format)
 	return total;
 }
 
+/* Bytes of the f32 K and V caches a model will allocate: 2 x layers x
+ * ctx x kv_heads x head_dim x 4, with ctx as engine_open picks it. Read
+ * from config.json or the GGUF metadata without loading; 0 if unknown. */
+static uint64_t kv_cache_bytes(const char *path, const char *format, int ctx_opt)
+{
+	uint64_t layers = 0, heads = 0, kv = 0, dim = 0, hd = 0, maxpos = 0;
+	if (!strcmp(format, "hf")) {
+		char cp[PATH_MAX + 16], err[256];
+		snprintf(cp, sizeof cp, "%s/config.json", path);
+		json_doc *doc = json_parse_file(cp, 1 << 20, err, sizeof err);
+		if (!doc)
+			return 0;
+		const json_value *r = json_root(doc);
+		layers = (uint64_t)json_num(json_get(r, "num_hidden_layers"), 0);
+		heads = (uint64_t)json_num(json_get(r, "num_attention_heads"), 0);
+		kv = (uint64_t)json_num(json_get(r, "num_key_value_heads"), (double)heads);
+		dim = (uint64_t)json_num(json_get(r, "hidden_size"), 0);
+		hd = (uint64_t)json_num(json_get(r, "head_dim"), 0);
+		maxpos = (uint64_t)json_num(json_get(r, "max_position_embeddings"), 0);
+		json_free(doc);
+	} else {
+		char err[256], key[160];
+		gguf_file *g = gguf_open(path, err, sizeof err);
+		gguf_str arch;
+		if (!g)
+			return 0;
+		if (gguf_get_str(g, "general.architecture", &arch) && arch.len < 64) {
+			char a[64];
+			memcpy(a, arch.s, arch.len);
+			a[arch.len] = 0;
+#define GET(name, var) (snprintf(key, sizeof key, "%s." name, a), gguf_get_u64(g, key, &var))
+			GET("block_count", layers);
+			GET("attention.head_count", heads);
+			kv = heads;
+			GET("attention.head_count_kv", kv);
+			GET("embedding_length", dim);
+			GET("attention.key_length", hd);
+			GET("context_length", maxpos);
+#undef GET
+		}
+		gguf_close(g);
+	}
+	if (!hd && heads)
+		hd = dim / heads;
+	uint64_t ctx = ctx_opt > 0 ? (uint64_t)ctx_opt : maxpos < 4096 ? maxpos : 4096;
+	if (!layers || !kv || !hd || !ctx || layers > 1024 || kv * hd > (1u << 20) ||
+	    ctx > (1u << 24))
+		return 0;
+	return 2 * layers * ctx * kv * hd * sizeof(float);
+}
+
 static int add_slot(Daemon *d, const char *name, size_t nlen, const char *path,
 		    char *err, size_t errlen)
 {
@@ -1492,7 +1588,9 @@ static int add_slot(Daemon *d, const char *name, size_t nlen, const char *path,
 	}
 	m->d = d;
 	m->format = "?";
-	m->est_bytes = path_bytes(m->path, &m->format);
+	/* the budget's charge: weights as on disk plus the KV cache */
+	m->est_bytes = path_bytes(m->path, &m->format) +
+		       kv_cache_bytes(m->path, m->format, d->cfg->eng.ctx);
 	m->keep_alive = d->cfg->keep_alive;
 	if (worker_start(m, err, errlen) < 0) {
 		free(m);
@@ -1624,6 +1722,7 @@ int daemon_run(const DaemonConfig *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "evconnlistener_new failed");
 		goto out;
 	}
+	evconnlistener_set_error_cb(d->lis, on_accept_error);
 	fd = -1;
 	dlog("serving %s: %d models, pid %d, db %s",
 	     d->systemd ? "systemd socket" : d->sock_path, d->nslots,

@@ -170,8 +170,8 @@ static void unload(Slot *m)
 	if (!m->eng)
 		return;
 	engine_close(m->eng);
+	pthread_mutex_lock(&m->mu); /* the loop reads eng under mu */
 	m->eng = NULL;
-	pthread_mutex_lock(&m->mu);
 	m->state = MS_UNLOADED;
 	m->device[0] = 0;
 	pthread_mutex_unlock(&m->mu);
@@ -189,7 +189,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 {
 	GenCtx *g = ud;
 	Request *r = g->r;
-	if (atomic_load(&r->cancel))
+	if (atomic_load(&r->cancel) || atomic_load(&g->m->abort))
 		return 1;
 	/* one event per generated token, also while its text is held back
 	 * (len 0: stop-string prefix or an incomplete UTF-8 sequence), so
@@ -215,7 +215,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	uint8_t *f = fb_end(&sb, &flen);
 	if (f)
 		daemon_post(g->m->d, r, f, flen, 0);
-	return atomic_load(&r->cancel);
+	return atomic_load(&r->cancel) || atomic_load(&g->m->abort);
 }
 
 /* The prompt ids of a generate: the raw prompt as infer-run encodes it
@@ -265,6 +265,8 @@ static int prompt_ids(Slot *m, Request *r, int32_t **ids, char *err,
 	return nids;
 }
 
+static void post_done(Slot *m, Request *r);
+
 static void run_generate(Slot *m, Request *r)
 {
 	char err[256];
@@ -303,6 +305,12 @@ static void run_generate(Slot *m, Request *r)
 		job_error(m, r, PROTO_E_ENGINE, "backend error during generation");
 		return;
 	}
+	post_done(m, r);
+}
+
+/* End a generate with its "done" event (finish, counts, times). */
+static void post_done(Slot *m, Request *r)
+{
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
@@ -402,7 +410,12 @@ static void run_job(Slot *m, Request *r)
 			m->state = MS_UNLOADED; /* drop the admission's reservation */
 		pthread_mutex_unlock(&m->mu);
 		snprintf(r->finish, sizeof r->finish, "cancel");
-		job_error(m, r, PROTO_E_BAD, "cancelled before it started");
+		if (r->op == OP_GENERATE) { /* a generate ends as cancelled */
+			r->t_total = mono_now() - r->t_start;
+			post_done(m, r);
+		} else {
+			job_error(m, r, PROTO_E_BAD, "cancelled before it started");
+		}
 		return;
 	}
 	if (r->op == OP_UNLOAD) {
@@ -530,8 +543,9 @@ void worker_stop(Slot *m)
 {
 	pthread_mutex_lock(&m->mu);
 	m->stop = 1;
-	if (m->running)
-		atomic_store(&m->running->cancel, 1);
+	/* not m->running->cancel: the loop may already have freed it (its
+	 * final event can be posted before running is cleared) */
+	atomic_store(&m->abort, 1);
 	pthread_cond_signal(&m->cv);
 	pthread_mutex_unlock(&m->mu);
 	pthread_join(m->thread, NULL);

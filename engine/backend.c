@@ -11,6 +11,7 @@
 #include "backend.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,7 +130,10 @@ Backend *backend_open(const BackendOptions *opt, char *err, size_t errlen)
 		return NULL;
 	}
 	if (!(opt && opt->quiet))
-		fprintf(stderr, "inferd: CUDA backend unavailable (%s); using the CPU\n",
-			why);
+		/* named after the running program: infer-run and inferd
+		 * both come through here */
+		fprintf(stderr,
+			"%s: CUDA backend unavailable (%s); using the CPU\n",
+			program_invocation_short_name, why);
 	return cpu_backend_create(threads, err, errlen);
 }

@@ -20,6 +20,10 @@
 #define ATT_BLOCK 64           /* keys scored per online-softmax step */
 #define XTILE 4                /* activation rows per weight row (dot4) */
 #define ELT_CHUNK 16384        /* elements per task for swiglu/add */
+#define L2_BLOCK (256u << 10)  /* weight bytes per prefill task (in L2) */
+#define PAR_MIN_WORK 262144.0 /* multiply-adds below which an op runs on
+				* the calling thread: waking workers costs
+				* more (tiny models, busy machines) */
 
 typedef struct CpuBackend {
 	Backend base;            /* ops + threads */
@@ -30,10 +34,11 @@ typedef struct CpuBackend {
 	char err[256];           /* its message */
 	void *act;               /* prepared activation rows (matmul) */
 	size_t act_cap;          /* bytes in act */
-	float *vec;              /* f32 copy of a norm weight or bias */
+	float *vec;              /* f32 copy of a norm weight (rmsnorm) */
 	size_t vec_cap;          /* floats in vec */
-	float *vec2;             /* second one (bias while vec holds ...) */
+	float *vec2;             /* f32 copy of a bias (matmul) */
 	size_t vec2_cap;         /* floats in vec2 */
+	double par_min_work;     /* ops smaller than this run inline */
 } CpuBackend;
 
 /* Header stored in front of every alloc() block, so free knows how. */
@@ -63,6 +68,18 @@ static void *grow(void *old, size_t *cap, size_t need)
 	free(old);
 	*cap = need;
 	return p;
+}
+
+/* Run tasks 0..n-1 on the pool, or inline when the op is too small
+ * (work: its multiply-adds, roughly) to pay for the hand-off. */
+static void run(CpuBackend *c, int n, tp_fn fn, void *arg, double work)
+{
+	if (work < c->par_min_work) {
+		for (int t = 0; t < n; t++)
+			fn(arg, t, 0);
+		return;
+	}
+	tp_run(c->tp, n, fn, arg);
 }
 
 /* ---- housekeeping ops ---- */
@@ -226,13 +243,14 @@ static void cpu_embed(Backend *b, float *out, const Tensor *table,
 	}
 }
 
+/* rmsnorm over rows, one task per row. */
 typedef struct {
-	float *out;
-	const float *x;
-	const float *w;
-	int dim;
-	float eps;
-	const KernelSet *k;
+	float *out;         /* [n][dim] */
+	const float *x;     /* [n][dim], may equal out */
+	const float *w;     /* [dim] f32 weight */
+	int dim;            /* row width */
+	float eps;          /* added to the mean square */
+	const KernelSet *k; /* for the sum of squares */
 } NormJob;
 
 static void norm_task(void *arg, int i, int thread)
@@ -254,15 +272,12 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 	if (!wf)
 		return;
 	NormJob j = {out, x, wf, dim, eps, c->k};
-	if (n >= 4)
-		tp_run(c->tp, n, norm_task, &j);
-	else
-		for (int i = 0; i < n; i++)
-			norm_task(&j, i, 0);
+	run(c, n, norm_task, &j, 4.0 * n * dim);
 }
 
 /* ---- matmul ---- */
 
+/* matmul, one task per block of rb weight rows. */
 typedef struct {
 	float *out;           /* [n][rows] */
 	const uint8_t *w;     /* weight rows */
@@ -378,11 +393,7 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		}
 		c->act = a;
 		j.xa = a;
-		if (n >= 4)
-			tp_run(c->tp, n, prep_task, &j);
-		else
-			for (int i = 0; i < n; i++)
-				prep_task(&j, i, 0);
+		run(c, n, prep_task, &j, 8.0 * n * (double)w->cols);
 	}
 	/* Enough tasks to balance threads, few enough that each weight row
 	 * block is worth a dispatch. */
@@ -392,9 +403,14 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		rb = 1;
 	if (rb > 64)
 		rb = 64;
+	/* Prefill: keep a task's weight rows within L2 while every
+	 * activation row passes over them. */
+	int64_t fit = (int64_t)(L2_BLOCK / wrb);
+	if (n > XTILE && rb > fit)
+		rb = fit < 4 ? 4 : fit;
 	j.rb = (int)rb;
 	int tasks = (int)((w->rows + rb - 1) / rb);
-	tp_run(c->tp, tasks, mat_task, &j);
+	run(c, tasks, mat_task, &j, (double)n * (double)w->rows * (double)w->cols);
 }
 
 /* ---- rope ---- */
@@ -442,12 +458,14 @@ static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
 
 /* ---- attention ---- */
 
+/* attention, one task per (query row, head). */
 typedef struct {
-	float *out;
-	const float *q, *kc, *vc;
-	int n, pos0, n_heads, n_kv_heads, head_dim;
-	float scale;
-	const KernelSet *k;
+	float *out;               /* [n][n_heads*head_dim] */
+	const float *q, *kc, *vc; /* queries, K cache, V cache (backend.h) */
+	int n, pos0;              /* query rows, position of the first */
+	int n_heads, n_kv_heads, head_dim; /* shape */
+	float scale;              /* 1/sqrt(head_dim) */
+	const KernelSet *k;       /* dot and scale_axpy */
 } AttJob;
 
 /* One query row and head: online softmax over blocks of ATT_BLOCK keys
@@ -506,16 +524,19 @@ static void cpu_attention(Backend *b, float *out, const float *q,
 	}
 	AttJob j = {out, q, kc, vc, n, pos0, n_heads, n_kv_heads, head_dim,
 		    1.0f / sqrtf((float)head_dim), c->k};
-	tp_run(c->tp, n * n_heads, att_task, &j);
+	/* scores and weighted sum: 2 * head_dim per key, ~pos0 + n/2 keys */
+	run(c, n * n_heads, att_task, &j,
+	    2.0 * n * n_heads * head_dim * ((double)pos0 + n / 2.0 + 1));
 }
 
 /* ---- element-wise ---- */
 
+/* swiglu/add in chunks of ELT_CHUNK elements. */
 typedef struct {
-	float *x;
-	const float *y;
-	size_t count;
-	int op; /* 0 swiglu, 1 add */
+	float *x;       /* in/out (gate for swiglu) */
+	const float *y; /* second operand (up for swiglu) */
+	size_t count;   /* elements */
+	int op;         /* 0 swiglu, 1 add */
 } EltJob;
 
 static void elt_task(void *arg, int t, int thread)
@@ -542,10 +563,7 @@ static void elt(CpuBackend *c, float *x, const float *y, size_t count, int op)
 		fail(c, "cpu: element-wise op over %zu elements", count);
 		return;
 	}
-	if (tasks > 1)
-		tp_run(c->tp, (int)tasks, elt_task, &j);
-	else if (tasks == 1)
-		elt_task(&j, 0, 0);
+	run(c, (int)tasks, elt_task, &j, 4.0 * (double)count);
 }
 
 static void cpu_swiglu(Backend *b, float *gate, const float *up, size_t count)
@@ -609,6 +627,11 @@ int cpu_backend_set_simd(Backend *b, const char *level)
 	return 0;
 }
 
+void cpu_backend_set_par_min(Backend *b, double work)
+{
+	((CpuBackend *)b)->par_min_work = work;
+}
+
 Backend *cpu_backend_create(int threads, char *err, size_t errlen)
 {
 	CpuBackend *c = calloc(1, sizeof *c);
@@ -624,6 +647,7 @@ Backend *cpu_backend_create(int threads, char *err, size_t errlen)
 	c->base.ops = &cpu_ops;
 	c->base.threads = tp_threads(c->tp);
 	c->k = kernels_get();
+	c->par_min_work = PAR_MIN_WORK;
 	set_desc(c);
 	return &c->base;
 }

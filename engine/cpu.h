@@ -23,4 +23,8 @@
  * tests and benchmarks. 0, or -1 when the CPU lacks it. */
 int cpu_backend_set_simd(Backend *b, const char *level);
 
+/* Ops with fewer multiply-adds than work run on the calling thread alone
+ * (default 262144); 0 = always use the pool. For tests and benchmarks. */
+void cpu_backend_set_par_min(Backend *b, double work);
+
 #endif

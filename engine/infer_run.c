@@ -3,10 +3,12 @@
  * daemon: generate, tokenize, detokenize, bench, info. Subcommands are rows
  * of one table (name, handler, usage), so adding one is adding a row.
  *
- * Exit codes: 0 success, 1 runtime error (model, backend), 2 usage error.
+ * Exit codes: 0 success, 1 runtime error (model, backend), 2 usage error,
+ * 130 when Ctrl-C stopped a generation (its statistics are still printed).
  */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #define EXIT_RUNTIME 1 /* model or backend failed */
 #define EXIT_USAGE 2   /* bad command line */
+#define EXIT_INTERRUPTED 130 /* Ctrl-C during generate (128 + SIGINT) */
 #define MAX_OVERRIDES 32 /* most --override-kv options */
 
 typedef struct Command {
@@ -91,7 +94,8 @@ static int parse_u64(const char *s, uint64_t *out)
 
 #define MAX_PROMPT_FILE (64u << 20) /* largest prompt file read */
 
-/* Read a whole file ("-" = stdin) into a malloc'd buffer. */
+/* Read a whole file ("-" = stdin) into a malloc'd, NUL-terminated buffer
+ * (*len excludes the NUL). */
 static int read_all(const char *path, char **out, size_t *len)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -103,7 +107,7 @@ static int read_all(const char *path, char **out, size_t *len)
 	char *buf = NULL;
 	const char *why = NULL;
 	for (;;) {
-		if (n == cap) {
+		if (n + 1 >= cap) { /* room for the terminating NUL */
 			if (cap >= MAX_PROMPT_FILE) {
 				why = "file too large";
 				break;
@@ -116,7 +120,7 @@ static int read_all(const char *path, char **out, size_t *len)
 			buf = nb;
 			cap = cap ? cap * 2 : 4096;
 		}
-		size_t got = fread(buf + n, 1, cap - n, f);
+		size_t got = fread(buf + n, 1, cap - n - 1, f);
 		n += got;
 		if (got == 0) {
 			if (ferror(f))
@@ -131,6 +135,7 @@ static int read_all(const char *path, char **out, size_t *len)
 		free(buf);
 		return -1;
 	}
+	buf[n] = '\0';
 	*out = buf;
 	*len = n;
 	return 0;
@@ -140,6 +145,16 @@ typedef struct {
 	int ids;      /* --ids: print ids instead of text */
 	int n_out;    /* ids printed so far */
 } GenOut;
+
+/* Set by the first SIGINT: generate stops at the next token, prints its
+ * statistics and exits; a second SIGINT kills as usual. */
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	interrupted = 1;
+	signal(sig, SIG_DFL);
+}
 
 static int on_text(void *ud, int32_t token, const char *text, size_t len)
 {
@@ -151,11 +166,11 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 		fwrite(text, 1, len, stdout);
 	}
 	fflush(stdout);
-	return 0;
+	return interrupted != 0;
 }
 
 static const char generate_usage[] =
-	"usage: infer-run generate MODEL -p TEXT [options]\n"
+	"usage: infer-run generate MODEL (-p TEXT | -f FILE) [options]\n"
 	"Generate a continuation of TEXT; the text streams to stdout, the\n"
 	"statistics go to stderr. MODEL is a GGUF file or an HF directory.\n"
 	"  -p, --prompt TEXT      prompt (special tokens in it are parsed)\n"
@@ -178,6 +193,7 @@ static const char generate_usage[] =
 	"  --batch N              prefill chunk (default 512)\n"
 	"  -t, --threads N        CPU threads (default: all cores)\n"
 	"  --backend B            auto, cpu or cuda (default auto)\n"
+	"  --device N             CUDA device index (default 0)\n"
 	"  --override-kv K=T:V    override model metadata, T int|float|str,\n"
 	"                         e.g. llama.rope.freq_base=float:500000\n";
 
@@ -383,8 +399,13 @@ static int cmd_generate(int argc, char **argv)
 		return EXIT_RUNTIME;
 	}
 	GenResult res;
+	struct sigaction sa = {0};
+	sa.sa_handler = on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
 	int rc = engine_generate(e, ids, n, &gp, on_text, &out, &res, err,
 				 sizeof err);
+	signal(SIGINT, SIG_DFL);
 	printf("\n");
 	fflush(stdout);
 	if (rc != 0)
@@ -406,7 +427,9 @@ static int cmd_generate(int argc, char **argv)
 	free(res.ids);
 	free(ids);
 	engine_close(e);
-	return rc ? EXIT_RUNTIME : 0;
+	if (rc)
+		return EXIT_RUNTIME;
+	return res.finish == FINISH_CANCEL ? EXIT_INTERRUPTED : 0;
 }
 
 /* ---- tokenize / detokenize / info: the model without a backend -------- */
@@ -424,9 +447,10 @@ static int open_model(const char *path, Model *m, const char *const *ov,
 }
 
 static const char tokenize_usage[] =
-	"usage: infer-run tokenize MODEL TEXT [--no-bos] [--no-special]\n"
-	"Print the token ids of TEXT, space separated, on one line.\n"
-	"  --no-bos      do not prepend BOS (default: as the tokenizer does)\n"
+	"usage: infer-run tokenize MODEL [TEXT] [--bos] [--no-special]\n"
+	"Print the token ids of TEXT (or of standard input, byte for byte, when\n"
+	"TEXT is absent), space separated, on one line.\n"
+	"  --bos         prepend BOS when the model has one (default: none)\n"
 	"  --no-special  encode special-token text as plain text\n";
 
 static int cmd_tokenize(int argc, char **argv)
@@ -435,10 +459,12 @@ static int cmd_tokenize(int argc, char **argv)
 	if (help_wanted(argc, argv))
 		return print_help(cmd);
 	const char *pos[2];
-	int npos = 0, no_bos = 0, no_special = 0;
+	int npos = 0, bos = 0, no_special = 0;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--no-bos"))
-			no_bos = 1;
+		if (!strcmp(argv[i], "--bos"))
+			bos = 1;
+		else if (!strcmp(argv[i], "--no-bos"))
+			bos = 0;
 		else if (!strcmp(argv[i], "--no-special"))
 			no_special = 1;
 		else if (argv[i][0] == '-' && argv[i][1] && npos < 1)
@@ -449,16 +475,26 @@ static int cmd_tokenize(int argc, char **argv)
 			return usage_error(cmd, "unexpected argument '%s'",
 					   argv[i]);
 	}
-	if (npos < 2)
-		return usage_error(cmd, "need MODEL and TEXT%s", "");
-	Model m;
-	if (open_model(pos[0], &m, NULL, 0))
+	if (npos < 1)
+		return usage_error(cmd, "need MODEL%s", "");
+	char *stdin_text = NULL;
+	size_t len = 0;
+	if (npos == 2) {
+		len = strlen(pos[1]);
+	} else if (read_all("-", &stdin_text, &len) != 0) {
 		return EXIT_RUNTIME;
+	}
+	const char *text = stdin_text ? stdin_text : pos[1];
+	Model m;
+	if (open_model(pos[0], &m, NULL, 0)) {
+		free(stdin_text);
+		return EXIT_RUNTIME;
+	}
 	char err[512];
 	int32_t *ids = NULL;
-	int n = tokenizer_encode(m.tok, pos[1], strlen(pos[1]),
-				 !no_bos && tokenizer_adds_bos(m.tok),
-				 !no_special, &ids, err, sizeof err);
+	int n = tokenizer_encode(m.tok, text, len, bos, !no_special, &ids, err,
+				 sizeof err);
+	free(stdin_text);
 	if (n < 0) {
 		fprintf(stderr, "infer-run: %s\n", err);
 		model_free(&m);
@@ -473,8 +509,31 @@ static int cmd_tokenize(int argc, char **argv)
 }
 
 static const char detokenize_usage[] =
-	"usage: infer-run detokenize MODEL ID...\n"
-	"Print the text of the token ids (as HF decode does), then a newline.\n";
+	"usage: infer-run detokenize MODEL [ID...]\n"
+	"Print the text of the token ids (as HF decode does), then a newline.\n"
+	"Without ID arguments the ids are read from standard input, separated\n"
+	"by spaces or newlines.\n";
+
+/* Append id text v to *ids (growing it); 0, or -1 after a message. */
+static int push_id(const char *cmd, const char *v, int32_t **ids, int *n,
+		   int *cap)
+{
+	long x;
+	if (parse_int(v, 0, INT32_MAX, &x))
+		return usage_error(cmd, "bad id '%s'", v), -1;
+	if (*n == *cap) {
+		int nc = *cap ? *cap * 2 : 64;
+		int32_t *ni = realloc(*ids, sizeof(int32_t) * (size_t)nc);
+		if (!ni) {
+			fprintf(stderr, "infer-run: out of memory\n");
+			return -1;
+		}
+		*ids = ni;
+		*cap = nc;
+	}
+	(*ids)[(*n)++] = (int32_t)x;
+	return 0;
+}
 
 static int cmd_detokenize(int argc, char **argv)
 {
@@ -483,19 +542,25 @@ static int cmd_detokenize(int argc, char **argv)
 		return print_help(cmd);
 	if (argc < 2)
 		return usage_error(cmd, "need MODEL%s", "");
-	int n = argc - 2;
-	int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
-	if (!ids) {
-		fprintf(stderr, "infer-run: out of memory\n");
-		return EXIT_RUNTIME;
+	int32_t *ids = NULL;
+	int n = 0, cap = 0, bad = 0;
+	if (argc > 2) {
+		for (int i = 2; i < argc && !bad; i++)
+			bad = push_id(cmd, argv[i], &ids, &n, &cap) != 0;
+	} else {
+		char *in = NULL;
+		size_t len = 0;
+		if (read_all("-", &in, &len) != 0)
+			return EXIT_RUNTIME;
+		char *save = NULL;
+		for (char *t = strtok_r(in, " \t\r\n", &save); t && !bad;
+		     t = strtok_r(NULL, " \t\r\n", &save))
+			bad = push_id(cmd, t, &ids, &n, &cap) != 0;
+		free(in);
 	}
-	for (int i = 0; i < n; i++) {
-		long v;
-		if (parse_int(argv[i + 2], 0, INT32_MAX, &v)) {
-			free(ids);
-			return usage_error(cmd, "bad id '%s'", argv[i + 2]);
-		}
-		ids[i] = (int32_t)v;
+	if (bad) {
+		free(ids);
+		return EXIT_USAGE;
 	}
 	Model m;
 	if (open_model(argv[1], &m, NULL, 0)) {
@@ -605,7 +670,8 @@ static int cmd_info(int argc, char **argv)
 static const char bench_usage[] =
 	"usage: infer-run bench MODEL [-p N] [-n N] [-r REPS] [options]\n"
 	"Prefill N fixed tokens, then decode N tokens greedily; print tokens\n"
-	"per second of each phase for every repetition and their mean.\n"
+	"per second of each phase for every repetition and their mean (after\n"
+	"one short warm-up run that is not counted).\n"
 	"  -p N             prompt tokens (default 512)\n"
 	"  -n N             generated tokens (default 128)\n"
 	"  -r REPS          repetitions (default 1)\n"
@@ -662,6 +728,15 @@ static int cmd_bench(int argc, char **argv)
 	Backend *be = engine_backend(e);
 	printf("model %s (%s), backend %s\n", model, engine_model(e)->quant,
 	       be->ops->describe(be));
+	/* Warm-up, not counted: first touches of the mapped weights and the
+	 * scratch buffers' growth would otherwise land in run 1. */
+	double wp, wd;
+	if (engine_bench(e, np < 32 ? (int)np : 32, ng < 4 ? (int)ng : 4, &wp,
+			 &wd, err, sizeof err)) {
+		fprintf(stderr, "infer-run: %s\n", err);
+		engine_close(e);
+		return EXIT_RUNTIME;
+	}
 	double sp = 0, sd = 0;
 	for (long r = 0; r < reps; r++) {
 		double p, d;

@@ -42,9 +42,13 @@ size_t kernel_act_bytes(dtype t, int64_t n)
 	}
 }
 
-/* Round half away from zero; |v| <= 127.5 here so the cast is safe. */
+/* Round half away from zero. |v| <= 127 up to rounding for finite input;
+ * the clamp only keeps a NaN or infinity (a bug upstream) from making the
+ * float-to-int conversion undefined. */
 static int8_t q8round(float v)
 {
+	if (!(v > -127.5f && v < 127.5f))
+		return v < 0 ? -127 : 127;
 	return (int8_t)(int)(v >= 0 ? v + 0.5f : v - 0.5f);
 }
 

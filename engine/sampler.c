@@ -10,10 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-	float logit;
-	int32_t id;
-} Cand; /* same layout as the anonymous struct in Sampler */
+typedef SamplerCand Cand;
 
 void sampler_params_default(SamplerParams *p)
 {
@@ -200,6 +197,28 @@ static void select_top(Cand *c, int n, int k)
 		insertion_sort(c, n);
 }
 
+/* Top-p over c[0..n) holding normalised probabilities: sorts the best
+ * candidates to the front and returns how many reach top_p together.
+ * Nuclei are usually small, so it sorts the best 64, then 256, ... (one
+ * quickselect each) instead of the whole vocabulary. */
+static int nucleus(Cand *c, int n, float top_p)
+{
+	int k = n < 64 ? n : 64;
+	for (;;) {
+		select_top(c, n, k);
+		sort_cands(c, k);
+		double cum = 0.0;
+		for (int i = 0; i < k; i++) {
+			cum += c[i].logit;
+			if (cum >= top_p)
+				return i + 1;
+		}
+		if (k == n)
+			return n; /* rounding kept the sum below top_p */
+		k = k <= n / 4 ? k * 4 : n;
+	}
+}
+
 static void apply_penalties(Sampler *s, float *logits)
 {
 	const SamplerParams *p = &s->p;
@@ -227,22 +246,38 @@ static void apply_penalties(Sampler *s, float *logits)
 		s->counts[s->recent[i]] &= 0x7fff;
 }
 
+/* Index of the largest of x[0..n), the lowest on ties. Two passes: the
+ * maximum with 8 independent lanes (no loop-carried index, so the compiler
+ * can keep them in registers), then the first index holding it. NaNs never
+ * win (every comparison with them is false). */
 static int32_t argmax_lowest(const float *x, int n)
 {
-	int32_t best = 0;
-	for (int i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return best;
+	float m[8];
+	int i = 0;
+	for (int k = 0; k < 8; k++)
+		m[k] = -INFINITY;
+	for (; i + 8 <= n; i += 8)
+		for (int k = 0; k < 8; k++)
+			m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
+	for (; i < n; i++)
+		m[0] = x[i] > m[0] ? x[i] : m[0];
+	float best = m[0];
+	for (int k = 1; k < 8; k++)
+		best = m[k] > best ? m[k] : best;
+	for (i = 0; i < n; i++)
+		if (x[i] == best)
+			return i;
+	return 0; /* all NaN or -inf */
 }
 
 /* Penalties, then the filters; leaves the kept candidates in cand[0..n)
  * with their probabilities (normalised over the kept set) in .logit, in
- * candidate order. Returns n (1 for greedy). */
-static int prepare(Sampler *s, float *logits)
+ * candidate order when need_order or top-p asked for it (otherwise in an
+ * order fixed by the inputs). Returns n (1 for greedy). */
+static int prepare(Sampler *s, float *logits, int need_order)
 {
 	const SamplerParams *p = &s->p;
-	Cand *c = (Cand *)s->cand;
+	Cand *c = s->cand;
 	int n = s->n_vocab;
 
 	apply_penalties(s, logits);
@@ -285,19 +320,10 @@ static int prepare(Sampler *s, float *logits)
 		}
 	}
 	n = m;
-	sort_cands(c, n);
-	if (p->top_p < 1.0f) {
-		double cum = 0.0;
-		int keep = n;
-		for (int i = 0; i < n; i++) {
-			cum += c[i].logit;
-			if (cum >= p->top_p) {
-				keep = i + 1;
-				break;
-			}
-		}
-		n = keep;
-	}
+	if (p->top_p < 1.0f)
+		n = nucleus(c, n, p->top_p);
+	else if (need_order)
+		sort_cands(c, n); /* a draw needs no order, only a fixed one */
 	double kept = 0.0;
 	for (int i = 0; i < n; i++)
 		kept += c[i].logit;
@@ -308,8 +334,8 @@ static int prepare(Sampler *s, float *logits)
 
 int32_t sampler_sample(Sampler *s, float *logits)
 {
-	int n = prepare(s, logits);
-	Cand *c = (Cand *)s->cand;
+	int n = prepare(s, logits, 0);
+	Cand *c = s->cand;
 	if (n == 1)
 		return c[0].id;
 	double r = uniform01(s->rng), cum = 0.0;
@@ -324,8 +350,8 @@ int32_t sampler_sample(Sampler *s, float *logits)
 int sampler_probs(Sampler *s, float *logits, int32_t *ids, float *probs,
 		  int cap)
 {
-	int n = prepare(s, logits);
-	Cand *c = (Cand *)s->cand;
+	int n = prepare(s, logits, 1);
+	Cand *c = s->cand;
 	for (int i = 0; i < n && i < cap; i++) {
 		ids[i] = c[i].id;
 		probs[i] = c[i].logit;

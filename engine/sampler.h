@@ -28,12 +28,18 @@ typedef struct SamplerParams {
 
 void sampler_params_default(SamplerParams *p);
 
+/* One candidate token during sampling. */
+typedef struct SamplerCand {
+	float logit;  /* its logit, then its probability */
+	int32_t id;   /* token id */
+} SamplerCand;
+
 /* Preallocated sampler: no allocation per token. */
 typedef struct Sampler {
 	SamplerParams p;      /* parameters in force */
 	int n_vocab;          /* logits length */
 	uint64_t rng[4];      /* xoshiro256** state */
-	struct { float logit; int32_t id; } *cand; /* [n_vocab] scratch */
+	SamplerCand *cand;    /* [n_vocab] scratch */
 	int32_t *recent;      /* ring of the last penalty_last_n tokens */
 	int n_recent;         /* filled entries */
 	int recent_head;      /* next write index */

@@ -70,6 +70,7 @@ enum {
 /* Largest decoded piece of one token accepted at load, so a streaming push
  * (worst case 3 output bytes per input byte) fits TOKSTREAM_MAX_PIECE. */
 #define TOK_MAX_PIECE ((TOKSTREAM_MAX_PIECE - 16) / 3)
+#define TOK_MAX_TEXT 4096 /* longest raw token text accepted */
 
 /* Merge table entry (open addressing on key = left << 32 | right). */
 typedef struct {
@@ -132,6 +133,9 @@ struct Tokenizer {
 	int neog;               /* count */
 };
 
+/* printf into err (errlen bytes, may be 0). */
+void tok_seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 Tokenizer *tok_new(int n_vocab, char *err, size_t errlen);
 int tok_set_text(Tokenizer *t, int32_t id, const char *s, size_t len,
 		 char *err, size_t errlen);

@@ -25,15 +25,20 @@
  *
  * Requests (client -> daemon) are maps with string keys:
  *   "op"   str   operation name (below)                      required
- *   "id"   uint  request id chosen by the client, echoed back  required
- * plus the op's fields. A connection may have many requests in flight;
- * every reply names its request id.
+ *   "id"   uint  1..2^32-1, chosen by the client, echoed back  required
+ * plus the op's fields. A connection may have many requests in flight
+ * (ids unique among them); every reply names its request id. Unknown
+ * fields are ignored, so later versions can add optional ones.
  *
  * Replies (daemon -> client) are maps:
  *   "id"   uint  the request id (0 for errors about an unreadable frame)
  *   "type" str   "ok" | "error" | "token" | "queued" | "loading" | "done"
- * "ok" and "error" end a request; a generate sends "queued" (when it waits
- * behind others), "token" events, and ends with "done" (or "error").
+ * "ok" and "error" end a request; a generate sends "loading" (when its
+ * model loads first), "queued" (when it waits behind others), one "token"
+ * event per generated token (text may be empty while it is held back: a
+ * stop-string prefix or a split UTF-8 character; token -1 carries text
+ * released at the end), and ends with "done" (or "error"). A connection
+ * over --max-connections gets one "busy" error with id 0 and is closed.
  *
  * Operations and their fields (type in msgpack terms; [opt] = optional):
  *   hello      version uint, client str [opt]

@@ -33,6 +33,7 @@ static Backend *cpu(int threads)
 	BackendOptions o = {.name = "cpu", .threads = threads};
 	Backend *b = backend_open(&o, err, sizeof err);
 	ck_assert_msg(b, "%s", err);
+	cpu_backend_set_par_min(b, 0); /* small shapes, still on the pool */
 	return b;
 }
 

@@ -310,12 +310,28 @@ static void check_matmul(dtype t, int rows, int cols, int n, int with_bias)
 	double *wr = malloc(sizeof(double) * cols);
 	double *ref = malloc(sizeof(double) * n * rows);
 	size_t rb = dtype_row_bytes(t, cols);
+	/* The decode mat-vec of Q8_0/Q4_0/Q4_1 rounds x to int8 per 32
+	 * (d = max|x|/127 in f32, q = nearest even of x/d), as llama.cpp
+	 * does; the reference applies the same rounding to x. */
+	const char *mv = getenv("INFERD_CUDA_MV");
+	int xq8 = n <= 2 && (t == DT_Q8_0 || t == DT_Q4_0 || t == DT_Q4_1) &&
+		  !(mv && !strcmp(mv, "old"));
+	float *xr = malloc(sizeof(float) * n * cols);
+	memcpy(xr, x, sizeof(float) * n * cols);
+	for (int b = 0; xq8 && b < n * cols / 32; b++) {
+		float amax = 0;
+		for (int k = 0; k < 32; k++)
+			amax = fmaxf(amax, fabsf(x[b * 32 + k]));
+		float d = amax / 127.0f;
+		for (int k = 0; k < 32; k++)
+			xr[b * 32 + k] = d > 0 ? rintf(x[b * 32 + k] / d) * d : 0;
+	}
 	for (int r = 0; r < rows; r++) {
 		ref_dequant(t, wh + (size_t)r * rb, wr, cols);
 		for (int i = 0; i < n; i++) {
 			double s = bh ? bh[r] : 0.0;
 			for (int k = 0; k < cols; k++)
-				s += wr[k] * x[(size_t)i * cols + k];
+				s += wr[k] * xr[(size_t)i * cols + k];
 			ref[(size_t)i * rows + r] = s;
 		}
 	}
@@ -325,7 +341,7 @@ static void check_matmul(dtype t, int rows, int cols, int n, int with_bias)
 	 * when INFERD_CUDA_GEMM=f16. */
 	const char *mode = getenv("INFERD_CUDA_GEMM");
 	int split = !(mode && !strcmp(mode, "f16"));
-	double tol = n <= 2 || t == DT_F32 ? 1e-5
+	double tol = xq8 ? 1e-4 : n <= 2 || t == DT_F32 ? 1e-5
 		     : dtype_is_quant(t) || !split ? 2e-3 : 1e-5;
 	ck_assert_msg(e < tol, "matmul %s %dx%d n=%d bias=%d: rel err %g",
 		      dtype_name(t), rows, cols, n, with_bias, e);
@@ -340,6 +356,7 @@ static void check_matmul(dtype t, int rows, int cols, int n, int with_bias)
 	free(o);
 	free(wr);
 	free(ref);
+	free(xr);
 }
 
 START_TEST(test_matmul)

@@ -139,7 +139,10 @@ END_TEST
 START_TEST(test_ping_status_models)
 {
 	TDaemon d;
-	ck_assert(t_start(&d, NULL) == 0);
+	char dir[4200];
+	snprintf(dir, sizeof dir, "%s", test_data("models"));
+	const char *args[] = { "--models-dir", dir, NULL };
+	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
 	ck_assert_int_eq(infer_ping(c), 0);
 	ck_assert_int_eq(infer_daemon_protocol(c), PROTO_VERSION);
@@ -150,6 +153,10 @@ START_TEST(test_ping_status_models)
 	free(js);
 	ck_assert_int_eq(infer_models(c, &js), 0);
 	ck_assert_msg(strstr(js, "\"name\":\"l3\"") && strstr(js, "\"format\":\"hf\""), "%s", js);
+	/* the models folder: GGUF files by name without .gguf, HF folders */
+	ck_assert_msg(strstr(js, "\"name\":\"tiny-llama2-q8_0\"") &&
+		      strstr(js, "\"name\":\"tiny-llama3-f16\"") &&
+		      strstr(js, "\"name\":\"tiny-llama3\",\"path\""), "%s", js);
 	free(js);
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
@@ -802,10 +809,10 @@ START_TEST(test_load_unload_idle)
 	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
 	ck_assert_int_eq(infer_load(c, "l2", INFER_KEEP_DEFAULT), 0);
+	double t0 = t_now(); /* l2's idle time starts about here */
 	ck_assert(model_state_is(c, "l2", "loaded"));
 	/* kept forever when asked */
 	ck_assert_int_eq(infer_load(c, "l3", -1), 0);
-	double t0 = t_now();
 	while (!model_state_is(c, "l2", "unloaded") && t_now() - t0 < 10)
 		usleep(50000);
 	double dt = t_now() - t0;
@@ -820,24 +827,55 @@ START_TEST(test_load_unload_idle)
 	ck_assert_int_eq(infer_tokenize(c, "l3", "hi", 0, 0, &ids), 1);
 	free(ids);
 	ck_assert(model_state_is(c, "l3", "loaded"));
+	/* keep_alive 0: unloaded as soon as the request is done */
+	infer_gen_params p;
+	greedy_params(&p, "l3", 2);
+	p.keep_alive = 0;
+	ck_assert_int_eq(infer_generate(c, &p, NULL, NULL, NULL), 0);
+	t0 = t_now();
+	while (!model_state_is(c, "l3", "unloaded") && t_now() - t0 < 5)
+		usleep(10000);
+	ck_assert(model_state_is(c, "l3", "unloaded"));
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
 	t_cleanup(&d);
 }
 END_TEST
 
+/* "bytes" of a model in the models reply (-1 if absent). */
+static long long model_bytes(infer_client *c, const char *name)
+{
+	char *js, key[160];
+	if (infer_models(c, &js) < 0)
+		return -1;
+	snprintf(key, sizeof key, "\"name\":\"%s\"", name);
+	char *p = strstr(js, key);
+	p = p ? strstr(p, "\"bytes\":") : NULL;
+	long long v = p ? atoll(p + 8) : -1;
+	free(js);
+	return v;
+}
+
 START_TEST(test_memory_budget)
 {
 	TDaemon d;
-	/* l2 is 8.0 MiB of safetensors, l3 9.8 MiB: both do not fit 12 MiB */
+	/* l2 is 8.3 MiB with its KV cache, l3 10.1 MiB: not both in 12 MiB */
 	const char *args[] = { "--mem-budget", "12M", NULL };
 	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
+	/* the charge is the weights on disk plus the f32 KV cache at the
+	 * context engine_open will pick (512 here) */
+	double w2 = 8391464, w3 = 10243592; /* safetensors bytes */
+	double kv2 = 2.0 * 2 * 512 * 2 * 16 * 4, kv3 = 2.0 * 3 * 512 * 2 * 16 * 4;
+	ck_assert_int_eq(model_bytes(c, "l2"), (long long)(w2 + kv2));
+	ck_assert_int_eq(model_bytes(c, "l3"), (long long)(w3 + kv3));
 	ck_assert_int_eq(infer_load(c, "l2", INFER_KEEP_DEFAULT), 0);
 	ck_assert_int_eq(infer_load(c, "l3", INFER_KEEP_DEFAULT), INFER_EMEMORY);
 	const char *m = infer_errmsg(c);
-	ck_assert_msg(strstr(m, "l3 needs 9.8 MiB") && strstr(m, "8.0 MiB of the "
-		      "12.0 MiB budget"), "%s", m);
+	char want[128];
+	snprintf(want, sizeof want, "l3 needs %.1f MiB but %.1f MiB of the 12.0 MiB "
+		 "budget are in use", (w3 + kv3) / 1048576, (w2 + kv2) / 1048576);
+	ck_assert_msg(strstr(m, want) != NULL, "%s\nwant: %s", m, want);
 	ck_assert_int_eq(infer_unload(c, "l2"), 0);
 	ck_assert_int_eq(infer_load(c, "l3", INFER_KEEP_DEFAULT), 0);
 	infer_close(c);
@@ -908,6 +946,279 @@ START_TEST(test_queue_limits)
 		usleep(5000);
 	ck_assert_int_eq(inflight(c), 0);
 	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+
+START_TEST(test_uid_limit)
+{
+	TDaemon d;
+	const char *args[] = { "--ctx", "8192", "--max-uid-requests", "2", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	int fd[3];
+	uint8_t b[512];
+	static TReply r;
+	char s[512];
+	for (int i = 0; i < 3; i++) {
+		fd[i] = t_connect(d.sock);
+		size_t n = t_pack(b, sizeof b, 6, "op", "s:generate", "id", "i:1",
+				  "model", "s:l2", "prompt", "s:Once upon a time",
+				  "max_tokens", "i:8000", "ignore_eos", "b:true");
+		t_send(fd[i], b, n);
+		/* the first two are accepted (a token or queued), the third of
+		 * the same uid is refused */
+		ck_assert_int_eq(t_recv(fd[i], &r, 30), 0);
+		t_str(&r, "type", s, sizeof s);
+		if (i < 2) {
+			ck_assert_msg(strcmp(s, "error") != 0, "request %d refused", i);
+		} else {
+			ck_assert_str_eq(s, "error");
+			ck_assert_str_eq(t_str(&r, "code", s, sizeof s), "busy");
+			t_str(&r, "message", s, sizeof s);
+			char want[64];
+			snprintf(want, sizeof want, "uid %u has 2 requests in flight",
+				 (unsigned)getuid());
+			ck_assert_msg(strstr(s, want) != NULL, "%s", s);
+		}
+		msgpack_zone_destroy(&r.zone);
+	}
+	for (int i = 0; i < 3; i++)
+		close(fd[i]);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_log_prompts_and_sighup)
+{
+	TDaemon d;
+	char logf[160];
+	ck_assert(t_prepare(&d) == 0);
+	snprintf(logf, sizeof logf, "%s/inferd.log", d.dir);
+	const char *args[] = { "--log-prompts", "--log-file", logf, NULL };
+	ck_assert(t_launch(&d, args) == 0);
+	infer_client *c = must_connect(&d);
+	infer_gen_params p;
+	greedy_params(&p, "l2", 3);
+	ck_assert_int_eq(infer_generate(c, &p, NULL, NULL, NULL), 0);
+	ck_assert_int_eq(db_wait_count(d.db, "op='generate' AND prompt='Once upon a time'", 1), 1);
+	/* logrotate: move the file away, SIGHUP, a new file appears */
+	char moved[200];
+	snprintf(moved, sizeof moved, "%s.1", logf);
+	ck_assert_int_eq(rename(logf, moved), 0);
+	kill(d.pid, SIGHUP);
+	double t0 = t_now();
+	while (access(logf, F_OK) != 0 && t_now() - t0 < 10)
+		usleep(10000);
+	ck_assert_int_eq(infer_ping(c), 0);
+	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	char text[4096];
+	slurp(logf, text, sizeof text);
+	ck_assert_msg(strstr(text, "SIGHUP: log reopened") && strstr(text, "stopping"), "%s", text);
+	slurp(moved, text, sizeof text);
+	ck_assert_msg(strstr(text, "serving") && strstr(text, "loaded l2"), "%s", text);
+	t_cleanup(&d);
+}
+END_TEST
+
+
+START_TEST(test_duplicate_id_and_max_connections)
+{
+	TDaemon d;
+	const char *args[] = { "--ctx", "8192", "--max-connections", "2", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	int a = t_connect(d.sock);
+	uint8_t b[512];
+	static TReply r;
+	char s[512];
+	size_t n = t_pack(b, sizeof b, 6, "op", "s:generate", "id", "i:1", "model",
+			  "s:l2", "prompt", "s:Once upon a time", "max_tokens", "i:8000",
+			  "ignore_eos", "b:true");
+	t_send(a, b, n);
+	ck_assert_int_eq(t_recv_event(a, &r, 30), 0);
+	msgpack_zone_destroy(&r.zone);
+	/* the same id again while the first runs */
+	t_send(a, b, n);
+	for (;;) {
+		ck_assert_int_eq(t_recv(a, &r, 30), 0);
+		t_str(&r, "type", s, sizeof s);
+		if (!strcmp(s, "error"))
+			break;
+		msgpack_zone_destroy(&r.zone);
+	}
+	ck_assert_str_eq(t_str(&r, "code", s, sizeof s), "bad_request");
+	t_str(&r, "message", s, sizeof s);
+	ck_assert_msg(strstr(s, "id 1 is already in flight") != NULL, "%s", s);
+	msgpack_zone_destroy(&r.zone);
+	/* a second connection is fine, a third is told why and closed */
+	int bfd = t_connect(d.sock);
+	n = t_pack(b, sizeof b, 2, "op", "s:ping", "id", "i:2");
+	t_send(bfd, b, n);
+	ck_assert_int_eq(t_recv(bfd, &r, 10), 0);
+	msgpack_zone_destroy(&r.zone);
+	int cfd = t_connect(d.sock);
+	ck_assert_int_eq(t_recv(cfd, &r, 10), 0);
+	ck_assert_str_eq(t_str(&r, "code", s, sizeof s), "busy");
+	msgpack_zone_destroy(&r.zone);
+	ck_assert_int_eq(t_recv(cfd, &r, 10), -1);
+	close(cfd);
+	close(bfd);
+	close(a);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+
+/* Drain whatever replies are waiting (non-blocking). */
+static void drain(int fd)
+{
+	char buf[65536];
+	while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+		;
+}
+
+/* Mutated requests (length prefix kept right, body bytes changed, cut or
+ * extended): the daemon answers or closes, never crashes, and serves a
+ * fresh client afterwards. */
+START_TEST(test_fuzzed_frames)
+{
+	TDaemon d;
+	const char *args[] = { "--max-tokens", "4", NULL };
+	ck_assert(t_start(&d, args) == 0);
+	uint8_t base[4][256];
+	size_t blen[4];
+	blen[0] = t_pack(base[0], 256, 2, "op", "s:ping", "id", "i:7");
+	blen[1] = t_pack(base[1], 256, 6, "op", "s:generate", "id", "i:8", "model",
+			 "s:l2", "prompt", "s:Once upon", "max_tokens", "i:3", "temperature", "f:0.5");
+	blen[2] = t_pack(base[2], 256, 5, "op", "s:tokenize", "id", "i:9", "model",
+			 "s:l2", "text", "s:hello there", "special", "b:true");
+	blen[3] = t_pack(base[3], 256, 3, "op", "s:hello", "id", "i:10", "version", "i:1");
+	uint64_t x = 0x243f6a8885a308d3ull;
+	int fd = t_connect(d.sock), reconnects = 0;
+	for (int it = 0; it < 3000; it++) {
+		uint8_t b[300];
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		int k = (int)(x % 4);
+		size_t n = blen[k];
+		memcpy(b, base[k], n);
+		int flips = 1 + (int)((x >> 8) % 4);
+		for (int f = 0; f < flips; f++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			b[x % n] = (uint8_t)(x >> 40);
+		}
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (x % 5 == 0)
+			n = 1 + (x >> 16) % n;          /* cut */
+		else if (x % 5 == 1 && n < 290)
+			b[n++] = (uint8_t)(x >> 24);    /* one byte more */
+		if (t_send(fd, b, n) < 0) {          /* the daemon hung up */
+			close(fd);
+			fd = t_connect(d.sock);
+			ck_assert_int_ge(fd, 0);
+			reconnects++;
+		}
+		drain(fd);
+	}
+	close(fd);
+	/* still alive and serving */
+	infer_client *c = must_connect(&d);
+	ck_assert_int_eq(infer_ping(c), 0);
+	int32_t *ids;
+	ck_assert_int_eq(infer_tokenize(c, "l2", PROMPT, 1, 1, &ids), 5);
+	free(ids);
+	infer_close(c);
+	printf("fuzz: 3000 mutated frames, %d reconnects\n", reconnects);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+
+/* Another user (needs root to become one): shutdown and everyone's log
+ * are refused, its own log works, and its uid is what the log records. */
+START_TEST(test_admin_ops_need_the_daemon_uid)
+{
+	if (getuid() != 0)
+		TEST_SKIP("needs root to act as another uid");
+	TDaemon d;
+	const char *args[] = { "--socket-mode", "0666", NULL };
+	ck_assert(t_prepare(&d) == 0);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	ck_assert(t_launch(&d, args) == 0);
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* the child reports codes through the pipe */
+		int res[4] = { 99, 99, 99, 99 };
+		if (setgid(65534) == 0 && setuid(65534) == 0) {
+			infer_client *c;
+			if (infer_connect(&c, d.sock, NULL, 0) == 0) {
+				char *js = NULL;
+				res[0] = infer_shutdown(c);
+				res[1] = infer_log(c, 10, 1, &js);
+				free(js);
+				int32_t *ids = NULL;
+				infer_tokenize(c, "l2", "hi", 1, 1, &ids);
+				free(ids);
+				res[2] = infer_log(c, 10, 0, &js);
+				res[3] = js && strstr(js, "\"uid\":65534") &&
+					 !strstr(js, "\"uid\":0,") ? 1 : 0;
+				free(js);
+				infer_close(c);
+			}
+		}
+		if (write(pfd[1], res, sizeof res) != sizeof res)
+			_exit(1);
+		_exit(0);
+	}
+	int res[4];
+	close(pfd[1]);
+	ck_assert_int_eq(read(pfd[0], res, sizeof res), (ssize_t)sizeof res);
+	close(pfd[0]);
+	waitpid(pid, NULL, 0);
+	ck_assert_int_eq(res[0], INFER_EDENIED);
+	ck_assert_int_eq(res[1], INFER_EDENIED);
+	ck_assert_int_eq(res[2], 0);
+	ck_assert_int_eq(res[3], 1);
+	/* root (the daemon's uid here) sees both users */
+	infer_client *c = must_connect(&d);
+	char *js;
+	ck_assert_int_eq(infer_log(c, 50, 1, &js), 0);
+	ck_assert_msg(strstr(js, "\"uid\":65534") != NULL, "%s", js);
+	free(js);
+	infer_close(c);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+
+/* infer-client chat: two turns on stdin; the second turn's prompt holds
+ * the first exchange (more prompt tokens), replies stream to stdout. */
+START_TEST(test_infer_client_chat)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	char cmd[2048], out[8192];
+	snprintf(cmd, sizeof cmd, "printf 'Hello\\nHow are you\\n' | '%s' --socket '%s' "
+		 "--json chat l3 --chat-template chatml --temp 0 -n 4 > %s/chat.txt",
+		 test_build("infer-client"), d.sock, d.dir);
+	ck_assert_int_eq(WEXITSTATUS(system(cmd)), 0);
+	snprintf(cmd, sizeof cmd, "%s/chat.txt", d.dir);
+	slurp(cmd, out, sizeof out);
+	/* two done lines, the second with the longer prompt */
+	char *a = strstr(out, "\"done\":true");
+	ck_assert_msg(a != NULL, "%s", out);
+	char *b = strstr(a + 1, "\"done\":true");
+	ck_assert_msg(b != NULL, "%s", out);
+	int p1 = atoi(strstr(a, "\"prompt_tokens\":") + 16);
+	int p2 = atoi(strstr(b, "\"prompt_tokens\":") + 16);
+	ck_assert_msg(p2 > p1 + 4, "prompt tokens %d then %d", p1, p2);
 	ck_assert_int_eq(t_stop(&d), 0);
 	t_cleanup(&d);
 }
@@ -988,6 +1299,12 @@ int main(void)
 	tcase_add_test(tc, test_memory_budget);
 	tcase_add_test(tc, test_queue_limits);
 	tcase_add_test(tc, test_infer_client);
+	tcase_add_test(tc, test_infer_client_chat);
+	tcase_add_test(tc, test_uid_limit);
+	tcase_add_test(tc, test_log_prompts_and_sighup);
+	tcase_add_test(tc, test_duplicate_id_and_max_connections);
+	tcase_add_test(tc, test_fuzzed_frames);
+	tcase_add_test(tc, test_admin_ops_need_the_daemon_uid);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -438,6 +438,49 @@ START_TEST(cli_generate_ids)
 }
 END_TEST
 
+/* GGUF without rope metadata + --override-kv = golden (tiny-llama3). */
+START_TEST(cli_override_kv)
+{
+	char err[256];
+	json_doc *d = json_parse_file(
+		test_data("models/tiny-llama3/golden.json"), 0, err, sizeof err);
+	ck_assert_msg(d, "%s", err);
+	const json_value *p = json_at(json_get(json_root(d), "prompts"), 0);
+	ck_assert_str_eq(json_str(json_get(p, "text"), ""), "Once upon a time");
+	char expect[1024] = "";
+	size_t el = 0;
+	const json_value *g = json_get(p, "greedy");
+	for (size_t i = 0; i < json_count(g); i++)
+		el += (size_t)snprintf(expect + el, sizeof expect - el,
+				       i ? " %d" : "%d",
+				       (int)json_num(json_at(g, i), -1));
+	json_free(d);
+	const char *ov = "--override-kv llama.rope.freq_base=float:500000 "
+			 "--override-kv llama.rope.scaling.type=str:llama3 "
+			 "--override-kv llama.rope.scaling.factor=float:8 "
+			 "--override-kv "
+			 "llama.rope.scaling.original_context_length=int:64 "
+			 "--override-kv "
+			 "llama.rope.scaling.low_freq_factor=float:1 "
+			 "--override-kv "
+			 "llama.rope.scaling.high_freq_factor=float:4";
+	ck_assert_int_eq(RUN("%s generate %s -p 'Once upon a time' -n 24 "
+			     "--temp 0 --ids -t 2 --backend cpu %s "
+			     "2>/dev/null",
+			     test_build("infer-run"),
+			     test_data("models/tiny-llama3-f16.gguf"), ov),
+			 0);
+	ck_assert_str_eq(out, strcat(expect, "\n"));
+	/* without them the plain-rope model diverges from HF */
+	ck_assert_int_eq(RUN("%s generate %s -p 'Once upon a time' -n 24 "
+			     "--temp 0 --ids -t 2 --backend cpu 2>/dev/null",
+			     test_build("infer-run"),
+			     test_data("models/tiny-llama3-f16.gguf")),
+			 0);
+	ck_assert_str_ne(out, expect);
+}
+END_TEST
+
 START_TEST(cli_generate_text_and_stop)
 {
 	const char *bin = test_build("infer-run");
@@ -488,16 +531,25 @@ END_TEST
 START_TEST(cli_tokenize_detokenize_info_bench)
 {
 	const char *bin = test_build("infer-run");
-	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time'", bin,
+	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time' --bos", bin,
 			     test_data(LLAMA2)),
 			 0);
 	ck_assert_str_eq(out, "1 9038 2501 263 931\n");
-	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time' --no-bos",
+	ck_assert_int_eq(RUN("%s tokenize %s 'Once upon a time'",
+			     bin, test_data(LLAMA2)),
+			 0);
+	ck_assert_str_eq(out, "9038 2501 263 931\n");
+	/* the scripted form: text on stdin, byte for byte */
+	ck_assert_int_eq(RUN("printf 'Once upon a time' | %s tokenize %s",
 			     bin, test_data(LLAMA2)),
 			 0);
 	ck_assert_str_eq(out, "9038 2501 263 931\n");
 	ck_assert_int_eq(RUN("%s detokenize %s 9038 2501 263 931", bin,
 			     test_data(LLAMA2)),
+			 0);
+	ck_assert_str_eq(out, "Once upon a time\n");
+	ck_assert_int_eq(RUN("echo '9038 2501\n263 931' | %s detokenize %s",
+			     bin, test_data(LLAMA2)),
 			 0);
 	ck_assert_str_eq(out, "Once upon a time\n");
 	ck_assert_int_eq(RUN("%s info %s", bin,
@@ -515,6 +567,26 @@ START_TEST(cli_tokenize_detokenize_info_bench)
 	ck_assert_msg(strstr(out, "run 2: prefill 16 tokens") &&
 			      strstr(out, "mean: prefill"),
 		      "%s", out);
+}
+END_TEST
+
+/* Ctrl-C stops the generation at the next token; stats still printed.
+ * The signal is sent once ids stream out (the handler is in place). */
+START_TEST(cli_sigint)
+{
+	const char *f = test_build("sigint-test");
+	ck_assert_int_eq(RUN("rm -f %s.out; %s generate %s -p 'Once upon a time' "
+			     "-n 0 --ctx 100000 --ignore-eos --temp 0 --ids "
+			     "-t 2 --backend cpu >%s.out 2>%s.err & pid=$!; "
+			     "i=0; while [ ! -s %s.out ] && [ $i -lt 600 ]; "
+			     "do sleep 0.1; i=$((i+1)); done; "
+			     "kill -INT $pid; wait $pid; echo $?; "
+			     "grep -c 'finish: cancel' %s.err; "
+			     "rm -f %s.out %s.err",
+			     f, test_build("infer-run"), test_data(LLAMA2), f,
+			     f, f, f, f, f),
+			 0);
+	ck_assert_str_eq(out, "130\n1\n");
 }
 END_TEST
 
@@ -541,7 +613,7 @@ START_TEST(cli_exit_codes)
 			     "cpu 2>/dev/null",
 			     bin),
 			 1);
-	ck_assert_int_eq(RUN("%s tokenize %s 2>/dev/null", bin, m), 2);
+	ck_assert_int_eq(RUN("%s tokenize 2>/dev/null", bin), 2);
 	ck_assert_int_eq(RUN("%s detokenize %s 99999999 2>/dev/null", bin, m),
 			 1);
 	ck_assert_int_eq(RUN("%s detokenize %s abc 2>/dev/null", bin, m), 2);
@@ -571,8 +643,10 @@ int main(void)
 	tcase_add_test(tc, context_full);
 	tcase_add_test(tc, cli_generate_ids);
 	tcase_add_test(tc, cli_generate_text_and_stop);
+	tcase_add_test(tc, cli_override_kv);
 	tcase_add_test(tc, cli_tokenize_detokenize_info_bench);
 	tcase_add_test(tc, cli_exit_codes);
+	tcase_add_test(tc, cli_sigint);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);

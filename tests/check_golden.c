@@ -23,7 +23,7 @@
 #include "testutil.h"
 
 #define LOGIT_TOL 1e-3   /* |ours - HF| at the golden top-8 ids */
-#define MARGIN_TOL 1e-2  /* compare argmax only above this margin */
+#define MARGIN_TOL 1e-3  /* compare argmax only above this margin (issue 2) */
 /* The CUDA backend may round activations to 16 bits inside cuBLAS. */
 #define CUDA_LOGIT_TOL 1e-2
 #define CUDA_MARGIN_TOL 5e-2
@@ -243,6 +243,16 @@ START_TEST(llama3_gguf_f16)
 }
 END_TEST
 
+/* Qwen2: q/k/v biases, rope theta 1e6, eps 1e-6 (contrib/gen_tiny_qwen2.py). */
+START_TEST(qwen2_hf)
+{
+	Tally t;
+	run_golden("models/tiny-qwen2", "models/tiny-qwen2/golden.json", 0, 64,
+		   1, &t);
+	ck_assert_int_gt(t.compared, 55);
+}
+END_TEST
+
 /* Prefill chunks of 3 (several forward calls per prompt, n > 1 and
  * n = 1 mixed) must match golden just the same. */
 START_TEST(llama3_hf_small_batches)
@@ -431,6 +441,7 @@ int main(void)
 	tcase_add_test(tc, llama2_gguf_f16);
 	tcase_add_test(tc, llama3_gguf_f16);
 	tcase_add_test(tc, llama3_hf_small_batches);
+	tcase_add_test(tc, qwen2_hf);
 	tcase_add_test(tc, llama2_gguf_q8_0);
 	tcase_add_test(tc, llama3_gguf_q8_0);
 	tcase_add_test(tc, batched_equals_sequential_hf);

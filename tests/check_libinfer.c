@@ -165,9 +165,21 @@ START_TEST(test_cancel)
 		ck_assert_int_ge(infer_process(c), 0);
 	}
 	ck_assert_int_ge(a.n, 3);
+	/* a second request waits behind the first: cancelled while queued it
+	 * ends at once with finish "cancel" and no tokens */
+	static Async q;
+	memset(&q, 0, sizeof q);
+	uint32_t qid;
+	ck_assert_int_eq(infer_generate_async(c, &p, on_token, on_done, &q, &qid), 0);
+	ck_assert_int_eq(infer_cancel(c, qid), 0);
 	ck_assert_int_eq(infer_cancel(c, id), 0);
-	Async *as[1] = { &a };
-	drive(&c, 1, as, 1, 60);
+	Async *as[2] = { &a, &q };
+	drive(&c, 1, as, 2, 60);
+	ck_assert(q.done);
+	ck_assert_int_eq(q.status, 0);
+	ck_assert_str_eq(q.res.finish, "cancel");
+	ck_assert_int_eq(q.res.gen_tokens, 0);
+	ck_assert_int_eq(q.n, 0);
 	ck_assert(a.done);
 	ck_assert_int_eq(a.status, 0);
 	ck_assert_str_eq(a.res.finish, "cancel");
@@ -215,9 +227,13 @@ START_TEST(test_errors_and_version)
 			 INFER_ECONNECT);
 	ck_assert_ptr_null(c);
 	ck_assert_msg(strstr(err, "/nonexistent/inferd.sock") != NULL, "%s", err);
-	ck_assert_int_eq(infer_connect(&c, NULL, NULL, 0) <= 0, 1);
-	if (c)
-		infer_close(c);
+	/* the default path is resolved as the daemon does */
+	setenv("XDG_RUNTIME_DIR", "/nonexistent-run", 1);
+	ck_assert_int_eq(infer_connect(&c, NULL, err, sizeof err), INFER_ECONNECT);
+	ck_assert_msg(strstr(err, "/nonexistent-run/inferd.sock") != NULL, "%s", err);
+	char def[128];
+	ck_assert_int_eq(infer_default_socket(def, sizeof def), 0);
+	ck_assert_str_eq(def, "/nonexistent-run/inferd.sock");
 	/* misuse is refused without touching the daemon */
 	TDaemon d;
 	ck_assert(t_start(&d, NULL) == 0);

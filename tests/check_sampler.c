@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sampler.h"
@@ -274,6 +275,62 @@ START_TEST(large_vocab_top_k)
 }
 END_TEST
 
+static int by_prob(const void *a, const void *b)
+{
+	const float *x = a, *y = b; /* {prob, id} pairs */
+	if (x[0] != y[0])
+		return x[0] < y[0] ? 1 : -1;
+	return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+START_TEST(large_vocab_top_p)
+{
+	/* The nucleus found by partial selection equals the one of a full
+	 * sort (qsort here), for nuclei of a few to thousands of tokens. */
+	enum { NV = 50257 };
+	static float l[NV], pairs[NV][2];
+	float tps[4] = {0.1f, 0.5f, 0.9f, 0.999f};
+	for (int t = 0; t < 4; t++) {
+		uint64_t x = 11 + t;
+		for (int i = 0; i < NV; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			l[i] = (float)((x >> 33) % 100000) / 4000.0f;
+		}
+		double mx = 0, z = 0;
+		for (int i = 0; i < NV; i++)
+			mx = l[i] > mx ? l[i] : mx;
+		for (int i = 0; i < NV; i++)
+			z += exp(l[i] - mx);
+		for (int i = 0; i < NV; i++) {
+			pairs[i][0] = (float)(exp(l[i] - mx) / z);
+			pairs[i][1] = (float)i;
+		}
+		qsort(pairs, NV, sizeof pairs[0], by_prob);
+		double cum = 0;
+		int want = NV;
+		for (int i = 0; i < NV; i++) {
+			cum += pairs[i][0];
+			if (cum >= tps[t]) {
+				want = i + 1;
+				break;
+			}
+		}
+		SamplerParams p = plain(1.0f);
+		p.top_p = tps[t];
+		Sampler s;
+		ck_assert_int_eq(sampler_init(&s, &p, NV), 0);
+		static int32_t ids[NV];
+		static float pr[NV];
+		int n = sampler_probs(&s, l, ids, pr, NV);
+		ck_assert_msg(n == want, "top-p %.3f: kept %d, full sort %d",
+			      tps[t], n, want);
+		for (int i = 0; i < n; i++)
+			ck_assert_int_eq(ids[i], (int32_t)pairs[i][1]);
+		sampler_free(&s);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sampler");
@@ -288,6 +345,7 @@ int main(void)
 	tcase_add_test(tc, seed_reproducible);
 	tcase_add_test(tc, chi_square);
 	tcase_add_test(tc, large_vocab_top_k);
+	tcase_add_test(tc, large_vocab_top_p);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);

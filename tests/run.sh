@@ -6,6 +6,10 @@
 BUILD=${1:-build}
 export INFERD_TEST_DATA=${INFERD_TEST_DATA:-$(cd "$BUILD" && pwd)/testdata}
 export INFERD_BUILD=$(cd "$BUILD" && pwd)
+# The test binaries live in $BUILD/tests, not beside the CUDA backend.
+if [ -z "$INFERD_CUDA_LIB" ] && [ -f "$INFERD_BUILD/libinferd-cuda.so" ]; then
+	export INFERD_CUDA_LIB="$INFERD_BUILD/libinferd-cuda.so"
+fi
 : "${CK_DEFAULT_TIMEOUT:=300}"; export CK_DEFAULT_TIMEOUT
 pass=0; fail=0; skip=0; bad=0
 log=$(mktemp)

@@ -1,9 +1,9 @@
 /*
  * broker_bench.c - what the broker costs: ping round trips through inferd
  * (median and p99, one client and 64 concurrent clients) and the overhead
- * of a generate through inferd + libinfer over the same generation run
- * in-process with the engine (what infer-run does), with 1 and 64
- * concurrent clients.
+ * of a generate through inferd + libinfer over the same generation by
+ * infer-run (its own prefill + decode time, without process start and
+ * model load), with 1 and 64 concurrent clients.
  *
  *   make build/broker_bench
  *   build/broker_bench [--model PATH] [--threads N] [--tokens N]
@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine.h"
 #include "infer.h"
 
 static const char *PROMPT = "Once upon a time";
@@ -105,6 +104,7 @@ static void ping_bench(int clients, int per)
 typedef struct GenJob {
 	int tokens;     /* max_tokens */
 	double t;       /* seconds for the whole request */
+	double t_daemon; /* the daemon's own arrival-to-done time */
 	int n;          /* tokens received */
 	int rc;         /* result */
 } GenJob;
@@ -128,9 +128,11 @@ static void *gen_thread(void *arg)
 	p.temperature = 0;
 	p.max_tokens = j->tokens;
 	p.ignore_eos = 1;
+	infer_gen_result res;
 	double t0 = now();
-	j->rc = infer_generate(c, &p, count_tok, &j->n, NULL);
+	j->rc = infer_generate(c, &p, count_tok, &j->n, &res);
 	j->t = now() - t0;
+	j->t_daemon = res.total_ms / 1e3;
 	infer_close(c);
 	return NULL;
 }
@@ -139,12 +141,13 @@ int main(int argc, char **argv)
 {
 	const char *model = "build/testdata/models/tiny-llama2";
 	const char *inferd = NULL, *backend = "cpu";
-	int threads = 1, tokens = 64, pings = 5000, reps = 10;
+	int threads = 1, tokens = 64, pings = 5000, reps = 30;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--model")) model = argv[i + 1];
 		else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--pings")) pings = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]) > 0 && atoi(argv[i + 1]) <= 256 ? atoi(argv[i + 1]) : 30;
 		else if (!strcmp(argv[i], "--inferd")) inferd = argv[i + 1];
 		else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
 		else {
@@ -189,64 +192,72 @@ int main(int argc, char **argv)
 	ping_bench(1, pings);
 	ping_bench(64, pings / 10 > 10 ? pings / 10 : 10);
 
-	/* generate: in-process engine (infer-run's path) */
-	EngineOptions eo = { .backend = backend, .threads = threads, .ctx = 512, .quiet = 1 };
-	Engine *e;
-	char err[512];
-	if (engine_open(model, &eo, &e, err, sizeof err) < 0) {
-		fprintf(stderr, "broker_bench: %s\n", err);
-		return 1;
-	}
-	const Tokenizer *tok = engine_tokenizer(e);
-	int32_t *ids;
-	int n = tokenizer_encode(tok, PROMPT, strlen(PROMPT), tokenizer_adds_bos(tok),
-				 1, &ids, err, sizeof err);
-	GenParams gp;
-	gen_params_default(&gp);
-	gp.sampling.temperature = 0;
-	gp.max_tokens = tokens;
-	gp.ignore_eos = 1;
-	double direct[64], viad[64];
-	for (int r = 0; r <= reps; r++) { /* first run warms up */
-		GenResult res;
-		memset(&res, 0, sizeof res);
-		double t0 = now();
-		if (engine_generate(e, ids, n, &gp, NULL, NULL, &res, err, sizeof err) < 0) {
-			fprintf(stderr, "broker_bench: %s\n", err);
+	/* generate: infer-run (a fresh process per run: its prefill + decode
+	 * time as it reports it, without its process start and model load)
+	 * against the same request through inferd, runs alternating so that
+	 * load from other processes hits both alike */
+	char run_bin[4096], cmd[8192];
+	snprintf(run_bin, sizeof run_bin, "%s", inferd);
+	char *sl = strrchr(run_bin, '/');
+	snprintf(sl ? sl + 1 : run_bin, sizeof run_bin - (size_t)(sl ? sl + 1 - run_bin : 0),
+		 "infer-run");
+	snprintf(cmd, sizeof cmd, "'%s' generate '%s' -p '%s' --temp 0 -n %d --ignore-eos "
+		 "-t %d --ctx 512 --backend %s 2>&1 >/dev/null", run_bin, model, PROMPT,
+		 tokens, threads, backend);
+	double direct[256], viad[256], inside[256];
+	for (int r = 0; r <= reps; r++) {
+		FILE *f = popen(cmd, "r");
+		double pf = -1, dc = -1;
+		char line[512];
+		while (f && fgets(line, sizeof line, f)) {
+			char *p = strstr(line, "prefill ");
+			if (p && strstr(line, "decode "))
+				sscanf(p, "prefill %*f tok/s (%lf s), decode %*f tok/s (%lf s)",
+				       &pf, &dc);
+		}
+		if (!f || pclose(f) != 0 || pf < 0 || dc < 0) {
+			fprintf(stderr, "broker_bench: could not run %s\n", run_bin);
 			return 1;
 		}
 		if (r)
-			direct[r - 1] = now() - t0;
-		free(res.ids);
-	}
-	free(ids);
-	engine_close(e);
-	/* through the daemon, one client (the first run loads the model) */
-	for (int r = 0; r <= reps; r++) {
-		GenJob j = { tokens, 0, 0, 0 };
+			direct[r - 1] = pf + dc;
+		GenJob j = { tokens, 0, 0, 0, 0 };
 		gen_thread(&j);
 		if (j.rc < 0 || j.n != tokens) {
 			fprintf(stderr, "broker_bench: generate failed: %s (%d tokens)\n",
 				infer_strerror(j.rc), j.n);
 			return 1;
 		}
-		if (r)
+		if (r) {
 			viad[r - 1] = j.t;
+			inside[r - 1] = j.t_daemon;
+		}
 	}
 	qsort(direct, (size_t)reps, sizeof *direct, cmp_d);
+	/* the transport: the client's time (request out, 64 token frames in)
+	 * minus the daemon's own arrival-to-done time */
+	double tr[256];
+	for (int r = 0; r < reps; r++)
+		tr[r] = viad[r] - inside[r];
+	qsort(tr, (size_t)reps, sizeof *tr, cmp_d);
 	qsort(viad, (size_t)reps, sizeof *viad, cmp_d);
+	qsort(inside, (size_t)reps, sizeof *inside, cmp_d);
 	double dm = pct(direct, (size_t)reps, 50), vm = pct(viad, (size_t)reps, 50);
-	printf("generate %d tokens, 1 client: in-process %.2f ms, via inferd %.2f ms "
+	printf("generate %d tokens, 1 client: infer-run %.2f ms, via inferd %.2f ms "
 	       "(median of %d): overhead %.2f ms (%.1f%%, %.1f us/token)\n", tokens,
 	       dm * 1e3, vm * 1e3, reps, (vm - dm) * 1e3, (vm / dm - 1) * 100,
 	       (vm - dm) / tokens * 1e6);
+	printf("generate %d tokens, 1 client: inside inferd %.2f ms, client-side "
+	       "transport (client time - daemon time) median %.3f ms, p99 %.3f ms\n",
+	       tokens, pct(inside, (size_t)reps, 50) * 1e3,
+	       pct(tr, (size_t)reps, 50) * 1e3, pct(tr, (size_t)reps, 99) * 1e3);
 	/* 64 clients at once: the model runs them one after another */
 	enum { NC = 64 };
 	static GenJob jobs[NC];
 	pthread_t tids[NC];
 	double t0 = now();
 	for (int i = 0; i < NC; i++) {
-		jobs[i] = (GenJob){ tokens, 0, 0, 0 };
+		jobs[i] = (GenJob){ tokens, 0, 0, 0, 0 };
 		pthread_create(&tids[i], NULL, gen_thread, &jobs[i]);
 	}
 	for (int i = 0; i < NC; i++)
@@ -258,14 +269,13 @@ int main(int argc, char **argv)
 				infer_strerror(jobs[i].rc), jobs[i].n);
 			return 1;
 		}
-	printf("generate %d tokens, %d clients at once: wall %.1f ms vs %d x in-process "
+	printf("generate %d tokens, %d clients at once: wall %.1f ms vs %d x infer-run "
 	       "%.1f ms: overhead %.2f ms per request (%.1f%%)\n", tokens, NC,
 	       wall * 1e3, NC, NC * dm * 1e3, (wall - NC * dm) / NC * 1e3,
 	       (wall / (NC * dm) - 1) * 100);
 	infer_close(c);
 	kill(pid, SIGTERM);
 	waitpid(pid, NULL, 0);
-	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		return 1;
