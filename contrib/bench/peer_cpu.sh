@@ -47,7 +47,7 @@ run_llama() {
 		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 		$col["n_prompt"] > 0 { pp = $col["avg_ts"] }
 		$col["n_gen"] > 0 { tg = $col["avg_ts"] }
-		END { if (pp == "" || tg == "") exit 1; print pp, tg }'
+		END { if (pp == "" || tg == "") exit 1; printf "%.1f %.1f\n", pp, tg }'
 }
 
 # infer-run bench; prints "PREFILL DECODE" of the last repetition.
