@@ -269,6 +269,8 @@ static const BackendOps cuda_ops = {
 	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
+	/* no paged KV ops yet: the daemon runs one sequence at a time */
+	NULL,          NULL,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *

@@ -1,0 +1,237 @@
+/*
+ * check_batch.c - continuous batching over the paged KV cache (batch.h):
+ * the tokens of every request in a batch of 16 mixed requests (prompt
+ * lengths, greedy and seeded sampling, seeds, lengths, joining at
+ * different steps) equal those of the same request run alone through
+ * engine_generate (the contiguous-cache path), on the CPU, with the tiny
+ * Llama 2 and Llama 3 models; the same with a pool too small for all of
+ * them (preemption and resume); cancel and the pool accounting.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "engine.h"
+#include "testutil.h"
+
+#define NREQ 16
+
+static Engine *open_engine(const char *model)
+{
+	char err[512];
+	EngineOptions o = {.backend = "cpu", .threads = 2, .ctx = 256,
+			   .quiet = 1, .no_prefix_reuse = 1};
+	Engine *e;
+	ck_assert_msg(engine_open(test_data(model), &o, &e, err,
+				  sizeof err) == 0, "%s", err);
+	return e;
+}
+
+/* One request: its prompt and parameters. */
+typedef struct {
+	int32_t ids[200]; /* prompt */
+	int n;            /* prompt length */
+	GenParams p;      /* sampling etc. */
+} Req;
+
+/* 16 requests: prompt lengths 1..~190, half greedy, half sampled with
+ * different seeds and filters, different max_tokens, some past EOS. */
+static void make_reqs(Req *r, int vocab)
+{
+	uint64_t x = 12345;
+	for (int i = 0; i < NREQ; i++) {
+		r[i].n = 1 + (i * 37) % 190;
+		r[i].ids[0] = 1;
+		for (int j = 1; j < r[i].n; j++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			r[i].ids[j] = (int32_t)(3 + (x >> 33) % (uint64_t)(vocab - 3));
+		}
+		gen_params_default(&r[i].p);
+		r[i].p.max_tokens = 8 + (i * 7) % 40;
+		r[i].p.ignore_eos = i % 3 == 0;
+		if (i % 2) {
+			r[i].p.sampling.temperature = 0.7f + 0.1f * (i % 4);
+			r[i].p.sampling.top_k = i % 4 == 1 ? 40 : 0;
+			r[i].p.sampling.top_p = i % 4 == 3 ? 0.9f : 1.0f;
+			r[i].p.sampling.seed = 1000 + (uint64_t)i * 17;
+		} else {
+			r[i].p.sampling.temperature = 0;
+		}
+	}
+}
+
+/* Counts the text callbacks: tokens and released bytes. */
+typedef struct {
+	int calls;
+	size_t bytes;
+} Sink;
+
+static int sink(void *ud, int32_t token, const char *text, size_t len)
+{
+	Sink *s = ud;
+	s->calls++;
+	s->bytes += len;
+	return 0;
+}
+
+/* Run reqs alone, then batched with opts; assert equal tokens. Returns
+ * how many preemptions the batch saw. */
+static int compare(const char *model, const BatchOptions *opts,
+		   int stagger)
+{
+	char err[512];
+	Engine *e = open_engine(model);
+	Req *r = calloc(NREQ, sizeof *r);
+	ck_assert_ptr_nonnull(r);
+	make_reqs(r, engine_model(e)->cfg.vocab_size);
+	GenResult alone[NREQ];
+	Sink sa[NREQ];
+	memset(sa, 0, sizeof sa);
+	for (int i = 0; i < NREQ; i++)
+		ck_assert_msg(engine_generate(e, r[i].ids, r[i].n, &r[i].p,
+					      sink, &sa[i], &alone[i], err,
+					      sizeof err) == 0, "%s", err);
+
+	Batcher *b;
+	ck_assert_msg(batcher_create(e, opts, &b, err, sizeof err) == 0, "%s",
+		      err);
+	int nb = batcher_n_blocks(b);
+	BatchSeq *seq[NREQ];
+	Sink sb[NREQ];
+	memset(sb, 0, sizeof sb);
+	int added = 0, done = 0, steps = 0, preempted = 0;
+	while (done < NREQ) {
+		/* join a few at a time while others run */
+		int upto = stagger ? added + 4 : NREQ;
+		for (; added < NREQ && added < upto; added++) {
+			seq[added] = batcher_add(b, r[added].ids, r[added].n,
+						 &r[added].p, sink, &sb[added],
+						 err, sizeof err);
+			ck_assert_msg(seq[added], "%s", err);
+		}
+		ck_assert_msg(batcher_step(b, err, sizeof err) > 0, "%s", err);
+		steps++;
+		ck_assert_int_lt(steps, 10000);
+		BatchSeq *s;
+		while ((s = batcher_done(b))) {
+			int i = (int)((Sink *)batchseq_ud(s) - sb);
+			ck_assert(i >= 0 && i < NREQ && seq[i] == s);
+			const GenResult *g = batchseq_result(s);
+			ck_assert_msg(g->n_gen == alone[i].n_gen,
+				      "%s req %d: %d tokens batched, %d alone",
+				      model, i, g->n_gen, alone[i].n_gen);
+			for (int k = 0; k < g->n_gen; k++)
+				ck_assert_msg(g->ids[k] == alone[i].ids[k],
+					      "%s req %d token %d: %d batched, "
+					      "%d alone", model, i, k,
+					      g->ids[k], alone[i].ids[k]);
+			ck_assert_int_eq(g->finish, alone[i].finish);
+			ck_assert_int_eq(sb[i].calls, sa[i].calls);
+			ck_assert_int_eq(sb[i].bytes, sa[i].bytes);
+			preempted += batchseq_preempted(s);
+			batchseq_free(s);
+			done++;
+		}
+	}
+	ck_assert_int_eq(batcher_active(b), 0);
+	ck_assert_int_eq(batcher_free_blocks(b), nb); /* all blocks back */
+	/* fewer steps than running them one after another */
+	int serial = 0;
+	for (int i = 0; i < NREQ; i++)
+		serial += alone[i].n_gen + 1;
+	ck_assert_int_lt(steps, serial);
+	batcher_free(b);
+	for (int i = 0; i < NREQ; i++)
+		free(alone[i].ids);
+	free(r);
+	engine_close(e);
+	return preempted;
+}
+
+START_TEST(batch_equals_alone_llama2)
+{
+	BatchOptions o = {.token_budget = 64};
+	compare("models/tiny-llama2", &o, 0);
+	compare("models/tiny-llama2", &o, 1);
+}
+END_TEST
+
+START_TEST(batch_equals_alone_llama3)
+{
+	BatchOptions o = {.token_budget = 100, .block_size = 8};
+	compare("models/tiny-llama3", &o, 1);
+}
+END_TEST
+
+/* A pool of 40 blocks of 16 tokens cannot hold 16 sequences of up to
+ * ~230 tokens: sequences are preempted and resumed, tokens unchanged. */
+START_TEST(preempt_and_resume)
+{
+	BatchOptions o = {.token_budget = 128, .n_blocks = 40};
+	int n = compare("models/tiny-llama2", &o, 0);
+	ck_assert_int_gt(n, 0);
+}
+END_TEST
+
+START_TEST(cancel_and_refuse)
+{
+	char err[512];
+	Engine *e = open_engine("models/tiny-llama2");
+	BatchOptions o = {.max_seqs = 2, .n_blocks = 8};
+	Batcher *b;
+	ck_assert_msg(batcher_create(e, &o, &b, err, sizeof err) == 0, "%s",
+		      err);
+	ck_assert_int_eq(batcher_seq_ctx(b), 8 * 16); /* capped by the pool */
+	int32_t ids[200];
+	for (int i = 0; i < 200; i++)
+		ids[i] = 5 + i;
+	GenParams p;
+	gen_params_default(&p);
+	p.max_tokens = 50;
+	/* longer than the pool: refused, not failed later */
+	ck_assert_ptr_null(batcher_add(b, ids, 200, &p, NULL, NULL, err,
+				       sizeof err));
+	ck_assert(batcher_can_admit(b, 20));
+	BatchSeq *s1 = batcher_add(b, ids, 20, &p, NULL, NULL, err, sizeof err);
+	BatchSeq *s2 = batcher_add(b, ids, 30, &p, NULL, NULL, err, sizeof err);
+	ck_assert(s1 && s2);
+	ck_assert(!batcher_can_admit(b, 1)); /* max_seqs */
+	ck_assert_ptr_null(batcher_add(b, ids, 5, &p, NULL, NULL, err,
+				       sizeof err));
+	ck_assert_int_gt(batcher_step(b, err, sizeof err), 0);
+	ck_assert_int_lt(batcher_free_blocks(b), 8);
+	batcher_cancel(b, s1);
+	ck_assert_ptr_eq(batcher_done(b), s1);
+	ck_assert_int_eq(batchseq_result(s1)->finish, FINISH_CANCEL);
+	ck_assert_int_eq(batcher_active(b), 1);
+	batchseq_free(s1);
+	while (batcher_active(b))
+		ck_assert_int_gt(batcher_step(b, err, sizeof err), 0);
+	BatchSeq *d = batcher_done(b);
+	ck_assert_ptr_eq(d, s2);
+	ck_assert_int_eq(batchseq_result(d)->n_gen, 50);
+	ck_assert_int_eq(batchseq_result(d)->finish, FINISH_LENGTH);
+	batchseq_free(d);
+	ck_assert_int_eq(batcher_free_blocks(b), 8);
+	batcher_free(b);
+	engine_close(e);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("batch");
+	TCase *tc = tcase_create("batch");
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, batch_equals_alone_llama2);
+	tcase_add_test(tc, batch_equals_alone_llama3);
+	tcase_add_test(tc, preempt_and_resume);
+	tcase_add_test(tc, cancel_and_refuse);
+	suite_add_tcase(s, tc);
+	SRunner *r = srunner_create(s);
+	srunner_run_all(r, CK_NORMAL);
+	int failed = srunner_ntests_failed(r);
+	srunner_free(r);
+	return failed ? 1 : 0;
+}
