@@ -112,7 +112,8 @@ $(BUILD)/libinfer.a: $(LIBC_OBJ)
 $(BUILD)/libinfer.so: $(LIBC_OBJ)
 	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,libinfer.so.$(INFER_SOVER) -o $@ $^ -lmsgpackc $(LDLIBS)
 
-$(BUILD)/infer-client: $(CLIENT_OBJ) $(BUILD)/libinfer.a
+# infer-client reads the JSON that libinfer hands it with engine/json.c.
+$(BUILD)/infer-client: $(CLIENT_OBJ) $(BUILD)/libinfer.a $(BUILD)/engine/json.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lmsgpackc $(LDLIBS)
 
 # CUDA backend: a shared object the engine dlopens at run time, so the

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "infer.h"
+#include "json.h"
 
 #define EXIT_FAILED 1      /* the request failed */
 #define EXIT_USAGE 2       /* bad command line */
@@ -107,7 +108,7 @@ static double now_ms(void)
 }
 
 /* Write text as a JSON string. */
-static void json_str(FILE *f, const char *s, size_t n)
+static void put_json_str(FILE *f, const char *s, size_t n)
 {
 	fputc('"', f);
 	for (size_t i = 0; i < n; i++) {
@@ -166,15 +167,123 @@ static int cmd_ping(const Global *g, infer_client *c, int argc, char **argv)
 	return 0;
 }
 
-static int cmd_json(const Global *g, infer_client *c, int (*fn)(infer_client *, char **))
+/* "8.0 MiB" style sizes. */
+static const char *human(double bytes, char *buf, size_t cap)
+{
+	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int u = 0;
+	while (bytes >= 1024 && u < 4) {
+		bytes /= 1024;
+		u++;
+	}
+	snprintf(buf, cap, u ? "%.1f %s" : "%.0f %s", bytes, unit[u]);
+	return buf;
+}
+
+static const char *jstr(const json_value *o, const char *key)
+{
+	return json_str(json_get(o, key), "");
+}
+
+static double jnum(const json_value *o, const char *key)
+{
+	return json_num(json_get(o, key), 0);
+}
+
+/* Human-readable status / models / log (the JSON as is with --json). */
+static void print_status(const json_value *r)
+{
+	char a[32], b[32], c2[32];
+	printf("inferd %s, pid %.0f, up %.0f s, backend %s\n", jstr(r, "version"),
+	       jnum(r, "pid"), jnum(r, "uptime"), jstr(r, "backend"));
+	if (jnum(r, "mem_budget") > 0)
+		printf("models in memory: %s of a %s budget\n",
+		       human(jnum(r, "mem_used"), a, sizeof a),
+		       human(jnum(r, "mem_budget"), b, sizeof b));
+	else
+		printf("models in memory: %s (no budget)\n",
+		       human(jnum(r, "mem_used"), a, sizeof a));
+	if (jnum(r, "device_total") > 0)
+		printf("device memory: %s free of %s\n",
+		       human(jnum(r, "device_free"), b, sizeof b),
+		       human(jnum(r, "device_total"), c2, sizeof c2));
+	printf("%.0f connection(s), %.0f request(s) in flight\n",
+	       jnum(r, "connections"), jnum(r, "inflight"));
+	const json_value *ms = json_get(r, "models");
+	printf("%-20s %-9s %6s %6s %10s  %s\n", "MODEL", "STATE", "ACTIVE",
+	       "QUEUE", "SIZE", "DEVICE");
+	for (size_t i = 0; i < json_count(ms); i++) {
+		const json_value *m = json_at(ms, i);
+		printf("%-20s %-9s %6.0f %6.0f %10s  %s\n", jstr(m, "name"),
+		       jstr(m, "state"), jnum(m, "active"), jnum(m, "queue"),
+		       human(jnum(m, "bytes"), a, sizeof a), jstr(m, "device"));
+	}
+}
+
+static void print_models(const json_value *r)
+{
+	char a[32];
+	const json_value *ms = json_get(r, "models");
+	printf("%-20s %-9s %-5s %-6s %6s %10s %10s  %s\n", "MODEL", "STATE",
+	       "FMT", "QUANT", "CTX", "PARAMS", "SIZE", "PATH");
+	for (size_t i = 0; i < json_count(ms); i++) {
+		const json_value *m = json_at(ms, i);
+		char params[32] = "-", ctx[16] = "-";
+		if (jnum(m, "params") > 0)
+			snprintf(params, sizeof params, "%.1fM", jnum(m, "params") / 1e6);
+		if (jnum(m, "ctx") > 0)
+			snprintf(ctx, sizeof ctx, "%.0f", jnum(m, "ctx"));
+		printf("%-20s %-9s %-5s %-6s %6s %10s %10s  %s\n", jstr(m, "name"),
+		       jstr(m, "state"), jstr(m, "format"),
+		       *jstr(m, "quant") ? jstr(m, "quant") : "-", ctx, params,
+		       human(jnum(m, "bytes"), a, sizeof a), jstr(m, "path"));
+	}
+}
+
+static void print_log(const json_value *r)
+{
+	const json_value *rows = json_get(r, "rows");
+	printf("%-19s %6s %7s %-12s %-10s %6s %6s %8s %8s %-7s %s\n", "TIME", "UID",
+	       "PID", "MODEL", "OP", "PROMPT", "GEN", "TTFT_MS", "TOK/S",
+	       "FINISH", "STATUS");
+	for (size_t i = 0; i < json_count(rows); i++) {
+		const json_value *w = json_at(rows, i);
+		char ts[32] = "?";
+		time_t t = (time_t)jnum(w, "t_start");
+		struct tm tm;
+		if (localtime_r(&t, &tm))
+			strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S", &tm);
+		printf("%-19s %6.0f %7.0f %-12s %-10s %6.0f %6.0f %8.1f %8.1f %-7s %s%s%s\n",
+		       ts, jnum(w, "uid"), jnum(w, "pid"), jstr(w, "model"),
+		       jstr(w, "op"), jnum(w, "prompt_tokens"), jnum(w, "gen_tokens"),
+		       jnum(w, "ttft_ms"), jnum(w, "tok_s"),
+		       *jstr(w, "finish") ? jstr(w, "finish") : "-", jstr(w, "status"),
+		       *jstr(w, "error") ? ": " : "", jstr(w, "error"));
+	}
+}
+
+/* Print a reply: JSON as is with --json, else through a table printer. */
+static int show(const Global *g, char *json, void (*pretty)(const json_value *))
+{
+	char err[256];
+	json_doc *doc = g->json ? NULL : json_parse(json, strlen(json), err, sizeof err);
+	if (!doc)
+		printf("%s\n", json);
+	else
+		pretty(json_root(doc));
+	json_free(doc);
+	free(json);
+	return 0;
+}
+
+static int cmd_json(const Global *g, infer_client *c, int (*fn)(infer_client *, char **),
+		    void (*pretty)(const json_value *))
 {
 	char *json;
 	int rc = fn(c, &json);
 	if (rc < 0)
 		return failed(c, rc);
-	printf("%s\n", json);
-	free(json);
-	return 0;
+	return show(g, json, pretty);
 }
 
 static int cmd_log(const Global *g, infer_client *c, int argc, char **argv)
@@ -192,9 +301,7 @@ static int cmd_log(const Global *g, infer_client *c, int argc, char **argv)
 	int rc = infer_log(c, limit, all, &json);
 	if (rc < 0)
 		return failed(c, rc);
-	printf("%s\n", json);
-	free(json);
-	return 0;
+	return show(g, json, print_log);
 }
 
 static int cmd_load(const Global *g, infer_client *c, int argc, char **argv,
@@ -279,7 +386,7 @@ static int cmd_detokenize(const Global *g, infer_client *c, int argc, char **arg
 		return failed(c, rc);
 	if (g->json) {
 		fputs("{\"text\":", stdout);
-		json_str(stdout, text, strlen(text));
+		put_json_str(stdout, text, strlen(text));
 		puts("}");
 	} else {
 		puts(text);
@@ -300,7 +407,7 @@ static int on_token(void *ud, int32_t token, const char *text, size_t len)
 	Out *o = ud;
 	if (o->g->json) {
 		printf("{\"token\":%d,\"text\":", token);
-		json_str(stdout, text, len);
+		put_json_str(stdout, text, len);
 		puts("}");
 	} else {
 		fwrite(text, 1, len, stdout);
@@ -580,9 +687,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "ping"))
 		rc = cmd_ping(&g, c, ac, av);
 	else if (!strcmp(cmd, "status") || !strcmp(cmd, "ps"))
-		rc = cmd_json(&g, c, infer_status);
+		rc = cmd_json(&g, c, infer_status, print_status);
 	else if (!strcmp(cmd, "models"))
-		rc = cmd_json(&g, c, infer_models);
+		rc = cmd_json(&g, c, infer_models, print_models);
 	else if (!strcmp(cmd, "load"))
 		rc = cmd_load(&g, c, ac, av, 0);
 	else if (!strcmp(cmd, "unload"))

@@ -31,6 +31,8 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "gguf.h"
+#include "json.h"
 #include "protocol.h"
 
 const char *const op_names[OP_COUNT] = {
@@ -1508,6 +1510,57 @@ static uint64_t path_bytes(const char *path, const char **format)
 	return total;
 }
 
+/* Bytes of the f32 K and V caches a model will allocate: 2 x layers x
+ * ctx x kv_heads x head_dim x 4, with ctx as engine_open picks it. Read
+ * from config.json or the GGUF metadata without loading; 0 if unknown. */
+static uint64_t kv_cache_bytes(const char *path, const char *format, int ctx_opt)
+{
+	uint64_t layers = 0, heads = 0, kv = 0, dim = 0, hd = 0, maxpos = 0;
+	if (!strcmp(format, "hf")) {
+		char cp[PATH_MAX + 16], err[256];
+		snprintf(cp, sizeof cp, "%s/config.json", path);
+		json_doc *doc = json_parse_file(cp, 1 << 20, err, sizeof err);
+		if (!doc)
+			return 0;
+		const json_value *r = json_root(doc);
+		layers = (uint64_t)json_num(json_get(r, "num_hidden_layers"), 0);
+		heads = (uint64_t)json_num(json_get(r, "num_attention_heads"), 0);
+		kv = (uint64_t)json_num(json_get(r, "num_key_value_heads"), (double)heads);
+		dim = (uint64_t)json_num(json_get(r, "hidden_size"), 0);
+		hd = (uint64_t)json_num(json_get(r, "head_dim"), 0);
+		maxpos = (uint64_t)json_num(json_get(r, "max_position_embeddings"), 0);
+		json_free(doc);
+	} else {
+		char err[256], key[160];
+		gguf_file *g = gguf_open(path, err, sizeof err);
+		gguf_str arch;
+		if (!g)
+			return 0;
+		if (gguf_get_str(g, "general.architecture", &arch) && arch.len < 64) {
+			char a[64];
+			memcpy(a, arch.s, arch.len);
+			a[arch.len] = 0;
+#define GET(name, var) (snprintf(key, sizeof key, "%s." name, a), gguf_get_u64(g, key, &var))
+			GET("block_count", layers);
+			GET("attention.head_count", heads);
+			kv = heads;
+			GET("attention.head_count_kv", kv);
+			GET("embedding_length", dim);
+			GET("attention.key_length", hd);
+			GET("context_length", maxpos);
+#undef GET
+		}
+		gguf_close(g);
+	}
+	if (!hd && heads)
+		hd = dim / heads;
+	uint64_t ctx = ctx_opt > 0 ? (uint64_t)ctx_opt : maxpos < 4096 ? maxpos : 4096;
+	if (!layers || !kv || !hd || !ctx || layers > 1024 || kv * hd > (1u << 20) ||
+	    ctx > (1u << 24))
+		return 0;
+	return 2 * layers * ctx * kv * hd * sizeof(float);
+}
+
 static int add_slot(Daemon *d, const char *name, size_t nlen, const char *path,
 		    char *err, size_t errlen)
 {
@@ -1535,7 +1588,9 @@ static int add_slot(Daemon *d, const char *name, size_t nlen, const char *path,
 	}
 	m->d = d;
 	m->format = "?";
-	m->est_bytes = path_bytes(m->path, &m->format);
+	/* the budget's charge: weights as on disk plus the KV cache */
+	m->est_bytes = path_bytes(m->path, &m->format) +
+		       kv_cache_bytes(m->path, m->format, d->cfg->eng.ctx);
 	m->keep_alive = d->cfg->keep_alive;
 	if (worker_start(m, err, errlen) < 0) {
 		free(m);

@@ -265,6 +265,8 @@ static int prompt_ids(Slot *m, Request *r, int32_t **ids, char *err,
 	return nids;
 }
 
+static void post_done(Slot *m, Request *r);
+
 static void run_generate(Slot *m, Request *r)
 {
 	char err[256];
@@ -303,6 +305,12 @@ static void run_generate(Slot *m, Request *r)
 		job_error(m, r, PROTO_E_ENGINE, "backend error during generation");
 		return;
 	}
+	post_done(m, r);
+}
+
+/* End a generate with its "done" event (finish, counts, times). */
+static void post_done(Slot *m, Request *r)
+{
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
@@ -402,7 +410,12 @@ static void run_job(Slot *m, Request *r)
 			m->state = MS_UNLOADED; /* drop the admission's reservation */
 		pthread_mutex_unlock(&m->mu);
 		snprintf(r->finish, sizeof r->finish, "cancel");
-		job_error(m, r, PROTO_E_BAD, "cancelled before it started");
+		if (r->op == OP_GENERATE) { /* a generate ends as cancelled */
+			r->t_total = mono_now() - r->t_start;
+			post_done(m, r);
+		} else {
+			job_error(m, r, PROTO_E_BAD, "cancelled before it started");
+		}
 		return;
 	}
 	if (r->op == OP_UNLOAD) {

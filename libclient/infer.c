@@ -589,7 +589,7 @@ static void json_obj(Str *s, const msgpack_object *o)
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:
 		if (isfinite(o->via.f64))
-			str_fmt(s, "%.6g", o->via.f64);
+			str_fmt(s, "%.15g", o->via.f64);
 		else
 			str_add(s, "null", 4);
 		break;

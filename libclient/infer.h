@@ -87,6 +87,8 @@ INFER_API int infer_default_socket(char *out, size_t cap);
  * errmsg (if not NULL) receives a message naming the path tried. */
 INFER_API int infer_connect(infer_client **out, const char *path,
 			    char *errmsg, size_t errlen);
+/* Close the connection and free c. Requests still in flight are dropped
+ * (the daemon cancels them) and their on_done callbacks do not run. */
 INFER_API void infer_close(infer_client *c);
 /* Message of the last failure on c (owned by c, valid until the next
  * call on c). */

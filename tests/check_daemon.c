@@ -139,7 +139,10 @@ END_TEST
 START_TEST(test_ping_status_models)
 {
 	TDaemon d;
-	ck_assert(t_start(&d, NULL) == 0);
+	char dir[4200];
+	snprintf(dir, sizeof dir, "%s", test_data("models"));
+	const char *args[] = { "--models-dir", dir, NULL };
+	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
 	ck_assert_int_eq(infer_ping(c), 0);
 	ck_assert_int_eq(infer_daemon_protocol(c), PROTO_VERSION);
@@ -150,6 +153,10 @@ START_TEST(test_ping_status_models)
 	free(js);
 	ck_assert_int_eq(infer_models(c, &js), 0);
 	ck_assert_msg(strstr(js, "\"name\":\"l3\"") && strstr(js, "\"format\":\"hf\""), "%s", js);
+	/* the models folder: GGUF files by name without .gguf, HF folders */
+	ck_assert_msg(strstr(js, "\"name\":\"tiny-llama2-q8_0\"") &&
+		      strstr(js, "\"name\":\"tiny-llama3-f16\"") &&
+		      strstr(js, "\"name\":\"tiny-llama3\",\"path\""), "%s", js);
 	free(js);
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
@@ -820,24 +827,55 @@ START_TEST(test_load_unload_idle)
 	ck_assert_int_eq(infer_tokenize(c, "l3", "hi", 0, 0, &ids), 1);
 	free(ids);
 	ck_assert(model_state_is(c, "l3", "loaded"));
+	/* keep_alive 0: unloaded as soon as the request is done */
+	infer_gen_params p;
+	greedy_params(&p, "l3", 2);
+	p.keep_alive = 0;
+	ck_assert_int_eq(infer_generate(c, &p, NULL, NULL, NULL), 0);
+	t0 = t_now();
+	while (!model_state_is(c, "l3", "unloaded") && t_now() - t0 < 5)
+		usleep(10000);
+	ck_assert(model_state_is(c, "l3", "unloaded"));
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
 	t_cleanup(&d);
 }
 END_TEST
 
+/* "bytes" of a model in the models reply (-1 if absent). */
+static long long model_bytes(infer_client *c, const char *name)
+{
+	char *js, key[160];
+	if (infer_models(c, &js) < 0)
+		return -1;
+	snprintf(key, sizeof key, "\"name\":\"%s\"", name);
+	char *p = strstr(js, key);
+	p = p ? strstr(p, "\"bytes\":") : NULL;
+	long long v = p ? atoll(p + 8) : -1;
+	free(js);
+	return v;
+}
+
 START_TEST(test_memory_budget)
 {
 	TDaemon d;
-	/* l2 is 8.0 MiB of safetensors, l3 9.8 MiB: both do not fit 12 MiB */
+	/* l2 is 8.3 MiB with its KV cache, l3 10.1 MiB: not both in 12 MiB */
 	const char *args[] = { "--mem-budget", "12M", NULL };
 	ck_assert(t_start(&d, args) == 0);
 	infer_client *c = must_connect(&d);
+	/* the charge is the weights on disk plus the f32 KV cache at the
+	 * context engine_open will pick (512 here) */
+	double w2 = 8391464, w3 = 10243592; /* safetensors bytes */
+	double kv2 = 2.0 * 2 * 512 * 2 * 16 * 4, kv3 = 2.0 * 3 * 512 * 2 * 16 * 4;
+	ck_assert_int_eq(model_bytes(c, "l2"), (long long)(w2 + kv2));
+	ck_assert_int_eq(model_bytes(c, "l3"), (long long)(w3 + kv3));
 	ck_assert_int_eq(infer_load(c, "l2", INFER_KEEP_DEFAULT), 0);
 	ck_assert_int_eq(infer_load(c, "l3", INFER_KEEP_DEFAULT), INFER_EMEMORY);
 	const char *m = infer_errmsg(c);
-	ck_assert_msg(strstr(m, "l3 needs 9.8 MiB") && strstr(m, "8.0 MiB of the "
-		      "12.0 MiB budget"), "%s", m);
+	char want[128];
+	snprintf(want, sizeof want, "l3 needs %.1f MiB but %.1f MiB of the 12.0 MiB "
+		 "budget are in use", (w3 + kv3) / 1048576, (w2 + kv2) / 1048576);
+	ck_assert_msg(strstr(m, want) != NULL, "%s\nwant: %s", m, want);
 	ck_assert_int_eq(infer_unload(c, "l2"), 0);
 	ck_assert_int_eq(infer_load(c, "l3", INFER_KEEP_DEFAULT), 0);
 	infer_close(c);
@@ -1159,6 +1197,33 @@ START_TEST(test_admin_ops_need_the_daemon_uid)
 }
 END_TEST
 
+
+/* infer-client chat: two turns on stdin; the second turn's prompt holds
+ * the first exchange (more prompt tokens), replies stream to stdout. */
+START_TEST(test_infer_client_chat)
+{
+	TDaemon d;
+	ck_assert(t_start(&d, NULL) == 0);
+	char cmd[2048], out[8192];
+	snprintf(cmd, sizeof cmd, "printf 'Hello\\nHow are you\\n' | '%s' --socket '%s' "
+		 "--json chat l3 --chat-template chatml --temp 0 -n 4 > %s/chat.txt",
+		 test_build("infer-client"), d.sock, d.dir);
+	ck_assert_int_eq(WEXITSTATUS(system(cmd)), 0);
+	snprintf(cmd, sizeof cmd, "%s/chat.txt", d.dir);
+	slurp(cmd, out, sizeof out);
+	/* two done lines, the second with the longer prompt */
+	char *a = strstr(out, "\"done\":true");
+	ck_assert_msg(a != NULL, "%s", out);
+	char *b = strstr(a + 1, "\"done\":true");
+	ck_assert_msg(b != NULL, "%s", out);
+	int p1 = atoi(strstr(a, "\"prompt_tokens\":") + 16);
+	int p2 = atoi(strstr(b, "\"prompt_tokens\":") + 16);
+	ck_assert_msg(p2 > p1 + 4, "prompt tokens %d then %d", p1, p2);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* infer-client end to end: exit codes and streamed output. */
 START_TEST(test_infer_client)
 {
@@ -1234,6 +1299,7 @@ int main(void)
 	tcase_add_test(tc, test_memory_budget);
 	tcase_add_test(tc, test_queue_limits);
 	tcase_add_test(tc, test_infer_client);
+	tcase_add_test(tc, test_infer_client_chat);
 	tcase_add_test(tc, test_uid_limit);
 	tcase_add_test(tc, test_log_prompts_and_sighup);
 	tcase_add_test(tc, test_duplicate_id_and_max_connections);

@@ -165,9 +165,21 @@ START_TEST(test_cancel)
 		ck_assert_int_ge(infer_process(c), 0);
 	}
 	ck_assert_int_ge(a.n, 3);
+	/* a second request waits behind the first: cancelled while queued it
+	 * ends at once with finish "cancel" and no tokens */
+	static Async q;
+	memset(&q, 0, sizeof q);
+	uint32_t qid;
+	ck_assert_int_eq(infer_generate_async(c, &p, on_token, on_done, &q, &qid), 0);
+	ck_assert_int_eq(infer_cancel(c, qid), 0);
 	ck_assert_int_eq(infer_cancel(c, id), 0);
-	Async *as[1] = { &a };
-	drive(&c, 1, as, 1, 60);
+	Async *as[2] = { &a, &q };
+	drive(&c, 1, as, 2, 60);
+	ck_assert(q.done);
+	ck_assert_int_eq(q.status, 0);
+	ck_assert_str_eq(q.res.finish, "cancel");
+	ck_assert_int_eq(q.res.gen_tokens, 0);
+	ck_assert_int_eq(q.n, 0);
 	ck_assert(a.done);
 	ck_assert_int_eq(a.status, 0);
 	ck_assert_str_eq(a.res.finish, "cancel");
