@@ -27,6 +27,8 @@ static void usage(FILE *f)
 "  --keep-alive SEC         unload a model idle this long (default 300; -1 never)\n"
 "  --shutdown-timeout SEC   SIGTERM: wait this long for requests (default 30)\n"
 "  --max-queue N            waiting requests per model (default 32)\n"
+"  --max-batch N            generates run together per model (default 16;\n"
+"                           1 = one at a time)\n"
 "  --max-conn-requests N    requests in flight per connection (default 16)\n"
 "  --max-uid-requests N     requests in flight per user (default 64)\n"
 "  --max-connections N      open connections at once (default 1024)\n"
@@ -153,6 +155,9 @@ int main(int argc, char **argv)
 				return 2;
 		} else if (!strcmp(a, "--shutdown-timeout")) {
 			if (num(a, v, 0, 86400, &cfg.shutdown_timeout) < 0)
+				return 2;
+		} else if (!strcmp(a, "--max-batch")) {
+			if (num(a, v, 1, DAEMON_MAX_BATCH, &cfg.max_batch) < 0)
 				return 2;
 		} else if (!strcmp(a, "--max-queue")) {
 			if (num(a, v, 0, 100000, &cfg.max_queue) < 0)

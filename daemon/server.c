@@ -122,6 +122,7 @@ void daemon_config_default(DaemonConfig *c)
 	c->keep_alive = 300;
 	c->shutdown_timeout = 30;
 	c->max_queue = 32;
+	c->max_batch = 16;
 	c->max_conn_requests = 16;
 	c->max_uid_requests = 64;
 	c->max_connections = 1024;
@@ -521,6 +522,7 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 	int ahead = m->qlen + (m->running != NULL);
 	int qlen = m->qlen;
 	int state = m->state;
+	int batching = m->batching;
 	pthread_mutex_unlock(&m->mu);
 	r->model = m;
 	if (qlen >= d->cfg->max_queue) {
@@ -547,7 +549,10 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 			m->state = MS_LOADING;
 		pthread_mutex_unlock(&m->mu);
 	}
-	if (ahead > 0 && r->op == OP_GENERATE) {
+	if (ahead > 0 && r->op == OP_GENERATE && !batching) {
+		/* one at a time: behind everything; a batching worker tells
+		 * fair positions itself */
+		r->qpos_told = ahead + 1;
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		size_t len;
@@ -756,7 +761,7 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		pk_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
 		pk_str(&pk, "active");
-		msgpack_pack_int(&pk, m->running != NULL);
+		msgpack_pack_int(&pk, m->n_active);
 		pk_str(&pk, "bytes");
 		msgpack_pack_uint64(&pk, m->est_bytes);
 		pthread_mutex_unlock(&m->mu);

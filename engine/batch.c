@@ -400,6 +400,36 @@ static void finish(Batcher *b, BatchSeq *s, finish_reason fin)
 	b->done_tail = s;
 }
 
+void batcher_suspend(Batcher *b, BatchSeq *s)
+{
+	if (s->done)
+		return;
+	release_blocks(b, s);
+	s->preempted++;
+	for (int i = 0; i < b->n_act; i++)
+		if (b->act[i] == s) {
+			memmove(b->act + i, b->act + i + 1,
+				sizeof *b->act * (size_t)(b->n_act - i - 1));
+			b->n_act--;
+			break;
+		}
+}
+
+int batcher_resume(Batcher *b, BatchSeq *s, char *err, size_t errlen)
+{
+	if (b->n_act >= b->max_seqs) {
+		snprintf(err, errlen, "batch is full (%d sequences)",
+			 b->max_seqs);
+		return -1;
+	}
+	for (int i = 0; i < b->n_act; i++)
+		if (b->act[i] == s)
+			return 0;
+	s->order = b->next_order++;
+	b->act[b->n_act++] = s;
+	return 0;
+}
+
 void batcher_cancel(Batcher *b, BatchSeq *s)
 {
 	finish(b, s, FINISH_CANCEL);

@@ -79,6 +79,15 @@ int batcher_step(Batcher *b, char *err, size_t errlen);
 /* End s now with FINISH_CANCEL (a client went away mid-prompt). */
 void batcher_cancel(Batcher *b, BatchSeq *s);
 
+/* Take s out of the batch (blocks freed, tokens and sampler kept) so that
+ * another can take its place: the fairness policy's lever. Until
+ * batcher_resume it belongs to the caller (batcher_cancel or
+ * batchseq_free end it). */
+void batcher_suspend(Batcher *b, BatchSeq *s);
+/* Put a suspended s back; it recomputes its cache and goes on from the
+ * same state. 0, or -1 with a message when the batch is full. */
+int batcher_resume(Batcher *b, BatchSeq *s, char *err, size_t errlen);
+
 /* Next finished sequence (in the order they finished), or NULL. */
 BatchSeq *batcher_done(Batcher *b);
 

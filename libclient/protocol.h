@@ -64,7 +64,10 @@
  *              ignore_eos bool, keep_alive int (seconds; -1 = never
  *              unload; 0 = unload when done) [all opt]
  *              -> loading: model str (the model is being loaded first)
- *              -> queued: position uint
+ *              -> queued: position uint (1: starts when the next place
+ *                 in the model's batch frees; sent again when it changes:
+ *                 the queue is fair between uids, then first come first
+ *                 served, so a newcomer of a quieter uid may go ahead)
  *              -> token: token int, text bin (UTF-8, whole characters)
  *              -> done: finish str, prompt_tokens uint, gen_tokens uint,
  *                 ttft_ms float, total_ms float, tok_s float
