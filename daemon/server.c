@@ -705,6 +705,67 @@ static void reply_ok_empty(Conn *c, uint32_t id)
 	free(f);
 }
 
+/* ps order: by model, running before queued, then queue position. */
+static int ps_cmp(const void *pa, const void *pb)
+{
+	const Request *a = *(Request *const *)pa, *b = *(Request *const *)pb;
+	if (a->model != b->model)
+		return strcmp(a->model->name, b->model->name);
+	int sa = atomic_load(&a->sched_state), sb = atomic_load(&b->sched_state);
+	if (sa != sb)
+		return sb - sa;
+	if (sa == REQ_QUEUED) {
+		int pa_ = atomic_load(&a->sched_pos), pb_ = atomic_load(&b->sched_pos);
+		if (pa_ != pb_)
+			return pa_ - pb_;
+	}
+	return a->t_start < b->t_start ? -1 : a->t_start > b->t_start;
+}
+
+/* The generates in flight, for ps: who, which model, running or where
+ * in the queue. */
+static void pack_requests(Daemon *d, msgpack_packer *pk)
+{
+	int n = 0;
+	for (Conn *c = d->conns; c; c = c->next)
+		for (Request *r = c->reqs; r; r = r->cnext)
+			n += r->op == OP_GENERATE && r->model != NULL;
+	Request **v = n ? malloc(sizeof *v * (size_t)n) : NULL;
+	if (!v)
+		n = 0;
+	int k = 0;
+	for (Conn *c = d->conns; c && k < n; c = c->next)
+		for (Request *r = c->reqs; r && k < n; r = r->cnext)
+			if (r->op == OP_GENERATE && r->model)
+				v[k++] = r;
+	qsort(v, (size_t)k, sizeof *v, ps_cmp);
+	double t = mono_now();
+	msgpack_pack_array(pk, (size_t)k);
+	for (int i = 0; i < k; i++) {
+		Request *r = v[i];
+		int st = atomic_load(&r->sched_state);
+		msgpack_pack_map(pk, 8);
+		pk_str(pk, "id");
+		msgpack_pack_uint32(pk, r->id);
+		pk_str(pk, "uid");
+		msgpack_pack_uint32(pk, (uint32_t)r->uid);
+		pk_str(pk, "pid");
+		msgpack_pack_int(pk, (int)r->pid);
+		pk_str(pk, "model");
+		pk_str(pk, r->model->name);
+		pk_str(pk, "state");
+		pk_str(pk, st == REQ_RUNNING ? "running" : "queued");
+		pk_str(pk, "position");
+		msgpack_pack_int(pk, st == REQ_RUNNING ? 0 :
+				 atomic_load(&r->sched_pos));
+		pk_str(pk, "gen_tokens");
+		msgpack_pack_int(pk, atomic_load(&r->live_gen));
+		pk_str(pk, "age");
+		msgpack_pack_double(pk, t - r->t_start);
+	}
+	free(v);
+}
+
 static void reply_status(Daemon *d, Conn *c, uint32_t id)
 {
 	msgpack_sbuffer sb;
@@ -721,11 +782,13 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		}
 		pthread_mutex_unlock(&d->slots[i]->mu);
 	}
-	msgpack_pack_map(&pk, 13);
+	msgpack_pack_map(&pk, 14);
 	pk_str(&pk, "id");
 	msgpack_pack_uint32(&pk, id);
 	pk_str(&pk, "type");
 	pk_str(&pk, "ok");
+	pk_str(&pk, "requests");
+	pack_requests(d, &pk);
 	pk_str(&pk, "version");
 	pk_str(&pk, INFERD_VERSION);
 	pk_str(&pk, "pid");

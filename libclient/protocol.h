@@ -48,7 +48,11 @@
  *   status     -> ok: version str, pid uint, uptime float (s), backend str,
  *              mem_budget uint, mem_used uint, device_total uint,
  *              device_free uint (bytes), connections uint, inflight uint,
- *              models array of {name, state, device, queue, active, bytes}
+ *              models array of {name, state, device, queue, active, bytes},
+ *              requests array of {id, uid, pid, model, state ("running" |
+ *              "queued"), position (queue position, 0 when running),
+ *              gen_tokens, age (s)}: the generates in flight, by model,
+ *              running first, then in queue order
  *   models     -> ok: models array of {name str, path str, format str,
  *              state str, bytes uint, arch str, quant str, ctx uint,
  *              params uint, keep_alive int}
