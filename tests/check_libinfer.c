@@ -227,9 +227,13 @@ START_TEST(test_errors_and_version)
 			 INFER_ECONNECT);
 	ck_assert_ptr_null(c);
 	ck_assert_msg(strstr(err, "/nonexistent/inferd.sock") != NULL, "%s", err);
-	ck_assert_int_eq(infer_connect(&c, NULL, NULL, 0) <= 0, 1);
-	if (c)
-		infer_close(c);
+	/* the default path is resolved as the daemon does */
+	setenv("XDG_RUNTIME_DIR", "/nonexistent-run", 1);
+	ck_assert_int_eq(infer_connect(&c, NULL, err, sizeof err), INFER_ECONNECT);
+	ck_assert_msg(strstr(err, "/nonexistent-run/inferd.sock") != NULL, "%s", err);
+	char def[128];
+	ck_assert_int_eq(infer_default_socket(def, sizeof def), 0);
+	ck_assert_str_eq(def, "/nonexistent-run/inferd.sock");
 	/* misuse is refused without touching the daemon */
 	TDaemon d;
 	ck_assert(t_start(&d, NULL) == 0);
