@@ -30,6 +30,8 @@ struct BatchSeq {
 	int done;          /* finished (in the done list) */
 	int preempted;     /* times its blocks were taken */
 	int busy;          /* scheduled or preempted in the current step */
+	int shared;        /* prompt tokens whose K/V came from another
+			    * sequence's blocks (prefix sharing) */
 	double t_first;    /* monotonic time of the first token, 0 before */
 	BatchSeq *next;    /* done list */
 };
@@ -57,6 +59,8 @@ struct Batcher {
 	float *kpool, *vpool; /* [n_layers][n_blocks*bs][kv_dim] device */
 	int32_t *free_ids;   /* [n_blocks] stack of free block ids */
 	int n_free;          /* entries in free_ids */
+	int32_t *ref;        /* [n_blocks] sequences holding each block: a
+			      * full block of a common prefix is shared */
 	/* device scratch, [budget] rows each */
 	float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
 	float *logits_dev;   /* [max_seqs][vocab] */
@@ -121,6 +125,7 @@ void batcher_free(Batcher *b)
 				b->be->ops->free(b->be, dev[i]);
 	}
 	free(b->free_ids);
+	free(b->ref);
 	free(b->h_tok);
 	free(b->h_pos);
 	free(b->h_tab);
@@ -229,6 +234,7 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		}
 	}
 	b->free_ids = malloc(sizeof(int32_t) * (size_t)b->n_blocks);
+	b->ref = calloc((size_t)b->n_blocks, sizeof(int32_t));
 	b->h_tok = malloc(sizeof(int32_t) * (size_t)b->budget);
 	b->h_pos = malloc(sizeof(int32_t) * (size_t)b->budget);
 	b->h_tab = malloc(sizeof(int32_t) * (size_t)b->budget);
@@ -237,7 +243,7 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	b->logits = malloc(nbytes(b->max_seqs, c->vocab_size, 1, 4));
 	b->act = calloc((size_t)b->max_seqs, sizeof *b->act);
 	b->items = calloc((size_t)b->max_seqs, sizeof *b->items);
-	if (!b->free_ids || !b->h_tok || !b->h_pos || !b->h_tab ||
+	if (!b->free_ids || !b->ref || !b->h_tok || !b->h_pos || !b->h_tab ||
 	    !b->h_slots || !b->h_tables || !b->logits || !b->act ||
 	    !b->items) {
 		snprintf(err, errlen, "out of memory");
@@ -262,6 +268,7 @@ int batcher_seq_ctx(const Batcher *b) { return b->seq_ctx; }
 void *batchseq_ud(const BatchSeq *s) { return s->ud; }
 const GenResult *batchseq_result(const BatchSeq *s) { return &s->res; }
 int batchseq_preempted(const BatchSeq *s) { return s->preempted; }
+int batchseq_shared(const BatchSeq *s) { return s->shared; }
 
 void batchseq_free(BatchSeq *s)
 {
@@ -273,6 +280,8 @@ void batchseq_free(BatchSeq *s)
 	free(s->blocks);
 	free(s);
 }
+
+static void share_prefix(Batcher *b, BatchSeq *s);
 
 BatchSeq *batcher_add(Batcher *b, const int32_t *prompt, int n_prompt,
 		      const GenParams *p, engine_text_fn cb, void *ud,
@@ -318,6 +327,8 @@ BatchSeq *batcher_add(Batcher *b, const int32_t *prompt, int n_prompt,
 	s->n_toks = n_prompt;
 	s->order = b->next_order++;
 	b->act[b->n_act++] = s;
+	share_prefix(b, s);
+	s->res.n_reused = s->shared;
 	return s;
 }
 
@@ -333,9 +344,48 @@ int batcher_can_admit(const Batcher *b, int n_prompt)
 
 static void release_blocks(Batcher *b, BatchSeq *s)
 {
-	while (s->n_blk > 0)
-		b->free_ids[b->n_free++] = s->blocks[--s->n_blk];
+	while (s->n_blk > 0) {
+		int32_t id = s->blocks[--s->n_blk];
+		if (--b->ref[id] == 0)
+			b->free_ids[b->n_free++] = id;
+	}
 	s->n_kv = 0;
+}
+
+/* Prefix sharing: s (holding no blocks) takes the full blocks of another
+ * active sequence whose computed tokens start with the same tokens, up to
+ * but not including s's last token (its logits are needed). A full block
+ * is never written again, and K/V at a position depend only on the tokens
+ * up to it, so the shared rows are exactly what s would compute. */
+static void share_prefix(Batcher *b, BatchSeq *s)
+{
+	BatchSeq *best = NULL;
+	int best_n = 0;
+	for (int i = 0; i < b->n_act; i++) {
+		BatchSeq *t = b->act[i];
+		if (t == s || t->n_kv < b->bs)
+			continue;
+		int lim = t->n_kv < s->n_toks - 1 ? t->n_kv : s->n_toks - 1;
+		int k = 0;
+		while (k < lim && t->toks[k] == s->toks[k])
+			k++;
+		k = k / b->bs * b->bs;
+		if (k / b->bs > t->n_blk)
+			k = t->n_blk * b->bs;
+		if (k > best_n) {
+			best = t;
+			best_n = k;
+		}
+	}
+	if (!best)
+		return;
+	for (int j = 0; j < best_n / b->bs; j++) {
+		s->blocks[j] = best->blocks[j];
+		b->ref[s->blocks[j]]++;
+	}
+	s->n_blk = best_n / b->bs;
+	s->n_kv = best_n;
+	s->shared += best_n;
 }
 
 /* Take blocks until s has room for upto tokens. 0, or -1 when the pool
@@ -345,7 +395,9 @@ static int grow(Batcher *b, BatchSeq *s, int upto)
 	while (s->n_blk * b->bs < upto) {
 		if (b->n_free == 0 || s->n_blk >= b->max_blk)
 			return -1;
-		s->blocks[s->n_blk++] = b->free_ids[--b->n_free];
+		int32_t id = b->free_ids[--b->n_free];
+		b->ref[id] = 1;
+		s->blocks[s->n_blk++] = id;
 	}
 	return 0;
 }
@@ -487,6 +539,8 @@ static int plan(Batcher *b)
 		BatchSeq *s = b->act[i];
 		if (s->busy)
 			continue;
+		if (s->n_blk == 0)
+			share_prefix(b, s); /* a preempted one starts over */
 		int want = s->n_toks - s->n_kv;
 		if (want > b->budget - rows)
 			want = b->budget - rows;

@@ -18,6 +18,11 @@
  * produce alone, up to the rounding of the matmul kernels over a different
  * number of rows.
  *
+ * Prefix sharing: a sequence that starts (or restarts) with the same
+ * tokens as one already in the batch takes that one's full blocks of the
+ * common prefix (reference-counted) instead of computing them again, as
+ * for requests with a shared system prompt.
+ *
  * Pool exhausted while a running sequence needs a block: the most recently
  * admitted other sequence is preempted - its blocks freed, its tokens kept -
  * and resumes later by prefilling its prompt and generated tokens again,
@@ -101,6 +106,9 @@ void *batchseq_ud(const BatchSeq *s);
 /* Result (valid once the sequence is done; ids owned by the sequence). */
 const GenResult *batchseq_result(const BatchSeq *s);
 int batchseq_preempted(const BatchSeq *s); /* times it was preempted */
+/* Tokens whose K/V it took from other sequences' blocks (prefix sharing;
+ * also in its GenResult's n_reused at the start). */
+int batchseq_shared(const BatchSeq *s);
 /* Free a finished sequence (from batcher_done). */
 void batchseq_free(BatchSeq *s);
 

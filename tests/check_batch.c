@@ -5,7 +5,8 @@
  * different steps) equal those of the same request run alone through
  * engine_generate (the contiguous-cache path), on the CPU, with the tiny
  * Llama 2 and Llama 3 models; the same with a pool too small for all of
- * them (preemption and resume); cancel and the pool accounting.
+ * them (preemption and resume); prefix sharing; cancel and the pool
+ * accounting.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -174,6 +175,82 @@ START_TEST(preempt_and_resume)
 }
 END_TEST
 
+/* Requests with a common 50-token prefix: the later ones take the first
+ * one's 3 full blocks (48 tokens) and still produce the tokens they
+ * produce alone. */
+START_TEST(prefix_sharing)
+{
+	char err[512];
+	Engine *e = open_engine("models/tiny-llama2");
+	enum { N = 4, PRE = 50 };
+	static int32_t ids[N][80];
+	int n[N];
+	GenParams p[N];
+	uint64_t x = 777;
+	for (int j = 0; j < PRE; j++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		ids[0][j] = (int32_t)(3 + (x >> 33) % 31000);
+	}
+	for (int i = 0; i < N; i++) {
+		memcpy(ids[i], ids[0], sizeof(int32_t) * PRE);
+		n[i] = PRE + 3 + 5 * i;
+		for (int j = PRE; j < n[i]; j++)
+			ids[i][j] = 100 + 7 * i + j;
+		gen_params_default(&p[i]);
+		p[i].max_tokens = 20;
+		p[i].ignore_eos = 1;
+		p[i].sampling.temperature = i % 2 ? 0.8f : 0;
+		p[i].sampling.seed = 5 + (uint64_t)i;
+	}
+	GenResult alone[N];
+	for (int i = 0; i < N; i++)
+		ck_assert_msg(engine_generate(e, ids[i], n[i], &p[i], NULL, NULL,
+					      &alone[i], err, sizeof err) == 0,
+			      "%s", err);
+	BatchOptions o = {.token_budget = 128};
+	Batcher *b;
+	ck_assert_msg(batcher_create(e, &o, &b, err, sizeof err) == 0, "%s",
+		      err);
+	int nb = batcher_n_blocks(b);
+	BatchSeq *s[N];
+	s[0] = batcher_add(b, ids[0], n[0], &p[0], NULL, NULL, err, sizeof err);
+	ck_assert_ptr_nonnull(s[0]);
+	ck_assert_int_eq(batchseq_shared(s[0]), 0);
+	ck_assert_int_gt(batcher_step(b, err, sizeof err), 0); /* its prompt */
+	for (int i = 1; i < N; i++) {
+		s[i] = batcher_add(b, ids[i], n[i], &p[i], NULL, NULL, err,
+				   sizeof err);
+		ck_assert_ptr_nonnull(s[i]);
+		ck_assert_int_eq(batchseq_shared(s[i]), 48);
+	}
+	/* the shared blocks are counted once */
+	ck_assert_int_eq(nb - batcher_free_blocks(b), 4);
+	int done = 0;
+	while (done < N) {
+		ck_assert_int_gt(batcher_step(b, err, sizeof err), 0);
+		BatchSeq *d;
+		while ((d = batcher_done(b))) {
+			int i = 0;
+			while (s[i] != d)
+				i++;
+			const GenResult *g = batchseq_result(d);
+			ck_assert_int_eq(g->n_gen, alone[i].n_gen);
+			for (int k = 0; k < g->n_gen; k++)
+				ck_assert_msg(g->ids[k] == alone[i].ids[k],
+					      "req %d token %d", i, k);
+			ck_assert_int_eq(g->n_reused, i ? 48 : 0);
+			batchseq_free(d);
+			done++;
+		}
+	}
+	ck_assert_int_eq(batcher_free_blocks(b), nb);
+	batcher_free(b);
+	for (int i = 0; i < N; i++)
+		free(alone[i].ids);
+	engine_close(e);
+}
+END_TEST
+
 START_TEST(cancel_and_refuse)
 {
 	char err[512];
@@ -227,6 +304,7 @@ int main(void)
 	tcase_add_test(tc, batch_equals_alone_llama2);
 	tcase_add_test(tc, batch_equals_alone_llama3);
 	tcase_add_test(tc, preempt_and_resume);
+	tcase_add_test(tc, prefix_sharing);
 	tcase_add_test(tc, cancel_and_refuse);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
