@@ -9,7 +9,8 @@
  *                     [--clients 1,8,16] [--inferd PATH] [--no-batch]
  *
  * --no-batch runs inferd with INFERD_NO_BATCH=1: one generate at a time
- * through engine_generate, the daemon as it was before batching. It starts
+ * through engine_generate, the daemon as it was before batching (and, with
+ * --inferd, an inferd built from before it). It starts
  * its own inferd on a temporary socket and stops it at the end.
  */
 #include <pthread.h>
@@ -127,11 +128,13 @@ int main(int argc, char **argv)
 	if (pid == 0) {
 		if (nobatch)
 			setenv("INFERD_NO_BATCH", "1", 1);
+		/* without --max-batch under --no-batch, so that an inferd
+		 * from before batching (which lacks it) can be measured */
 		execl(inferd, inferd, "--socket", sock, "--db", db, "--model",
 		      mspec, "--threads", th, "--ctx", "1024", "--backend", "cpu",
 		      "--max-queue", "256", "--max-uid-requests", "512",
-		      "--max-batch", "64", "--log-file", "/dev/null",
-		      (char *)NULL);
+		      "--log-file", "/dev/null",
+		      nobatch ? (char *)NULL : "--max-batch", "64", (char *)NULL);
 		_exit(127);
 	}
 	infer_client *c = NULL;
