@@ -856,7 +856,8 @@ static Request *next_job(Slot *m)
 {
 	while (m->qhead) {
 		Request *r = m->qhead;
-		if (r->op == OP_UNLOAD && (m->n_run > 0 || m->n_wait > 0))
+		if (r->op == OP_UNLOAD && !r->internal &&
+		    (m->n_run > 0 || m->n_wait > 0))
 			return NULL; /* barrier */
 		m->qhead = r->qnext;
 		if (!m->qhead)
@@ -894,6 +895,15 @@ static void *worker_main(void *arg)
 		if (m->stop)
 			break;
 		Request *r = next_job(m);
+		if (r && r->op == OP_UNLOAD && r->internal &&
+		    (m->n_run > 0 || m->n_wait > 0)) {
+			/* an idle unload that came while the worker moved
+			 * requests along: the model is busy after all */
+			pthread_mutex_unlock(&m->mu);
+			job_ok(m, r);
+			pthread_mutex_lock(&m->mu);
+			continue;
+		}
 		if (r) {
 			m->running = r;
 			pthread_mutex_unlock(&m->mu);
