@@ -114,7 +114,8 @@ typedef struct BackendOps {
 	int32_t (*argmax)(Backend *b, const float *x, int n);
 
 	/* ---- paged KV cache (batch.c). Optional: a backend without them
-	 * runs one sequence at a time through the ops above. ----
+	 * runs one sequence at a time through the ops above (CUDA offers
+	 * them only with INFERD_CUDA_PAGED=1: not yet run on a GPU). ----
 	 * A pool holds KV rows ("slots") of many sequences: kc, vc are
 	 * [n_slots][kv_dim] for one layer. A sequence's positions map to
 	 * slots through its block table: position p lives in slot
@@ -130,8 +131,8 @@ typedef struct BackendOps {
 	 * may belong to different sequences: row i sits at position pos[i]
 	 * and attends to its sequence's positions 0..pos[i], whose block
 	 * table starts at tables + tab[i]. pos, tab, tables: device int32.
-	 * Per row and head the arithmetic equals attention()'s, so a
-	 * sequence gets the same numbers batched or alone. */
+	 * On the CPU the arithmetic per row and head equals attention()'s,
+	 * so a sequence gets the same numbers batched or alone. */
 	void (*attention_paged)(Backend *b, float *out, const float *q,
 				const float *kc, const float *vc,
 				const int32_t *pos, const int32_t *tab,

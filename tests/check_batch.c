@@ -18,10 +18,12 @@
 
 #define NREQ 16
 
+static const char *backend = "cpu"; /* the cuda test switches it */
+
 static Engine *open_engine(const char *model)
 {
 	char err[512];
-	EngineOptions o = {.backend = "cpu", .threads = 2, .ctx = 256,
+	EngineOptions o = {.backend = backend, .threads = 2, .ctx = 256,
 			   .quiet = 1, .no_prefix_reuse = 1};
 	Engine *e;
 	ck_assert_msg(engine_open(test_data(model), &o, &e, err,
@@ -251,6 +253,24 @@ START_TEST(prefix_sharing)
 }
 END_TEST
 
+/* The same on the GPU, with the CUDA paged ops (INFERD_CUDA_PAGED=1). */
+START_TEST(batch_equals_alone_cuda)
+{
+	char err[512];
+	setenv("INFERD_CUDA_PAGED", "1", 1);
+	setenv("INFERD_CUDA_LIB", test_build("libinferd-cuda.so"), 0);
+	BackendOptions bo = {.name = "cuda", .quiet = 1};
+	Backend *be = backend_open(&bo, err, sizeof err);
+	if (!be)
+		TEST_SKIP("no CUDA backend here: %s", err);
+	be->ops->destroy(be);
+	backend = "cuda";
+	BatchOptions o = {.token_budget = 64};
+	compare("models/tiny-llama2", &o, 1);
+	compare("models/tiny-llama3", &o, 1);
+}
+END_TEST
+
 START_TEST(cancel_and_refuse)
 {
 	char err[512];
@@ -305,6 +325,7 @@ int main(void)
 	tcase_add_test(tc, batch_equals_alone_llama3);
 	tcase_add_test(tc, preempt_and_resume);
 	tcase_add_test(tc, prefix_sharing);
+	tcase_add_test(tc, batch_equals_alone_cuda);
 	tcase_add_test(tc, cancel_and_refuse);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
