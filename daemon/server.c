@@ -738,7 +738,8 @@ static void pack_requests(Daemon *d, msgpack_packer *pk)
 		for (Request *r = c->reqs; r && k < n; r = r->cnext)
 			if (r->op == OP_GENERATE && r->model)
 				v[k++] = r;
-	qsort(v, (size_t)k, sizeof *v, ps_cmp);
+	if (k > 1)
+		qsort(v, (size_t)k, sizeof *v, ps_cmp);
 	double t = mono_now();
 	msgpack_pack_array(pk, (size_t)k);
 	for (int i = 0; i < k; i++) {
