@@ -36,6 +36,18 @@ struct BatchSeq {
 	BatchSeq *next;    /* done list */
 };
 
+/* Full blocks of a finished sequence, kept for prefix sharing (a chat's
+ * next turn, a shared system prompt arriving later) until the pool needs
+ * them back. */
+typedef struct Cached {
+	int32_t *toks;    /* [n_blk*bs] the tokens they hold K/V for */
+	int32_t *blocks;  /* [n_blk] block ids (one reference each) */
+	int n_blk;        /* blocks */
+	uint64_t used;    /* last use (admission counter): LRU eviction */
+} Cached;
+
+#define CACHE_MAX 8 /* finished sequences' prefixes kept at most */
+
 /* One sequence's rows in a step. */
 typedef struct Item {
 	BatchSeq *s;  /* the sequence */
@@ -61,6 +73,7 @@ struct Batcher {
 	int n_free;          /* entries in free_ids */
 	int32_t *ref;        /* [n_blocks] sequences holding each block: a
 			      * full block of a common prefix is shared */
+	int32_t *cref;       /* [n_blocks] of those, prefix cache entries */
 	/* device scratch, [budget] rows each */
 	float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
 	float *logits_dev;   /* [max_seqs][vocab] */
@@ -75,6 +88,8 @@ struct Batcher {
 	int n_items;         /* entries in items */
 	BatchSeq *done_head, *done_tail; /* finished, not yet collected */
 	uint64_t next_order; /* next admission number */
+	Cached cache[CACHE_MAX]; /* prefixes of finished sequences */
+	int n_cache;         /* entries in cache */
 	int fatal;           /* backend lost: every step fails */
 };
 
@@ -96,6 +111,8 @@ static size_t nbytes(size_t a, size_t b, size_t c, size_t elt)
 	return r;
 }
 
+static void cache_drop(Batcher *b, int i);
+
 int batcher_supported(Engine *e)
 {
 	const BackendOps *op = engine_backend(e)->ops;
@@ -116,6 +133,8 @@ void batcher_free(Batcher *b)
 		b->done_head = s->next;
 		batchseq_free(s);
 	}
+	while (b->n_cache > 0)
+		cache_drop(b, b->n_cache - 1);
 	if (b->be) {
 		void *dev[] = {b->kpool, b->vpool, b->x, b->xb, b->q, b->k,
 			       b->v, b->att, b->hb, b->hb2, b->logits_dev,
@@ -126,6 +145,7 @@ void batcher_free(Batcher *b)
 	}
 	free(b->free_ids);
 	free(b->ref);
+	free(b->cref);
 	free(b->h_tok);
 	free(b->h_pos);
 	free(b->h_tab);
@@ -235,6 +255,7 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	}
 	b->free_ids = malloc(sizeof(int32_t) * (size_t)b->n_blocks);
 	b->ref = calloc((size_t)b->n_blocks, sizeof(int32_t));
+	b->cref = calloc((size_t)b->n_blocks, sizeof(int32_t));
 	b->h_tok = malloc(sizeof(int32_t) * (size_t)b->budget);
 	b->h_pos = malloc(sizeof(int32_t) * (size_t)b->budget);
 	b->h_tab = malloc(sizeof(int32_t) * (size_t)b->budget);
@@ -243,7 +264,7 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	b->logits = malloc(nbytes(b->max_seqs, c->vocab_size, 1, 4));
 	b->act = calloc((size_t)b->max_seqs, sizeof *b->act);
 	b->items = calloc((size_t)b->max_seqs, sizeof *b->items);
-	if (!b->free_ids || !b->ref || !b->h_tok || !b->h_pos || !b->h_tab ||
+	if (!b->free_ids || !b->ref || !b->cref || !b->h_tok || !b->h_pos || !b->h_tab ||
 	    !b->h_slots || !b->h_tables || !b->logits || !b->act ||
 	    !b->items) {
 		snprintf(err, errlen, "out of memory");
@@ -261,7 +282,14 @@ fail:
 }
 
 int batcher_active(const Batcher *b) { return b->n_act; }
-int batcher_free_blocks(const Batcher *b) { return b->n_free; }
+int batcher_free_blocks(const Batcher *b)
+{
+	int n = b->n_free;
+	if (b->n_cache > 0)
+		for (int i = 0; i < b->n_blocks; i++)
+			n += b->ref[i] > 0 && b->ref[i] == b->cref[i];
+	return n;
+}
 int batcher_n_blocks(const Batcher *b) { return b->n_blocks; }
 int batcher_block_size(const Batcher *b) { return b->bs; }
 int batcher_seq_ctx(const Batcher *b) { return b->seq_ctx; }
@@ -339,7 +367,7 @@ int batcher_can_admit(const Batcher *b, int n_prompt)
 	/* keep a block of headroom per running sequence, so a newcomer
 	 * does not at once force a preemption */
 	int need = (n_prompt + 1 + b->bs - 1) / b->bs;
-	return b->n_free - b->n_act >= need;
+	return batcher_free_blocks(b) - b->n_act >= need;
 }
 
 static void release_blocks(Batcher *b, BatchSeq *s)
@@ -352,6 +380,61 @@ static void release_blocks(Batcher *b, BatchSeq *s)
 	s->n_kv = 0;
 }
 
+static void cache_drop(Batcher *b, int i)
+{
+	Cached *c = &b->cache[i];
+	for (int j = 0; j < c->n_blk; j++) {
+		b->cref[c->blocks[j]]--;
+		if (--b->ref[c->blocks[j]] == 0)
+			b->free_ids[b->n_free++] = c->blocks[j];
+	}
+	free(c->toks);
+	free(c->blocks);
+	b->cache[i] = b->cache[--b->n_cache];
+}
+
+/* Give cached prefixes back to the pool (least recently used first)
+ * until need blocks are free or the cache is empty. */
+static void reclaim(Batcher *b, int need)
+{
+	while (b->n_free < need && b->n_cache > 0) {
+		int lru = 0;
+		for (int i = 1; i < b->n_cache; i++)
+			if (b->cache[i].used < b->cache[lru].used)
+				lru = i;
+		cache_drop(b, lru);
+	}
+}
+
+/* Keep the full blocks of finished s in the cache (taking its tokens). */
+static void cache_keep(Batcher *b, BatchSeq *s)
+{
+	int nf = s->n_kv / b->bs;
+	if (nf <= 0)
+		return;
+	int32_t *blk = malloc(sizeof(int32_t) * (size_t)nf);
+	if (!blk)
+		return;
+	if (b->n_cache == CACHE_MAX) {
+		int lru = 0;
+		for (int i = 1; i < b->n_cache; i++)
+			if (b->cache[i].used < b->cache[lru].used)
+				lru = i;
+		cache_drop(b, lru);
+	}
+	Cached *c = &b->cache[b->n_cache++];
+	memcpy(blk, s->blocks, sizeof(int32_t) * (size_t)nf);
+	for (int j = 0; j < nf; j++) {
+		b->ref[blk[j]]++;
+		b->cref[blk[j]]++;
+	}
+	c->toks = s->toks;
+	c->blocks = blk;
+	c->n_blk = nf;
+	c->used = b->next_order;
+	s->toks = NULL;
+}
+
 /* Prefix sharing: s (holding no blocks) takes the full blocks of another
  * active sequence whose computed tokens start with the same tokens, up to
  * but not including s's last token (its logits are needed). A full block
@@ -359,30 +442,45 @@ static void release_blocks(Batcher *b, BatchSeq *s)
  * up to it, so the shared rows are exactly what s would compute. */
 static void share_prefix(Batcher *b, BatchSeq *s)
 {
-	BatchSeq *best = NULL;
+	const int32_t *src = NULL;
+	Cached *from = NULL;
 	int best_n = 0;
-	for (int i = 0; i < b->n_act; i++) {
-		BatchSeq *t = b->act[i];
-		if (t == s || t->n_kv < b->bs)
-			continue;
-		int lim = t->n_kv < s->n_toks - 1 ? t->n_kv : s->n_toks - 1;
+	for (int i = 0; i < b->n_act + b->n_cache; i++) {
+		const int32_t *toks, *blocks;
+		int have;
+		Cached *c = NULL;
+		if (i < b->n_act) {
+			BatchSeq *t = b->act[i];
+			if (t == s)
+				continue;
+			toks = t->toks;
+			blocks = t->blocks;
+			have = t->n_kv / b->bs * b->bs; /* full, computed */
+		} else {
+			c = &b->cache[i - b->n_act];
+			toks = c->toks;
+			blocks = c->blocks;
+			have = c->n_blk * b->bs;
+		}
+		int lim = have < s->n_toks - 1 ? have : s->n_toks - 1;
 		int k = 0;
-		while (k < lim && t->toks[k] == s->toks[k])
+		while (k < lim && toks[k] == s->toks[k])
 			k++;
 		k = k / b->bs * b->bs;
-		if (k / b->bs > t->n_blk)
-			k = t->n_blk * b->bs;
 		if (k > best_n) {
-			best = t;
+			src = blocks;
+			from = c;
 			best_n = k;
 		}
 	}
-	if (!best)
+	if (!src)
 		return;
 	for (int j = 0; j < best_n / b->bs; j++) {
-		s->blocks[j] = best->blocks[j];
+		s->blocks[j] = src[j];
 		b->ref[s->blocks[j]]++;
 	}
+	if (from)
+		from->used = b->next_order;
 	s->n_blk = best_n / b->bs;
 	s->n_kv = best_n;
 	s->shared += best_n;
@@ -393,6 +491,8 @@ static void share_prefix(Batcher *b, BatchSeq *s)
 static int grow(Batcher *b, BatchSeq *s, int upto)
 {
 	while (s->n_blk * b->bs < upto) {
+		if (b->n_free == 0)
+			reclaim(b, 1);
 		if (b->n_free == 0 || s->n_blk >= b->max_blk)
 			return -1;
 		int32_t id = b->free_ids[--b->n_free];
@@ -435,6 +535,8 @@ static void finish(Batcher *b, BatchSeq *s, finish_reason fin)
 	} else {
 		s->res.t_prefill = t - s->g.t0;
 	}
+	if (fin != FINISH_ERROR)
+		cache_keep(b, s);
 	release_blocks(b, s);
 	for (int i = 0; i < b->n_act; i++)
 		if (b->act[i] == s) {
@@ -544,6 +646,7 @@ static int plan(Batcher *b)
 		int want = s->n_toks - s->n_kv;
 		if (want > b->budget - rows)
 			want = b->budget - rows;
+		reclaim(b, (s->n_kv + want + b->bs - 1) / b->bs - s->n_blk);
 		int room = s->n_blk * b->bs - s->n_kv + b->n_free * b->bs;
 		while (room <= 0 && b->n_items == 0) {
 			/* nothing moves this step otherwise: the oldest

@@ -19,9 +19,10 @@
  * number of rows.
  *
  * Prefix sharing: a sequence that starts (or restarts) with the same
- * tokens as one already in the batch takes that one's full blocks of the
- * common prefix (reference-counted) instead of computing them again, as
- * for requests with a shared system prompt.
+ * tokens as one already in the batch, or as one of the last few finished
+ * ones (whose full blocks stay cached until the pool needs them), takes
+ * those full blocks of the common prefix (reference-counted) instead of
+ * computing them again: a shared system prompt, a chat's next turn.
  *
  * Pool exhausted while a running sequence needs a block: the most recently
  * admitted other sequence is preempted - its blocks freed, its tokens kept -
@@ -97,7 +98,8 @@ int batcher_resume(Batcher *b, BatchSeq *s, char *err, size_t errlen);
 BatchSeq *batcher_done(Batcher *b);
 
 int batcher_active(const Batcher *b);      /* sequences not finished */
-int batcher_free_blocks(const Batcher *b); /* blocks in the pool now */
+/* Blocks free now, counting those only the prefix cache holds. */
+int batcher_free_blocks(const Batcher *b);
 int batcher_n_blocks(const Batcher *b);    /* blocks in the pool */
 int batcher_block_size(const Batcher *b);  /* tokens per block */
 int batcher_seq_ctx(const Batcher *b);     /* most tokens of a sequence */

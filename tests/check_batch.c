@@ -179,7 +179,7 @@ END_TEST
 
 /* Requests with a common 50-token prefix: the later ones take the first
  * one's 3 full blocks (48 tokens) and still produce the tokens they
- * produce alone. */
+ * produce alone; then a follow-up turn reuses a finished one's blocks. */
 START_TEST(prefix_sharing)
 {
 	char err[512];
@@ -245,7 +245,34 @@ START_TEST(prefix_sharing)
 			done++;
 		}
 	}
-	ck_assert_int_eq(batcher_free_blocks(b), nb);
+	ck_assert_int_eq(batcher_free_blocks(b), nb); /* cache: reclaimable */
+	/* a chat's next turn: request 0's prompt, its answer and more; its
+	 * K/V up to the last full block came from the finished request */
+	static int32_t turn[200];
+	int nt = 0;
+	memcpy(turn, ids[0], sizeof(int32_t) * (size_t)n[0]);
+	nt = n[0];
+	memcpy(turn + nt, alone[0].ids, sizeof(int32_t) * (size_t)alone[0].n_gen);
+	nt += alone[0].n_gen;
+	for (int j = 0; j < 6; j++)
+		turn[nt++] = 200 + j;
+	GenResult solo;
+	ck_assert(engine_generate(e, turn, nt, &p[1], NULL, NULL, &solo, err,
+				  sizeof err) == 0);
+	BatchSeq *t = batcher_add(b, turn, nt, &p[1], NULL, NULL, err,
+				  sizeof err);
+	ck_assert_ptr_nonnull(t);
+	/* 53 prompt + 19 fed answer tokens = 72 computed: 4 full blocks */
+	ck_assert_int_eq(batchseq_shared(t), 64);
+	while (batcher_active(b))
+		ck_assert_int_gt(batcher_step(b, err, sizeof err), 0);
+	ck_assert_ptr_eq(batcher_done(b), t);
+	const GenResult *g = batchseq_result(t);
+	ck_assert_int_eq(g->n_gen, solo.n_gen);
+	for (int k = 0; k < g->n_gen; k++)
+		ck_assert_int_eq(g->ids[k], solo.ids[k]);
+	batchseq_free(t);
+	free(solo.ids);
 	batcher_free(b);
 	for (int i = 0; i < N; i++)
 		free(alone[i].ids);
