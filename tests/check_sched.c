@@ -78,6 +78,8 @@ static void make_prompt(void)
 
 /* Seconds from sending a one-token generate to its token event, over a
  * fresh connection; -1 on error. */
+static int serial; /* numbers the prompts; forked children inherit it */
+
 static double ttft_once(const char *sock)
 {
 	int fd = t_connect(sock);
@@ -85,8 +87,12 @@ static double ttft_once(const char *sock)
 		return -1;
 	TReply r;
 	char s[64];
+	/* a different first word each time: no prefix to reuse, every run
+	 * computes its whole prompt */
+	char prompt[4200];
+	snprintf(prompt, sizeof prompt, "%d %s", 1000 + serial++, long_prompt);
 	double t0 = t_now(), t1 = -1;
-	send_gen(fd, 1, long_prompt, 1);
+	send_gen(fd, 1, prompt, 1);
 	for (;;) {
 		if (t_recv(fd, &r, 60) != 0)
 			break;
@@ -112,6 +118,7 @@ static double ttft_as_nobody(const char *sock, int n)
 {
 	int p[2];
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
+	serial += 100; /* this child's prompts differ from the last one's */
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
