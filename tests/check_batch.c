@@ -20,9 +20,22 @@
 
 static const char *backend = "cpu"; /* the cuda test switches it */
 
+static Engine *open_path(const char *path)
+{
+	char err[512];
+	EngineOptions o = {.backend = backend, .threads = 2, .ctx = 256,
+			   .quiet = 1, .no_prefix_reuse = 1};
+	Engine *e;
+	ck_assert_msg(engine_open(path, &o, &e, err, sizeof err) == 0, "%s",
+		      err);
+	return e;
+}
+
 static Engine *open_engine(const char *model)
 {
 	char err[512];
+	if (model[0] == '/') /* a model outside the test data */
+		return open_path(model);
 	EngineOptions o = {.backend = backend, .threads = 2, .ctx = 256,
 			   .quiet = 1, .no_prefix_reuse = 1};
 	Engine *e;
@@ -164,6 +177,25 @@ START_TEST(batch_equals_alone_llama3)
 {
 	BatchOptions o = {.token_budget = 100, .block_size = 8};
 	compare("models/tiny-llama3", &o, 1);
+}
+END_TEST
+
+/* Quantised weights (Q8_0 activations through dot / dot4 kernels). */
+START_TEST(batch_equals_alone_q8_0)
+{
+	BatchOptions o = {.token_budget = 64};
+	compare("models/tiny-llama2-q8_0.gguf", &o, 1);
+}
+END_TEST
+
+/* Any model, e.g. a real Q4_1 one: $INFERD_TEST_BATCH_MODEL (slow). */
+START_TEST(batch_equals_alone_env_model)
+{
+	const char *m = getenv("INFERD_TEST_BATCH_MODEL");
+	if (!m || m[0] != '/')
+		TEST_SKIP("set INFERD_TEST_BATCH_MODEL to a model's absolute path");
+	BatchOptions o = {.token_budget = 64};
+	compare(m, &o, 1);
 }
 END_TEST
 
@@ -350,6 +382,8 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, batch_equals_alone_llama2);
 	tcase_add_test(tc, batch_equals_alone_llama3);
+	tcase_add_test(tc, batch_equals_alone_q8_0);
+	tcase_add_test(tc, batch_equals_alone_env_model);
 	tcase_add_test(tc, preempt_and_resume);
 	tcase_add_test(tc, prefix_sharing);
 	tcase_add_test(tc, batch_equals_alone_cuda);
