@@ -807,6 +807,8 @@ static void schedule(Slot *m)
 		}
 		if (m->n_run >= RUN_CAP)
 			break; /* wait for a place to free */
+		if (!batcher_can_admit(m->batch, 1))
+			break; /* KV pool nearly full: wait in the queue */
 		int i = 0;
 		while (m->wait[i] != c[k].r)
 			i++;
