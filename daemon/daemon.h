@@ -27,6 +27,7 @@
 #define INFERD_VERSION "0.1.0"    /* daemon version reported by status */
 #define INFERD_MAX_MODELS 64      /* --model flags plus models-dir entries */
 #define DAEMON_MAX_BATCH 256      /* largest --max-batch */
+#define PRIO_MAX_ABS 10           /* generate priorities are -10..10 */
 
 /* A --model NAME=PATH. */
 typedef struct ModelSpec {
@@ -92,6 +93,8 @@ typedef struct Request {
 	GenParams gp;              /* generate parameters */
 	char *stop[ENGINE_MAX_STOP]; /* owned stop strings (gp.stop points here) */
 	int keep_alive;            /* seconds, or -2 = model default */
+	int priority;              /* generate: higher starts first (0 default;
+				    * > 0 only for admins) */
 	char **roles, **contents;  /* chat messages (owned), or NULL */
 	int n_msgs;                /* how many */
 	char *system;              /* system prompt for chat, or NULL */

@@ -666,6 +666,13 @@ static int parse_generate(Daemon *d, Fields *f, Request *r)
 		return -1;
 	if (r1)
 		r->keep_alive = (int)iv;
+	if ((r1 = f_int(f, "priority", -PRIO_MAX_ABS, PRIO_MAX_ABS, &iv)) < 0)
+		return -1;
+	/* per-uid policy: anyone may lower their own priority, only the
+	 * daemon's uid and root may raise one above the default 0 */
+	if (r1)
+		r->priority = iv > 0 && r->uid != 0 && r->uid != d->self_uid
+				      ? 0 : (int)iv;
 	const msgpack_object *st = proto_field(f->map, "stop");
 	if (st && st->type != MSGPACK_OBJECT_NIL) {
 		if (st->type != MSGPACK_OBJECT_ARRAY)
@@ -745,9 +752,11 @@ static void pack_requests(Daemon *d, msgpack_packer *pk)
 	for (int i = 0; i < k; i++) {
 		Request *r = v[i];
 		int st = atomic_load(&r->sched_state);
-		msgpack_pack_map(pk, 8);
+		msgpack_pack_map(pk, 9);
 		pk_str(pk, "id");
 		msgpack_pack_uint32(pk, r->id);
+		pk_str(pk, "priority");
+		msgpack_pack_int(pk, r->priority);
 		pk_str(pk, "uid");
 		msgpack_pack_uint32(pk, (uint32_t)r->uid);
 		pk_str(pk, "pid");

@@ -699,20 +699,25 @@ static int candidates(Slot *m, Cand *c, int cap)
 	return n;
 }
 
+static SchedReq sreq(const Request *r)
+{
+	return (SchedReq){ r->uid, r->priority };
+}
+
 /* Tell every new waiting request its place in the fair order. */
 static void tell_positions(Slot *m)
 {
 	Cand c[SCHED_MAX];
-	uid_t wu[SCHED_MAX], ru[RUN_MAX];
+	SchedReq wu[SCHED_MAX], ru[RUN_MAX];
 	int pos[SCHED_MAX];
 	int n = candidates(m, c, SCHED_MAX), nr = 0;
 	if (n == 0)
 		return;
 	for (int i = 0; i < m->n_run; i++)
 		if (!m->run[i]->suspended)
-			ru[nr++] = m->run[i]->g.r->uid;
+			ru[nr++] = sreq(m->run[i]->g.r);
 	for (int i = 0; i < n; i++)
-		wu[i] = c[i].r->uid;
+		wu[i] = sreq(c[i].r);
 	sched_positions(wu, n, ru, nr, pos);
 	for (int i = 0; i < n; i++)
 		if (!c[i].x)
@@ -725,7 +730,8 @@ static void tell_positions(Slot *m)
 static void schedule(Slot *m)
 {
 	Cand c[SCHED_MAX];
-	uid_t wu[SCHED_MAX], ru[RUN_MAX];
+	SchedReq wu[SCHED_MAX], ru[RUN_MAX];
+	Running *rx[RUN_MAX];
 	/* a cancelled waiting request ends at once */
 	for (int i = 0; i < m->n_wait; i++)
 		if (atomic_load(&m->wait[i]->cancel)) {
@@ -742,8 +748,12 @@ static void schedule(Slot *m)
 		if (n == 0)
 			break;
 		if (!m->batch) {
-			/* the model is not loaded yet (or cannot batch) */
-			Request *r = c[0].r;
+			/* the model is not loaded yet (or cannot batch):
+			 * nothing runs, so the pick is by priority, then
+			 * arrival (suspended runs exist only with a batch) */
+			for (int i = 0; i < n; i++)
+				wu[i] = sreq(c[i].r);
+			Request *r = c[sched_pick(wu, n, NULL, 0)].r;
 			int i = 0;
 			while (m->wait[i] != r)
 				i++;
@@ -751,7 +761,7 @@ static void schedule(Slot *m)
 			if (ready(m, r) < 0)
 				continue;
 			if (!m->batch) {
-				/* one at a time: the oldest fair pick runs to
+				/* one at a time: the pick runs to
 				 * its end (ready() already loaded the model) */
 				pthread_mutex_lock(&m->mu);
 				m->running = r;
@@ -774,25 +784,21 @@ static void schedule(Slot *m)
 			continue;
 		}
 		for (int i = 0; i < m->n_run; i++)
-			if (!m->run[i]->suspended)
-				ru[nr++] = m->run[i]->g.r->uid;
+			if (!m->run[i]->suspended) {
+				rx[nr] = m->run[i];
+				ru[nr++] = sreq(m->run[i]->g.r);
+			}
 		for (int i = 0; i < n; i++)
-			wu[i] = c[i].r->uid;
+			wu[i] = sreq(c[i].r);
 		if (nr >= BATCH_SEQS) {
-			/* full: make room for a fairer pick by suspending
-			 * one of a user over their share */
-			uid_t v = sched_victim(wu, n, ru, nr, BATCH_SEQS);
-			if (v == (uid_t)-1 || m->n_run >= RUN_CAP)
+			/* full: make room for the pick by suspending one of
+			 * lower priority or of a user over their share */
+			int v = sched_victim(wu, n, ru, nr, BATCH_SEQS);
+			if (v < 0 || m->n_run >= RUN_CAP)
 				break;
-			for (int i = m->n_run - 1; i >= 0; i--)
-				if (!m->run[i]->suspended &&
-				    m->run[i]->g.r->uid == v) {
-					batcher_suspend(m->batch, m->run[i]->s);
-					m->run[i]->suspended = 1;
-					atomic_store(&m->run[i]->g.r->sched_state,
-						     REQ_QUEUED);
-					break;
-				}
+			batcher_suspend(m->batch, rx[v]->s);
+			rx[v]->suspended = 1;
+			atomic_store(&rx[v]->g.r->sched_state, REQ_QUEUED);
 			continue;
 		}
 		int k = sched_pick(wu, n, ru, nr);

@@ -5,7 +5,7 @@
  * child that setuid()s) one; B's time to first token stays within 2x of
  * its time on an idle daemon; `infer-client ps` and the status JSON show
  * the running and queued requests per uid and model, and waiting clients
- * get their queue positions as events.
+ * get their queue positions as events; priorities, bounded per uid.
  */
 #include <check.h>
 #include <grp.h>
@@ -18,11 +18,19 @@
 #include "scheduler.h"
 #include "testutil.h"
 
+/* Requests of uids u[] at priority 0. */
+static void reqs(SchedReq *r, const uid_t *u, int n)
+{
+	for (int i = 0; i < n; i++)
+		r[i] = (SchedReq){ u[i], 0 };
+}
+
 START_TEST(policy)
 {
 	/* running: uid 1 x3, uid 2 x1; waiting in arrival order */
-	uid_t run[] = {1, 1, 1, 2};
-	uid_t wait[] = {1, 1, 2, 3, 2};
+	SchedReq run[4], wait[5];
+	reqs(run, (uid_t[]){1, 1, 1, 2}, 4);
+	reqs(wait, (uid_t[]){1, 1, 2, 3, 2}, 5);
 	/* uid 3 runs nothing: it goes first, though it came fourth */
 	ck_assert_int_eq(sched_pick(wait, 5, run, 4), 3);
 	int pos[5];
@@ -35,19 +43,32 @@ START_TEST(policy)
 	ck_assert_int_eq(pos[0], 3);
 	ck_assert_int_eq(pos[1], 4);
 	/* ties between users: the one whose request came first */
-	uid_t w2[] = {5, 4};
+	SchedReq w2[2];
+	reqs(w2, (uid_t[]){5, 4}, 2);
 	ck_assert_int_eq(sched_pick(w2, 2, NULL, 0), 0);
 	ck_assert_int_eq(sched_pick(w2, 0, NULL, 0), -1);
-	/* a full batch of 4, all uid 1; uid 2 waits: 1 gives one up */
-	uid_t full[] = {1, 1, 1, 1};
-	uid_t w3[] = {1, 2};
-	ck_assert_int_eq(sched_victim(w3, 2, full, 4, 4), 1);
+	/* a full batch of 4, all uid 1; uid 2 waits: 1's youngest gives way */
+	SchedReq full[4], w3[2], even[4], w4[1];
+	reqs(full, (uid_t[]){1, 1, 1, 1}, 4);
+	reqs(w3, (uid_t[]){1, 2}, 2);
+	ck_assert_int_eq(sched_victim(w3, 2, full, 4, 4), 3);
 	/* at an even share nobody gives up anything */
-	uid_t even[] = {1, 1, 2, 2};
-	ck_assert_int_eq(sched_victim(w3, 2, even, 4, 4), (uid_t)-1);
+	reqs(even, (uid_t[]){1, 1, 2, 2}, 4);
+	ck_assert_int_eq(sched_victim(w3, 2, even, 4, 4), -1);
 	/* only uid 1 waits: it does not take from itself */
-	uid_t w4[] = {1};
-	ck_assert_int_eq(sched_victim(w4, 1, full, 4, 4), (uid_t)-1);
+	reqs(w4, (uid_t[]){1}, 1);
+	ck_assert_int_eq(sched_victim(w4, 1, full, 4, 4), -1);
+	/* priority first: uid 1's priority-5 request goes before uid 3 */
+	wait[1].prio = 5;
+	ck_assert_int_eq(sched_pick(wait, 5, run, 4), 1);
+	/* and takes the place of the youngest lowest-priority one */
+	even[1].prio = -2;
+	even[3].prio = -2;
+	w4[0].prio = 1;
+	ck_assert_int_eq(sched_victim(w4, 1, even, 4, 4), 3);
+	/* a user over its share keeps a request of higher priority */
+	full[3].prio = 3;
+	ck_assert_int_eq(sched_victim(w3, 2, full, 4, 4), 2);
 }
 END_TEST
 
@@ -266,6 +287,100 @@ START_TEST(fair_share_and_ps)
 }
 END_TEST
 
+/* Send a generate with a priority on fd. */
+static void send_prio(int fd, int id, int max_tokens, int prio)
+{
+	uint8_t b[512];
+	char ids[16], mt[16], pr[16];
+	snprintf(ids, sizeof ids, "i:%d", id);
+	snprintf(mt, sizeof mt, "i:%d", max_tokens);
+	snprintf(pr, sizeof pr, "i:%d", prio);
+	size_t n = t_pack(b, sizeof b, 7, "op", "s:generate", "id", ids,
+			  "model", "s:l2", "prompt", "s:Once upon a time",
+			  "max_tokens", mt, "ignore_eos", "b:true", "priority",
+			  pr);
+	ck_assert(n > 0);
+	ck_assert_int_eq(t_send(fd, b, n), 0);
+}
+
+/* With one place in the batch: root's priority-5 request takes the place
+ * of a running priority-0 one (which resumes after it); a user who asks
+ * for priority 5 gets 0. */
+START_TEST(priority)
+{
+	if (getuid() != 0)
+		TEST_SKIP("needs root to run a client as another uid");
+	TDaemon d;
+	const char *args[] = {"--socket-mode", "0666", "--max-batch", "1",
+			      NULL};
+	ck_assert(t_prepare(&d) == 0);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	ck_assert(t_launch(&d, args) == 0);
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	send_prio(fd, 1, 400, 0);
+	TReply r;
+	char s[32];
+	ck_assert_int_eq(t_recv_event(fd, &r, 60), 0); /* it runs */
+	msgpack_zone_destroy(&r.zone);
+	send_prio(fd, 2, 3, 5);
+	int done1 = 0, done2 = 0;
+	double end = t_now() + 120;
+	while (!done2 && t_now() < end) {
+		ck_assert_int_eq(t_recv(fd, &r, 60), 0);
+		long long id = t_int(&r, "id");
+		t_str(&r, "type", s, sizeof s);
+		if (!strcmp(s, "done") || !strcmp(s, "error")) {
+			ck_assert_str_eq(s, "done");
+			done1 |= id == 1;
+			done2 |= id == 2;
+		}
+		msgpack_zone_destroy(&r.zone);
+	}
+	ck_assert_msg(done2 && !done1, "the priority-5 request did not go "
+		      "first");
+	/* nobody asks for 5 and gets 0 (status shows it while it runs or
+	 * waits behind request 1) */
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
+			_exit(1);
+		int f = t_connect(d.sock);
+		if (f < 0)
+			_exit(1);
+		send_prio(f, 1, 400, 5);
+		sleep(30); /* until the parent has looked */
+		_exit(0);
+	}
+	infer_client *ic;
+	ck_assert_int_eq(infer_connect(&ic, d.sock, NULL, 0), 0);
+	char *js = NULL;
+	const char *hit = NULL;
+	end = t_now() + 30;
+	while (!hit && t_now() < end) {
+		free(js);
+		ck_assert_int_eq(infer_status(ic, &js), 0);
+		hit = strstr(js, "\"uid\":65534");
+		if (!hit)
+			usleep(20000);
+	}
+	ck_assert_msg(hit, "%s", js);
+	/* the request's map: ..."priority":P,"uid":65534 */
+	const char *pp = hit;
+	while (pp > js && strncmp(pp, "\"priority\":", 11))
+		pp--;
+	ck_assert_int_eq(atoi(pp + 11), 0);
+	free(js);
+	infer_close(ic);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sched");
@@ -273,6 +388,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, policy);
 	tcase_add_test(tc, fair_share_and_ps);
+	tcase_add_test(tc, priority);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);
