@@ -68,6 +68,8 @@ static const char gen_usage[] =
 "  --stop STR             stop string (repeatable, 8)\n"
 "  --ignore-eos           keep going past end-of-generation\n"
 "  --keep-alive S         keep the model loaded S seconds after (-1 forever)\n"
+"  --priority N           -10..10 (default 0; above 0: root / the daemon's\n"
+"                         user only): higher starts first\n"
 "Unset options take the daemon's defaults (those of infer-run).\n";
 
 static int usage_err(const char *fmt, const char *arg)
@@ -227,18 +229,19 @@ static void print_ps(const json_value *r)
 {
 	print_status(r);
 	const json_value *rs = json_get(r, "requests");
-	printf("\n%-20s %6s %7s %5s %-8s %5s %6s %8s\n", "MODEL", "UID", "PID",
-	       "ID", "STATE", "POS", "GEN", "AGE_S");
+	printf("\n%-20s %6s %7s %5s %-8s %5s %4s %6s %8s\n", "MODEL", "UID",
+	       "PID", "ID", "STATE", "POS", "PRIO", "GEN", "AGE_S");
 	for (size_t i = 0; i < json_count(rs); i++) {
 		const json_value *q = json_at(rs, i);
 		int queued = !strcmp(jstr(q, "state"), "queued");
 		char pos[16] = "-";
 		if (queued)
 			snprintf(pos, sizeof pos, "%.0f", jnum(q, "position"));
-		printf("%-20s %6.0f %7.0f %5.0f %-8s %5s %6.0f %8.1f\n",
+		printf("%-20s %6.0f %7.0f %5.0f %-8s %5s %4.0f %6.0f %8.1f\n",
 		       jstr(q, "model"), jnum(q, "uid"), jnum(q, "pid"),
 		       jnum(q, "id"), jstr(q, "state"), pos,
-		       jnum(q, "gen_tokens"), jnum(q, "age"));
+		       jnum(q, "priority"), jnum(q, "gen_tokens"),
+		       jnum(q, "age"));
 	}
 }
 
@@ -530,6 +533,8 @@ static int gen_options(int argc, char **argv, int first, infer_gen_params *p,
 			p->seed = strtoll(v, &end, 10);
 		else if (!strcmp(a, "--keep-alive"))
 			p->keep_alive = (int)strtol(v, &end, 10);
+		else if (!strcmp(a, "--priority"))
+			p->priority = (int)strtol(v, &end, 10);
 		else if (!strcmp(a, "--stop")) {
 			if (p->n_stop == 8)
 				return usage_err("at most 8 --stop%s", "");
