@@ -722,6 +722,8 @@ static void tell_positions(Slot *m)
 	for (int i = 0; i < n; i++)
 		if (!c[i].x)
 			tell_position(m, c[i].r, pos[i] + 1);
+		else /* suspended: ps shows it, the client is not told */
+			atomic_store(&c[i].r->sched_pos, pos[i] + 1);
 }
 
 /* Start waiting requests while the batch has room, taking a place from a
