@@ -256,6 +256,10 @@ $(BUILD)/kernels_bench: contrib/bench/kernels_bench.c $(BUILD)/libengine.a
 $(BUILD)/broker_bench: contrib/bench/broker_bench.c $(BUILD)/libinfer.a $(BUILD)/inferd $(BUILD)/infer-run
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/broker_bench.c $(BUILD)/libinfer.a -lmsgpackc $(LDLIBS)
 
+# Aggregate throughput with N concurrent clients (not part of `make`).
+$(BUILD)/batch_bench: contrib/bench/batch_bench.c $(BUILD)/libinfer.a $(BUILD)/inferd
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ contrib/bench/batch_bench.c $(BUILD)/libinfer.a -lmsgpackc $(LDLIBS)
+
 # GGUF metadata / tensor table dump (not part of `make`).
 $(BUILD)/gguf_dump: contrib/gguf_dump.c $(BUILD)/libengine.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)

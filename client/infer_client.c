@@ -32,7 +32,9 @@ static const char top_usage[] =
 "usage: infer-client [--socket PATH] [--json] [-v] COMMAND [ARGS]\n"
 "Talk to inferd, the local inference daemon.\n"
 "  ping                        check the daemon answers (prints round trip)\n"
-"  status | ps                 daemon, memory, loaded models, queues\n"
+"  status                      daemon, memory, loaded models, queues\n"
+"  ps                          status, then each generate in flight: model,\n"
+"                              uid, running or its queue position\n"
 "  models                      models the daemon knows\n"
 "  load MODEL [--keep-alive S] load a model now\n"
 "  unload MODEL                unload a model\n"
@@ -68,6 +70,8 @@ static const char gen_usage[] =
 "  --stop STR             stop string (repeatable, 8)\n"
 "  --ignore-eos           keep going past end-of-generation\n"
 "  --keep-alive S         keep the model loaded S seconds after (-1 forever)\n"
+"  --priority N           -10..10 (default 0; above 0: root / the daemon's\n"
+"                         user only): higher starts first\n"
 "Unset options take the daemon's defaults (those of infer-run).\n";
 
 static int usage_err(const char *fmt, const char *arg)
@@ -228,6 +232,27 @@ static void print_status(const json_value *r)
 		printf("%-20s %-9s %6.0f %6.0f %10s  %-14s %s\n", jstr(m, "name"),
 		       jstr(m, "state"), jnum(m, "active"), jnum(m, "queue"),
 		       human(jnum(m, "bytes"), a, sizeof a), until, jstr(m, "device"));
+	}
+}
+
+/* ps: the status, then every generate in flight per model and uid. */
+static void print_ps(const json_value *r)
+{
+	print_status(r);
+	const json_value *rs = json_get(r, "requests");
+	printf("\n%-20s %6s %7s %5s %-8s %5s %4s %6s %8s\n", "MODEL", "UID",
+	       "PID", "ID", "STATE", "POS", "PRIO", "GEN", "AGE_S");
+	for (size_t i = 0; i < json_count(rs); i++) {
+		const json_value *q = json_at(rs, i);
+		int queued = !strcmp(jstr(q, "state"), "queued");
+		char pos[16] = "-";
+		if (queued)
+			snprintf(pos, sizeof pos, "%.0f", jnum(q, "position"));
+		printf("%-20s %6.0f %7.0f %5.0f %-8s %5s %4.0f %6.0f %8.1f\n",
+		       jstr(q, "model"), jnum(q, "uid"), jnum(q, "pid"),
+		       jnum(q, "id"), jstr(q, "state"), pos,
+		       jnum(q, "priority"), jnum(q, "gen_tokens"),
+		       jnum(q, "age"));
 	}
 }
 
@@ -561,6 +586,8 @@ static int gen_options(int argc, char **argv, int first, infer_gen_params *p,
 			p->seed = strtoll(v, &end, 10);
 		else if (!strcmp(a, "--keep-alive"))
 			p->keep_alive = (int)strtol(v, &end, 10);
+		else if (!strcmp(a, "--priority"))
+			p->priority = (int)strtol(v, &end, 10);
 		else if (!strcmp(a, "--stop")) {
 			if (p->n_stop == 8)
 				return usage_err("at most 8 --stop%s", "");
@@ -739,8 +766,10 @@ int main(int argc, char **argv)
 		return rc;
 	if (!strcmp(cmd, "ping"))
 		rc = cmd_ping(&g, c, ac, av);
-	else if (!strcmp(cmd, "status") || !strcmp(cmd, "ps"))
+	else if (!strcmp(cmd, "status"))
 		rc = cmd_json(&g, c, infer_status, print_status);
+	else if (!strcmp(cmd, "ps"))
+		rc = cmd_json(&g, c, infer_status, print_ps);
 	else if (!strcmp(cmd, "models"))
 		rc = cmd_json(&g, c, infer_models, print_models);
 	else if (!strcmp(cmd, "load"))

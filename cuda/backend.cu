@@ -19,6 +19,7 @@
 #include "graph.cuh"
 #include "matmul.cuh"
 #include "norm.cuh"
+#include "paged.cuh"
 #include "rope.cuh"
 
 /* Errors after which the context cannot be used again (CUDA docs: "the
@@ -269,6 +270,19 @@ static const BackendOps cuda_ops = {
 	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
+	/* paged KV ops: not offered by default (paged.cuh), so the daemon
+	 * runs one sequence at a time */
+	NULL,          NULL,
+};
+
+/* The same with the paged KV ops (INFERD_CUDA_PAGED=1): batching. */
+static const BackendOps cuda_ops_paged = {
+	"cuda",        c_destroy,      c_describe,   c_memory,
+	c_alloc,       c_free,         c_upload,     c_release,
+	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
+	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
+	cuda_swiglu,   cuda_add,       cuda_argmax,
+	cuda_kv_store, cuda_attention_paged,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *
@@ -300,7 +314,10 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		snprintf(err, errlen, "cuda: out of host memory");
 		return NULL;
 	}
-	c->base.ops = &cuda_ops;
+	{
+		const char *pg = getenv("INFERD_CUDA_PAGED");
+		c->base.ops = pg && pg[0] == '1' ? &cuda_ops_paged : &cuda_ops;
+	}
 	c->device = device;
 	c->graph = new (std::nothrow) GraphState();
 	if (!c->graph) {

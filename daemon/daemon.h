@@ -26,6 +26,8 @@
 
 #define INFERD_VERSION "0.1.0"    /* daemon version reported by status */
 #define INFERD_MAX_MODELS 64      /* --model flags plus models-dir entries */
+#define DAEMON_MAX_BATCH 256      /* largest --max-batch */
+#define PRIO_MAX_ABS 10           /* generate priorities are -10..10 */
 
 /* A --model NAME=PATH. */
 typedef struct ModelSpec {
@@ -49,6 +51,7 @@ typedef struct DaemonConfig {
 	int exit_idle;             /* exit after this many seconds without
 				    * clients (socket activation); 0 never */
 	int max_queue;             /* waiting requests per model */
+	int max_batch;             /* generates running together per model */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */
 	int max_connections;       /* open connections at once */
@@ -92,6 +95,8 @@ typedef struct Request {
 	GenParams gp;              /* generate parameters */
 	char *stop[ENGINE_MAX_STOP]; /* owned stop strings (gp.stop points here) */
 	int keep_alive;            /* seconds, or -2 = model default */
+	int priority;              /* generate: higher starts first (0 default;
+				    * > 0 only for admins) */
 	char **roles, **contents;  /* chat messages (owned), or NULL */
 	int n_msgs;                /* how many */
 	char *system;              /* system prompt for chat, or NULL */
@@ -107,7 +112,15 @@ typedef struct Request {
 	double tok_s;              /* decode tokens/s */
 	char finish[16];           /* finish reason */
 	char error[256];           /* error message, "" when ok */
+	/* scheduling (worker.c); the loop reads the atomics for ps */
+	int qpos_told;             /* worker: queue position last sent + 1,
+				    * 0 = none sent */
+	atomic_int sched_state;    /* REQ_QUEUED, REQ_RUNNING */
+	atomic_int sched_pos;      /* queue position while queued */
+	atomic_int live_gen;       /* tokens generated so far */
 } Request;
+
+enum { REQ_QUEUED = 0, REQ_RUNNING = 1 }; /* Request.sched_state */
 
 /* A model inferd knows, loaded or not, and its worker. */
 typedef struct Slot {
@@ -137,6 +150,16 @@ typedef struct Slot {
 	Engine *eng;               /* the loaded engine: used by the worker only,
 				    * set under mu (the loop tests it) */
 	int unload_pending;        /* loop-only: an idle unload is queued */
+	int n_active;              /* generates running now (under mu) */
+	int batching;              /* the loaded engine batches (under mu):
+				    * the worker tells queue positions */
+	/* worker-only: the batch (see worker.c) */
+	struct Batcher *batch;     /* batcher of eng, NULL: one at a time */
+	struct Running **run;      /* [batch capacity] generates started */
+	int n_run;                 /* entries in run */
+	Request **wait;            /* generates taken off the queue, not
+				    * started, in arrival order */
+	int n_wait, cap_wait;      /* entries in wait, its capacity */
 } Slot;
 
 /* worker.c */

@@ -30,6 +30,8 @@ static void usage(FILE *f)
 "  --exit-idle SEC          exit after SEC s without clients (default 0 = never;\n"
 "                           for socket activation, which starts it again)\n"
 "  --max-queue N            waiting requests per model (default 32)\n"
+"  --max-batch N            generates run together per model (default 16;\n"
+"                           1 = one at a time)\n"
 "  --max-conn-requests N    requests in flight per connection (default 16)\n"
 "  --max-uid-requests N     requests in flight per user (default 64)\n"
 "  --max-connections N      open connections at once (default 1024)\n"
@@ -163,6 +165,9 @@ static int set_option(DaemonConfig *cfg, const char *a, const char *v)
 			return 2;
 	} else if (!strcmp(a, "--exit-idle")) {
 		if (num(a, v, 0, 365L * 86400, &cfg->exit_idle) < 0)
+			return 2;
+	} else if (!strcmp(a, "--max-batch")) {
+		if (num(a, v, 1, DAEMON_MAX_BATCH, &cfg->max_batch) < 0)
 			return 2;
 	} else if (!strcmp(a, "--max-queue")) {
 		if (num(a, v, 0, 100000, &cfg->max_queue) < 0)

@@ -125,6 +125,7 @@ void daemon_config_default(DaemonConfig *c)
 	c->keep_alive = 300;
 	c->shutdown_timeout = 30;
 	c->max_queue = 32;
+	c->max_batch = 16;
 	c->max_conn_requests = 16;
 	c->max_uid_requests = 64;
 	c->max_connections = 1024;
@@ -530,6 +531,7 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 	int ahead = m->qlen + (m->running != NULL);
 	int qlen = m->qlen;
 	int state = m->state;
+	int batching = m->batching;
 	pthread_mutex_unlock(&m->mu);
 	r->model = m;
 	if (qlen >= d->cfg->max_queue) {
@@ -556,7 +558,10 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 			m->state = MS_LOADING;
 		pthread_mutex_unlock(&m->mu);
 	}
-	if (ahead > 0 && r->op == OP_GENERATE) {
+	if (ahead > 0 && r->op == OP_GENERATE && !batching) {
+		/* one at a time: behind everything; a batching worker tells
+		 * fair positions itself */
+		r->qpos_told = ahead + 1;
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		size_t len;
@@ -670,6 +675,13 @@ static int parse_generate(Daemon *d, Fields *f, Request *r)
 		return -1;
 	if (r1)
 		r->keep_alive = (int)iv;
+	if ((r1 = f_int(f, "priority", -PRIO_MAX_ABS, PRIO_MAX_ABS, &iv)) < 0)
+		return -1;
+	/* per-uid policy: anyone may lower their own priority, only the
+	 * daemon's uid and root may raise one above the default 0 */
+	if (r1)
+		r->priority = iv > 0 && r->uid != 0 && r->uid != d->self_uid
+				      ? 0 : (int)iv;
 	const msgpack_object *st = proto_field(f->map, "stop");
 	if (st && st->type != MSGPACK_OBJECT_NIL) {
 		if (st->type != MSGPACK_OBJECT_ARRAY)
@@ -709,6 +721,70 @@ static void reply_ok_empty(Conn *c, uint32_t id)
 	free(f);
 }
 
+/* ps order: by model, running before queued, then queue position. */
+static int ps_cmp(const void *pa, const void *pb)
+{
+	const Request *a = *(Request *const *)pa, *b = *(Request *const *)pb;
+	if (a->model != b->model)
+		return strcmp(a->model->name, b->model->name);
+	int sa = atomic_load(&a->sched_state), sb = atomic_load(&b->sched_state);
+	if (sa != sb)
+		return sb - sa;
+	if (sa == REQ_QUEUED) {
+		int pa_ = atomic_load(&a->sched_pos), pb_ = atomic_load(&b->sched_pos);
+		if (pa_ != pb_)
+			return pa_ - pb_;
+	}
+	return a->t_start < b->t_start ? -1 : a->t_start > b->t_start;
+}
+
+/* The generates in flight, for ps: who, which model, running or where
+ * in the queue. */
+static void pack_requests(Daemon *d, msgpack_packer *pk)
+{
+	int n = 0;
+	for (Conn *c = d->conns; c; c = c->next)
+		for (Request *r = c->reqs; r; r = r->cnext)
+			n += r->op == OP_GENERATE && r->model != NULL;
+	Request **v = n ? malloc(sizeof *v * (size_t)n) : NULL;
+	if (!v)
+		n = 0;
+	int k = 0;
+	for (Conn *c = d->conns; c && k < n; c = c->next)
+		for (Request *r = c->reqs; r && k < n; r = r->cnext)
+			if (r->op == OP_GENERATE && r->model)
+				v[k++] = r;
+	if (k > 1)
+		qsort(v, (size_t)k, sizeof *v, ps_cmp);
+	double t = mono_now();
+	msgpack_pack_array(pk, (size_t)k);
+	for (int i = 0; i < k; i++) {
+		Request *r = v[i];
+		int st = atomic_load(&r->sched_state);
+		msgpack_pack_map(pk, 9);
+		pk_str(pk, "id");
+		msgpack_pack_uint32(pk, r->id);
+		pk_str(pk, "priority");
+		msgpack_pack_int(pk, r->priority);
+		pk_str(pk, "uid");
+		msgpack_pack_uint32(pk, (uint32_t)r->uid);
+		pk_str(pk, "pid");
+		msgpack_pack_int(pk, (int)r->pid);
+		pk_str(pk, "model");
+		pk_str(pk, r->model->name);
+		pk_str(pk, "state");
+		pk_str(pk, st == REQ_RUNNING ? "running" : "queued");
+		pk_str(pk, "position");
+		msgpack_pack_int(pk, st == REQ_RUNNING ? 0 :
+				 atomic_load(&r->sched_pos));
+		pk_str(pk, "gen_tokens");
+		msgpack_pack_int(pk, atomic_load(&r->live_gen));
+		pk_str(pk, "age");
+		msgpack_pack_double(pk, t - r->t_start);
+	}
+	free(v);
+}
+
 static void reply_status(Daemon *d, Conn *c, uint32_t id)
 {
 	msgpack_sbuffer sb;
@@ -725,13 +801,15 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		}
 		pthread_mutex_unlock(&d->slots[i]->mu);
 	}
-	msgpack_pack_map(&pk, 14);
+	msgpack_pack_map(&pk, 15);
 	pk_str(&pk, "id");
 	msgpack_pack_uint32(&pk, id);
 	pk_str(&pk, "type");
 	pk_str(&pk, "ok");
 	pk_str(&pk, "log_dropped");
 	msgpack_pack_uint64(&pk, daemon_db ? db_dropped(daemon_db) : 0);
+	pk_str(&pk, "requests");
+	pack_requests(d, &pk);
 	pk_str(&pk, "version");
 	pk_str(&pk, INFERD_VERSION);
 	pk_str(&pk, "pid");
@@ -777,7 +855,7 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		pk_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
 		pk_str(&pk, "active");
-		msgpack_pack_int(&pk, m->running != NULL);
+		msgpack_pack_int(&pk, m->n_active);
 		pk_str(&pk, "bytes");
 		msgpack_pack_uint64(&pk, m->est_bytes);
 		pthread_mutex_unlock(&m->mu);

@@ -12,9 +12,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "batch.h"
 #include "chat.h"
 #include "daemon.h"
 #include "protocol.h"
+#include "scheduler.h"
 
 /* Configuration the workers need; set by server.c before they start. */
 extern const DaemonConfig *daemon_cfg;
@@ -169,6 +171,11 @@ static void unload(Slot *m)
 {
 	if (!m->eng)
 		return;
+	batcher_free(m->batch); /* nothing runs: callers make sure */
+	m->batch = NULL;
+	pthread_mutex_lock(&m->mu);
+	m->batching = 0;
+	pthread_mutex_unlock(&m->mu);
 	engine_close(m->eng);
 	pthread_mutex_lock(&m->mu); /* the loop reads eng under mu */
 	m->eng = NULL;
@@ -198,6 +205,8 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 		return 0;
 	if (!g->t_first)
 		g->t_first = mono_now();
+	if (token >= 0)
+		atomic_fetch_add(&r->live_gen, 1);
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t flen;
@@ -473,31 +482,472 @@ static void run_job(Slot *m, Request *r)
 	model_db(m, 0, 1);
 }
 
+/* ---- the batch: many generates of this model in one forward pass ----
+ *
+ * Generates leave the shared queue for the worker's own wait list at once
+ * (in arrival order), so the worker alone decides who starts and tells
+ * waiting clients their positions; the loop only sets their cancel flag.
+ * The wait list holds new requests and (as Running entries with suspended
+ * set) requests the fairness policy took out of a full batch. Other jobs
+ * (load, tokenize, detokenize) run between two steps; an unload waits for
+ * an empty batch and holds back what queued behind it.
+ * A backend without the paged-cache ops runs the same policy with a batch
+ * of one, each generate to its end through engine_generate. */
+
+/* A generate that started. */
+typedef struct Running {
+	GenCtx g;        /* token callback context: the sequence's ud */
+	BatchSeq *s;     /* its sequence in m->batch */
+	double t0;       /* when it started (monotonic) */
+	int suspended;   /* taken out of the batch for a fairer share */
+	int keep0;       /* keep_alive 0: unload once idle */
+} Running;
+
+/* sequences per step (--max-batch) */
+#define BATCH_SEQS (daemon_cfg->max_batch > 0 ? daemon_cfg->max_batch : 1)
+/* started generates, suspended included */
+#define RUN_CAP (2 * BATCH_SEQS)
+#define RUN_MAX (2 * DAEMON_MAX_BATCH) /* RUN_CAP at most */
+
+/* Tell a waiting client its position when it changed. */
+static void tell_position(Slot *m, Request *r, int pos)
+{
+	atomic_store(&r->sched_pos, pos);
+	if (r->qpos_told == pos + 1)
+		return;
+	r->qpos_told = pos + 1;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 3);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, r->id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "queued");
+	pk_str(&pk, "position");
+	msgpack_pack_int(&pk, pos);
+	uint8_t *f = fb_end(&sb, &len);
+	if (f)
+		daemon_post(m->d, r, f, len, 0);
+}
+
+static void publish(Slot *m)
+{
+	int active = 0;
+	for (int i = 0; i < m->n_run; i++)
+		active += !m->run[i]->suspended;
+	pthread_mutex_lock(&m->mu);
+	m->n_active = active;
+	m->running = m->n_run > 0 ? m->run[0]->g.r : NULL;
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* Remove wait[i] (it starts or ends); the queue count drops with it. */
+static Request *take_wait(Slot *m, int i)
+{
+	Request *r = m->wait[i];
+	memmove(m->wait + i, m->wait + i + 1,
+		sizeof *m->wait * (size_t)(m->n_wait - i - 1));
+	m->n_wait--;
+	pthread_mutex_lock(&m->mu);
+	m->qlen--;
+	pthread_mutex_unlock(&m->mu);
+	return r;
+}
+
+/* Before a generate starts: load the model (telling the client), apply
+ * its keep_alive, make the batcher. 0, or -1 with r ended. */
+static int ready(Slot *m, Request *r)
+{
+	char err[512];
+	if (!m->eng) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		size_t len;
+		fb_begin(&sb, &pk);
+		msgpack_pack_map(&pk, 3);
+		pk_str(&pk, "id");
+		msgpack_pack_uint32(&pk, r->id);
+		pk_str(&pk, "type");
+		pk_str(&pk, "loading");
+		pk_str(&pk, "model");
+		pk_str(&pk, m->name);
+		uint8_t *f = fb_end(&sb, &len);
+		if (f)
+			daemon_post(m->d, r, f, len, 0);
+		if (ensure_loaded(m, err, sizeof err) < 0) {
+			job_error(m, r, PROTO_E_LOAD, err);
+			return -1;
+		}
+	}
+	if (r->keep_alive != -2) {
+		pthread_mutex_lock(&m->mu);
+		m->keep_alive = r->keep_alive;
+		pthread_mutex_unlock(&m->mu);
+	}
+	if (!m->batch && !getenv("INFERD_NO_BATCH") &&
+	    batcher_supported(m->eng)) {
+		/* INFERD_NO_BATCH: the one-at-a-time path, for comparison */
+		BatchOptions bo = {.max_seqs = BATCH_SEQS};
+		if (batcher_create(m->eng, &bo, &m->batch, err, sizeof err) < 0)
+			fprintf(stderr, "inferd: %s: no batching (%s)\n",
+				m->name, err);
+		else if (!m->run && !(m->run = calloc(RUN_CAP,
+						      sizeof *m->run))) {
+			batcher_free(m->batch);
+			m->batch = NULL;
+		}
+		pthread_mutex_lock(&m->mu);
+		m->batching = m->batch != NULL;
+		pthread_mutex_unlock(&m->mu);
+	}
+	return 0;
+}
+
+/* End a started generate from its sequence's result. */
+static void end_run(Slot *m, Running *x, const char *err)
+{
+	Request *r = x->g.r;
+	const GenResult *res = batchseq_result(x->s);
+	double t1 = mono_now();
+	r->n_gen = res->n_gen;
+	r->ttft = x->g.t_first ? x->g.t_first - r->t_start : 0;
+	r->t_total = t1 - r->t_start;
+	r->tok_s = res->t_decode > 0 && res->n_gen > 1 ?
+		   (res->n_gen - 1) / res->t_decode : 0;
+	snprintf(r->finish, sizeof r->finish, "%s",
+		 finish_reason_name(res->finish));
+	if (res->finish == FINISH_ERROR)
+		job_error(m, r, PROTO_E_ENGINE, err && err[0] ? err :
+			  "backend error during generation");
+	else
+		post_done(m, r);
+	batchseq_free(x->s);
+	sample_device(m);
+	model_db(m, 0, 1);
+	for (int i = 0; i < m->n_run; i++)
+		if (m->run[i] == x) {
+			memmove(m->run + i, m->run + i + 1,
+				sizeof *m->run * (size_t)(m->n_run - i - 1));
+			m->n_run--;
+			break;
+		}
+	free(x);
+	pthread_mutex_lock(&m->mu);
+	m->last_used = t1;
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* Start r in the batch. */
+static void start_batched(Slot *m, Request *r)
+{
+	char err[256];
+	int32_t *ids = NULL;
+	int n = prompt_ids(m, r, &ids, err, sizeof err);
+	if (n <= 0) {
+		free(ids);
+		job_error(m, r, PROTO_E_BAD, n < 0 ? err :
+			  "the prompt has no tokens");
+		return;
+	}
+	r->n_prompt = n;
+	Running *x = calloc(1, sizeof *x);
+	if (!x) {
+		free(ids);
+		job_error(m, r, PROTO_E_INTERNAL, "out of memory");
+		return;
+	}
+	x->g = (GenCtx){ m, r, 0 };
+	x->t0 = mono_now();
+	x->keep0 = r->keep_alive == 0;
+	x->s = batcher_add(m->batch, ids, n, &r->gp, on_text, &x->g, err,
+			   sizeof err);
+	free(ids);
+	if (!x->s) {
+		free(x);
+		job_error(m, r, PROTO_E_BAD, err);
+		return;
+	}
+	atomic_store(&r->sched_state, REQ_RUNNING);
+	m->run[m->n_run++] = x;
+}
+
+/* A waiting candidate: a new request (wait[i]) or a suspended run. */
+typedef struct Cand {
+	Request *r;   /* the request */
+	Running *x;   /* its Running when suspended, else NULL */
+} Cand;
+
+/* Fill c with the waiting requests in arrival order; returns how many. */
+static int candidates(Slot *m, Cand *c, int cap)
+{
+	int n = 0;
+	for (int i = 0; i < m->n_run && n < cap; i++)
+		if (m->run[i]->suspended)
+			c[n++] = (Cand){ m->run[i]->g.r, m->run[i] };
+	for (int i = 0; i < m->n_wait && n < cap; i++)
+		c[n++] = (Cand){ m->wait[i], NULL };
+	/* insertion sort by arrival */
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && c[j].r->t_start < c[j - 1].r->t_start;
+		     j--) {
+			Cand t = c[j];
+			c[j] = c[j - 1];
+			c[j - 1] = t;
+		}
+	return n;
+}
+
+static SchedReq sreq(const Request *r)
+{
+	return (SchedReq){ r->uid, r->priority };
+}
+
+/* Tell every new waiting request its place in the fair order. */
+static void tell_positions(Slot *m)
+{
+	Cand c[SCHED_MAX];
+	SchedReq wu[SCHED_MAX], ru[RUN_MAX];
+	int pos[SCHED_MAX];
+	int n = candidates(m, c, SCHED_MAX), nr = 0;
+	if (n == 0)
+		return;
+	for (int i = 0; i < m->n_run; i++)
+		if (!m->run[i]->suspended)
+			ru[nr++] = sreq(m->run[i]->g.r);
+	for (int i = 0; i < n; i++)
+		wu[i] = sreq(c[i].r);
+	sched_positions(wu, n, ru, nr, pos);
+	for (int i = 0; i < n; i++)
+		if (!c[i].x)
+			tell_position(m, c[i].r, pos[i] + 1);
+		else /* suspended: ps shows it, the client is not told */
+			atomic_store(&c[i].r->sched_pos, pos[i] + 1);
+}
+
+/* Start waiting requests while the batch has room, taking a place from a
+ * user over their share when one waits under it; then tell the rest
+ * their positions. */
+static void schedule(Slot *m)
+{
+	Cand c[SCHED_MAX];
+	SchedReq wu[SCHED_MAX], ru[RUN_MAX];
+	Running *rx[RUN_MAX];
+	/* a cancelled waiting request ends at once */
+	for (int i = 0; i < m->n_wait; i++)
+		if (atomic_load(&m->wait[i]->cancel)) {
+			Request *r = take_wait(m, i--);
+			run_job(m, r); /* ends it as cancelled */
+		}
+	for (int i = 0; i < m->n_run; i++)
+		if (m->run[i]->suspended && atomic_load(&m->run[i]->g.r->cancel)) {
+			m->run[i]->suspended = 0;
+			batcher_cancel(m->batch, m->run[i]->s);
+		}
+	for (;;) {
+		int n = candidates(m, c, SCHED_MAX), nr = 0;
+		if (n == 0)
+			break;
+		if (!m->batch) {
+			/* the model is not loaded yet (or cannot batch):
+			 * nothing runs, so the pick is by priority, then
+			 * arrival (suspended runs exist only with a batch) */
+			for (int i = 0; i < n; i++)
+				wu[i] = sreq(c[i].r);
+			Request *r = c[sched_pick(wu, n, NULL, 0)].r;
+			int i = 0;
+			while (m->wait[i] != r)
+				i++;
+			take_wait(m, i);
+			if (ready(m, r) < 0)
+				continue;
+			if (!m->batch) {
+				/* one at a time: the pick runs to
+				 * its end (ready() already loaded the model) */
+				pthread_mutex_lock(&m->mu);
+				m->running = r;
+				m->n_active = 1;
+				pthread_mutex_unlock(&m->mu);
+				atomic_store(&r->sched_state, REQ_RUNNING);
+				tell_positions(m); /* behind this one */
+				int keep0 = r->keep_alive == 0;
+				run_job(m, r);
+				if (keep0)
+					unload(m);
+				pthread_mutex_lock(&m->mu);
+				m->running = NULL;
+				m->n_active = 0;
+				m->last_used = mono_now();
+				pthread_mutex_unlock(&m->mu);
+				return;
+			}
+			start_batched(m, r);
+			continue;
+		}
+		for (int i = 0; i < m->n_run; i++)
+			if (!m->run[i]->suspended) {
+				rx[nr] = m->run[i];
+				ru[nr++] = sreq(m->run[i]->g.r);
+			}
+		for (int i = 0; i < n; i++)
+			wu[i] = sreq(c[i].r);
+		if (nr >= BATCH_SEQS) {
+			/* full: make room for the pick by suspending one of
+			 * lower priority or of a user over their share */
+			int v = sched_victim(wu, n, ru, nr, BATCH_SEQS);
+			if (v < 0 || m->n_run >= RUN_CAP)
+				break;
+			batcher_suspend(m->batch, rx[v]->s);
+			rx[v]->suspended = 1;
+			atomic_store(&rx[v]->g.r->sched_state, REQ_QUEUED);
+			continue;
+		}
+		int k = sched_pick(wu, n, ru, nr);
+		if (c[k].x) {
+			char err[128];
+			if (batcher_resume(m->batch, c[k].x->s, err,
+					   sizeof err) < 0)
+				break;
+			c[k].x->suspended = 0;
+			atomic_store(&c[k].r->sched_state, REQ_RUNNING);
+			continue;
+		}
+		if (m->n_run >= RUN_CAP)
+			break; /* wait for a place to free */
+		if (!batcher_can_admit(m->batch, 1))
+			break; /* KV pool nearly full: wait in the queue */
+		int i = 0;
+		while (m->wait[i] != c[k].r)
+			i++;
+		take_wait(m, i);
+		if (ready(m, c[k].r) == 0)
+			start_batched(m, c[k].r);
+	}
+	tell_positions(m);
+	publish(m);
+}
+
+/* One forward pass of the batch; end what finished. */
+static void step(Slot *m)
+{
+	char err[256] = "";
+	for (int i = 0; i < m->n_run; i++) {
+		Running *x = m->run[i];
+		if (!x->suspended && (atomic_load(&x->g.r->cancel) ||
+				      atomic_load(&m->abort)))
+			batcher_cancel(m->batch, x->s);
+	}
+	if (batcher_active(m->batch) > 0 &&
+	    batcher_step(m->batch, err, sizeof err) < 0)
+		fprintf(stderr, "inferd: %s: %s\n", m->name, err);
+	int keep0 = 0;
+	BatchSeq *s;
+	while ((s = batcher_done(m->batch))) {
+		Running *x = (Running *)batchseq_ud(s); /* g is first */
+		keep0 |= x->keep0;
+		end_run(m, x, err);
+	}
+	if (keep0 || (m->batch && engine_fatal(m->eng))) {
+		/* keep_alive 0 (or a lost backend): unload once idle */
+		pthread_mutex_lock(&m->mu);
+		int idle = m->qhead == NULL;
+		pthread_mutex_unlock(&m->mu);
+		if (idle && m->n_run == 0 && m->n_wait == 0)
+			unload(m);
+	}
+	publish(m);
+}
+
+/* Move the queue's head jobs along: generates to the wait list, other
+ * jobs returned to run now. An unload waits for an empty batch and holds
+ * back what is behind it. Called with mu held; NULL when nothing runs. */
+static Request *next_job(Slot *m)
+{
+	while (m->qhead) {
+		Request *r = m->qhead;
+		if (r->op == OP_UNLOAD && !r->internal &&
+		    (m->n_run > 0 || m->n_wait > 0))
+			return NULL; /* barrier */
+		m->qhead = r->qnext;
+		if (!m->qhead)
+			m->qtail = NULL;
+		if (r->op == OP_GENERATE) {
+			if (m->n_wait == m->cap_wait) {
+				int cap = m->cap_wait ? 2 * m->cap_wait : 16;
+				Request **w = realloc(m->wait, sizeof *w *
+						      (size_t)cap);
+				if (!w) { /* put it back; try later */
+					r->qnext = m->qhead;
+					m->qhead = r;
+					if (!m->qtail)
+						m->qtail = r;
+					return NULL;
+				}
+				m->wait = w;
+				m->cap_wait = cap;
+			}
+			m->wait[m->n_wait++] = r; /* still counted in qlen */
+			atomic_store(&r->sched_state, REQ_QUEUED);
+			continue;
+		}
+		m->qlen--;
+		return r;
+	}
+	return NULL;
+}
+
 static void *worker_main(void *arg)
 {
 	Slot *m = arg;
 	pthread_mutex_lock(&m->mu);
 	for (;;) {
-		while (!m->qhead && !m->stop)
-			pthread_cond_wait(&m->cv, &m->mu);
 		if (m->stop)
 			break;
-		Request *r = m->qhead;
-		m->qhead = r->qnext;
-		if (!m->qhead)
-			m->qtail = NULL;
-		m->qlen--;
-		m->running = r;
+		Request *r = next_job(m);
+		if (r && r->op == OP_UNLOAD && r->internal &&
+		    (m->n_run > 0 || m->n_wait > 0)) {
+			/* an idle unload that came while the worker moved
+			 * requests along: the model is busy after all */
+			pthread_mutex_unlock(&m->mu);
+			job_ok(m, r);
+			pthread_mutex_lock(&m->mu);
+			continue;
+		}
+		if (r) {
+			m->running = r;
+			pthread_mutex_unlock(&m->mu);
+			run_job(m, r); /* r belongs to the loop after this */
+			pthread_mutex_lock(&m->mu);
+			m->running = m->n_run > 0 ? m->run[0]->g.r : NULL;
+			m->last_used = mono_now();
+			continue;
+		}
+		if (m->n_run == 0 && m->n_wait == 0) {
+			pthread_cond_wait(&m->cv, &m->mu);
+			continue;
+		}
 		pthread_mutex_unlock(&m->mu);
-		int keep0 = r->keep_alive == 0 && r->op == OP_GENERATE;
-		run_job(m, r); /* r belongs to the loop after this */
-		if (keep0)
-			unload(m); /* keep_alive 0: unload when done */
+		schedule(m);
+		if (m->batch && m->n_run > 0)
+			step(m);
 		pthread_mutex_lock(&m->mu);
-		m->running = NULL;
-		m->last_used = mono_now();
 	}
-	/* drop what still waits: the loop frees them on their final event */
+	pthread_mutex_unlock(&m->mu);
+	/* what runs ends as cancelled (abort is set), what waits with an
+	 * error; the loop frees them on their final event */
+	while (m->n_run > 0) {
+		for (int i = 0; i < m->n_run; i++)
+			if (m->run[i]->suspended) {
+				m->run[i]->suspended = 0;
+				batcher_cancel(m->batch, m->run[i]->s);
+			}
+		step(m);
+	}
+	while (m->n_wait > 0)
+		job_error(m, take_wait(m, 0), PROTO_E_SHUTDOWN,
+			  "inferd is shutting down");
+	pthread_mutex_lock(&m->mu);
 	while (m->qhead) {
 		Request *r = m->qhead;
 		m->qhead = r->qnext;
@@ -509,6 +959,10 @@ static void *worker_main(void *arg)
 	m->qtail = NULL;
 	pthread_mutex_unlock(&m->mu);
 	unload(m);
+	free(m->run);
+	free(m->wait);
+	m->run = NULL;
+	m->wait = NULL;
 	return NULL;
 }
 

@@ -28,7 +28,7 @@
 
 #include "tensor.h"
 
-#define BACKEND_ABI_VERSION 1 /* bump when BackendOps changes layout */
+#define BACKEND_ABI_VERSION 2 /* bump when BackendOps changes layout */
 
 typedef struct Backend Backend;
 
@@ -112,6 +112,32 @@ typedef struct BackendOps {
 	/* Optional (NULL when absent): index of the largest of n device
 	 * floats, returned to the host (waits for the queue). */
 	int32_t (*argmax)(Backend *b, const float *x, int n);
+
+	/* ---- paged KV cache (batch.c). Optional: a backend without them
+	 * runs one sequence at a time through the ops above (CUDA offers
+	 * them only with INFERD_CUDA_PAGED=1: not yet run on a GPU). ----
+	 * A pool holds KV rows ("slots") of many sequences: kc, vc are
+	 * [n_slots][kv_dim] for one layer. A sequence's positions map to
+	 * slots through its block table: position p lives in slot
+	 * table[p / block_size] * block_size + p % block_size. */
+
+	/* kc[slots[i]][:] = k[i][:] and vc[slots[i]][:] = v[i][:] for n rows
+	 * of kv_dim floats. slots: device int32 [n]. */
+	void (*kv_store)(Backend *b, float *kc, float *vc, const float *k,
+			 const float *v, const int32_t *slots, int n,
+			 int kv_dim);
+
+	/* Causal GQA attention (as attention above) for n query rows that
+	 * may belong to different sequences: row i sits at position pos[i]
+	 * and attends to its sequence's positions 0..pos[i], whose block
+	 * table starts at tables + tab[i]. pos, tab, tables: device int32.
+	 * On the CPU the arithmetic per row and head equals attention()'s,
+	 * so a sequence gets the same numbers batched or alone. */
+	void (*attention_paged)(Backend *b, float *out, const float *q,
+				const float *kc, const float *vc,
+				const int32_t *pos, const int32_t *tab,
+				const int32_t *tables, int block_size, int n,
+				int n_heads, int n_kv_heads, int head_dim);
 } BackendOps;
 
 /* Every backend instance starts with this header; the rest is private. */

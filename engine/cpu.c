@@ -466,10 +466,22 @@ typedef struct {
 	int n_heads, n_kv_heads, head_dim; /* shape */
 	float scale;              /* 1/sqrt(head_dim) */
 	const KernelSet *k;       /* dot and scale_axpy */
+	const int32_t *pos;       /* paged: [n] positions, NULL = pos0 + i */
+	const int32_t *tab;       /* paged: [n] block table offsets */
+	const int32_t *tables;    /* paged: the block tables */
+	int bs;                   /* paged: tokens per block */
 } AttJob;
 
+/* Cache row of position p: itself, or through the block table tb. */
+static inline size_t att_row(const int32_t *tb, int bs, int p)
+{
+	return tb ? (size_t)tb[p / bs] * (size_t)bs + (size_t)(p % bs)
+		  : (size_t)p;
+}
+
 /* One query row and head: online softmax over blocks of ATT_BLOCK keys
- * (one rescale of the accumulator per block, not per key). */
+ * (one rescale of the accumulator per block, not per key). The paged and
+ * the contiguous cache differ only in where a row is read. */
 static void att_task(void *arg, int t, int thread)
 {
 	AttJob *j = arg;
@@ -479,7 +491,9 @@ static void att_task(void *arg, int t, int thread)
 	int kvh = h / (j->n_heads / j->n_kv_heads);
 	const float *q = j->q + (size_t)i * qdim + (size_t)h * hd;
 	const float *kb = j->kc + (size_t)kvh * hd, *vb = j->vc + (size_t)kvh * hd;
-	int len = j->pos0 + i + 1;
+	const int32_t *tb = j->pos ? j->tables + j->tab[i] : NULL;
+	int bs = j->bs;
+	int len = (j->pos ? j->pos[i] : j->pos0 + i) + 1;
 	float acc[MAX_HEAD_DIM], s[ATT_BLOCK];
 	float m = -INFINITY, l = 0;
 	for (int e = 0; e < hd; e++)
@@ -488,7 +502,8 @@ static void att_task(void *arg, int t, int thread)
 		int cnt = len - p0 < ATT_BLOCK ? len - p0 : ATT_BLOCK;
 		float bm = -INFINITY;
 		for (int p = 0; p < cnt; p++) {
-			s[p] = j->k->dot_f32(hd, q, kb + (size_t)(p0 + p) * kvdim) *
+			s[p] = j->k->dot_f32(hd, q, kb + att_row(tb, bs, p0 + p) *
+							    kvdim) *
 			       j->scale;
 			if (s[p] > bm)
 				bm = s[p];
@@ -500,7 +515,8 @@ static void att_task(void *arg, int t, int thread)
 			float e = expf(s[p] - nm);
 			l += e;
 			j->k->scale_axpy(hd, p == 0 ? corr : 1.f, e,
-					 vb + (size_t)(p0 + p) * kvdim, acc);
+					 vb + att_row(tb, bs, p0 + p) * kvdim,
+					 acc);
 		}
 		m = nm;
 	}
@@ -510,23 +526,78 @@ static void att_task(void *arg, int t, int thread)
 		o[e] = acc[e] * il;
 }
 
+static int att_shape_ok(CpuBackend *c, int n, int n_heads, int n_kv_heads,
+			int head_dim)
+{
+	if (n <= 0 || n_heads <= 0 || n_kv_heads <= 0 ||
+	    n_heads % n_kv_heads || head_dim <= 0 || head_dim > MAX_HEAD_DIM ||
+	    (int64_t)n * n_heads > INT32_MAX) {
+		fail(c, "cpu: attention: bad shape n %d heads %d/%d dim %d", n,
+		     n_heads, n_kv_heads, head_dim);
+		return 0;
+	}
+	return 1;
+}
+
 static void cpu_attention(Backend *b, float *out, const float *q,
 			  const float *kc, const float *vc, int n, int pos0,
 			  int n_heads, int n_kv_heads, int head_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
-	if (n <= 0 || pos0 < 0 || n_heads <= 0 || n_kv_heads <= 0 ||
-	    n_heads % n_kv_heads || head_dim <= 0 || head_dim > MAX_HEAD_DIM ||
-	    (int64_t)n * n_heads > INT32_MAX) {
-		fail(c, "cpu: attention: bad shape n %d heads %d/%d dim %d", n,
-		     n_heads, n_kv_heads, head_dim);
+	if (!att_shape_ok(c, n, n_heads, n_kv_heads, head_dim))
+		return;
+	if (pos0 < 0) {
+		fail(c, "cpu: attention: position %d", pos0);
 		return;
 	}
 	AttJob j = {out, q, kc, vc, n, pos0, n_heads, n_kv_heads, head_dim,
-		    1.0f / sqrtf((float)head_dim), c->k};
+		    1.0f / sqrtf((float)head_dim), c->k, NULL, NULL, NULL, 1};
 	/* scores and weighted sum: 2 * head_dim per key, ~pos0 + n/2 keys */
 	run(c, n * n_heads, att_task, &j,
 	    2.0 * n * n_heads * head_dim * ((double)pos0 + n / 2.0 + 1));
+}
+
+static void cpu_attention_paged(Backend *b, float *out, const float *q,
+				const float *kc, const float *vc,
+				const int32_t *pos, const int32_t *tab,
+				const int32_t *tables, int block_size, int n,
+				int n_heads, int n_kv_heads, int head_dim)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	if (!att_shape_ok(c, n, n_heads, n_kv_heads, head_dim))
+		return;
+	double keys = 0;
+	for (int i = 0; i < n; i++) {
+		if (pos[i] < 0 || tab[i] < 0 || block_size <= 0) {
+			fail(c, "cpu: attention_paged: row %d position %d "
+			     "table %d block %d", i, pos[i], tab[i],
+			     block_size);
+			return;
+		}
+		keys += pos[i] + 1.0;
+	}
+	AttJob j = {out, q, kc, vc, n, 0, n_heads, n_kv_heads, head_dim,
+		    1.0f / sqrtf((float)head_dim), c->k, pos, tab, tables,
+		    block_size};
+	run(c, n * n_heads, att_task, &j, 2.0 * n_heads * head_dim * keys);
+}
+
+static void cpu_kv_store(Backend *b, float *kc, float *vc, const float *k,
+			 const float *v, const int32_t *slots, int n,
+			 int kv_dim)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	size_t row = (size_t)kv_dim * sizeof(float);
+	for (int i = 0; i < n; i++) {
+		if (slots[i] < 0) {
+			fail(c, "cpu: kv_store: slot %d", slots[i]);
+			return;
+		}
+		memcpy(kc + (size_t)slots[i] * kv_dim, k + (size_t)i * kv_dim,
+		       row);
+		memcpy(vc + (size_t)slots[i] * kv_dim, v + (size_t)i * kv_dim,
+		       row);
+	}
 }
 
 /* ---- element-wise ---- */
@@ -605,6 +676,8 @@ static const BackendOps cpu_ops = {
 	.swiglu = cpu_swiglu,
 	.add = cpu_add,
 	.argmax = cpu_argmax,
+	.kv_store = cpu_kv_store,
+	.attention_paged = cpu_attention_paged,
 };
 
 static void set_desc(CpuBackend *c)

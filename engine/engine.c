@@ -165,26 +165,20 @@ static int prefill(Engine *e, const int32_t *ids, int n, char *err,
 	return 0;
 }
 
-/* Text not yet released: the held-back tail that may begin a stop
- * string. */
-typedef struct {
-	char *buf;    /* held text */
-	size_t len;   /* bytes held */
-	size_t cap;   /* capacity: longest stop + one piece */
-} Hold;
-
-/* Where the earliest complete stop string starts in h, or -1. */
-static long find_stop(const Hold *h, const GenParams *p)
+/* Where the earliest complete stop string starts in g's held text, or
+ * -1. */
+static long find_stop(const GenRun *g)
 {
+	const GenParams *p = g->p;
 	long best = -1;
 	for (int i = 0; i < p->n_stop; i++) {
 		size_t sl = strlen(p->stop[i]);
-		if (sl == 0 || sl > h->len)
+		if (sl == 0 || sl > g->hlen)
 			continue;
-		for (size_t o = 0; o + sl <= h->len; o++) {
+		for (size_t o = 0; o + sl <= g->hlen; o++) {
 			if (best >= 0 && (long)o >= best)
 				break;
-			if (!memcmp(h->buf + o, p->stop[i], sl)) {
+			if (!memcmp(g->hbuf + o, p->stop[i], sl)) {
 				best = (long)o;
 				break;
 			}
@@ -193,16 +187,17 @@ static long find_stop(const Hold *h, const GenParams *p)
 	return best;
 }
 
-/* Length of the longest suffix of h that is a proper prefix of a stop
- * string: that much must be held back. */
-static size_t partial_stop(const Hold *h, const GenParams *p)
+/* Length of the longest suffix of the held text that is a proper prefix
+ * of a stop string: that much must be held back. */
+static size_t partial_stop(const GenRun *g)
 {
+	const GenParams *p = g->p;
 	size_t keep = 0;
 	for (int i = 0; i < p->n_stop; i++) {
 		size_t sl = strlen(p->stop[i]);
-		size_t maxk = sl - 1 < h->len ? sl - 1 : h->len;
+		size_t maxk = sl - 1 < g->hlen ? sl - 1 : g->hlen;
 		for (size_t k = maxk; k > keep; k--) {
-			if (!memcmp(h->buf + h->len - k, p->stop[i], k)) {
+			if (!memcmp(g->hbuf + g->hlen - k, p->stop[i], k)) {
 				keep = k;
 				break;
 			}
@@ -211,21 +206,21 @@ static size_t partial_stop(const Hold *h, const GenParams *p)
 	return keep;
 }
 
-int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
-		    const GenParams *p, engine_text_fn cb, void *ud,
-		    GenResult *res, char *err, size_t errlen)
+int genrun_init(GenRun *g, const Tokenizer *tok, int n_vocab, int ctx,
+		const int32_t *prompt, int n_prompt, const GenParams *p,
+		engine_text_fn cb, void *ud, GenResult *res, char *err,
+		size_t errlen)
 {
+	memset(g, 0, sizeof *g);
 	memset(res, 0, sizeof *res);
 	res->n_prompt = n_prompt;
-	const Tokenizer *tok = e->model.tok;
-	int n_vocab = e->model.cfg.vocab_size;
 	if (n_prompt <= 0) {
 		snprintf(err, errlen, "empty prompt (no tokens)");
 		return -1;
 	}
-	if (n_prompt > e->ctx) {
+	if (n_prompt > ctx) {
 		snprintf(err, errlen, "prompt of %d tokens does not fit the "
-			 "context of %d", n_prompt, e->ctx);
+			 "context of %d", n_prompt, ctx);
 		return -1;
 	}
 	if (p->n_stop < 0 || p->n_stop > ENGINE_MAX_STOP) {
@@ -246,14 +241,8 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 			return -1;
 		}
 	}
-	if (e->st.fatal) {
-		snprintf(err, errlen, "backend unusable after an earlier "
-			 "fatal error");
-		return -1;
-	}
-
 	/* The last sampled token needs no cache row, hence + 1. */
-	int max_gen = e->ctx - n_prompt + 1;
+	int max_gen = ctx - n_prompt + 1;
 	if (p->max_tokens > 0 && p->max_tokens < max_gen)
 		max_gen = p->max_tokens;
 	size_t stop_max = 0;
@@ -267,28 +256,123 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		if (sl > stop_max)
 			stop_max = sl;
 	}
-	Sampler smp;
-	Hold h = {0};
-	h.cap = stop_max + 2 * TOKSTREAM_MAX_PIECE;
-	char *piece = malloc(TOKSTREAM_MAX_PIECE);
-	h.buf = malloc(h.cap);
+	g->p = p;
+	g->res = res;
+	g->cb = cb;
+	g->ud = ud;
+	g->tok = tok;
+	g->max_gen = max_gen;
+	g->hcap = stop_max + 2 * TOKSTREAM_MAX_PIECE;
+	g->piece = malloc(TOKSTREAM_MAX_PIECE);
+	g->hbuf = malloc(g->hcap);
 	res->ids = malloc(sizeof(int32_t) * (size_t)max_gen);
-	if (!piece || !h.buf || !res->ids ||
-	    sampler_init(&smp, &p->sampling, n_vocab) != 0) {
-		free(piece);
-		free(h.buf);
+	if (!g->piece || !g->hbuf || !res->ids ||
+	    sampler_init(&g->smp, &p->sampling, n_vocab) != 0) {
+		free(g->piece);
+		free(g->hbuf);
 		free(res->ids);
 		res->ids = NULL;
+		g->piece = g->hbuf = NULL;
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	g->smp_ok = 1;
 	for (int i = 0; i < n_prompt; i++)
-		sampler_accept(&smp, prompt[i]);
-	TokenStream ts;
-	tokstream_init(&ts, tok);
+		sampler_accept(&g->smp, prompt[i]);
+	tokstream_init(&g->ts, tok);
+	g->t0 = now();
+	return 0;
+}
+
+finish_reason genrun_step(GenRun *g, float *logits, int32_t *next)
+{
+	const GenParams *p = g->p;
+	GenResult *res = g->res;
+	for (int i = 0; i < p->n_logit_bias; i++)
+		logits[p->logit_bias[i].id] += p->logit_bias[i].bias;
+	int32_t id = sampler_sample(&g->smp, logits);
+	if (res->n_gen == 0)
+		res->ttft = now() - g->t0;
+	if (!p->ignore_eos && tokenizer_is_eog(g->tok, id))
+		return FINISH_EOS;
+	res->ids[res->n_gen++] = id;
+	sampler_accept(&g->smp, id);
+
+	/* Text: append the piece, release what can no longer start a stop
+	 * string. */
+	int np = tokstream_push(&g->ts, id, g->piece, TOKSTREAM_MAX_PIECE);
+	if (np < 0)
+		np = 0; /* an id the tokenizer lacks: no text */
+	memcpy(g->hbuf + g->hlen, g->piece, (size_t)np);
+	g->hlen += (size_t)np;
+	long at = find_stop(g);
+	size_t release = at >= 0 ? (size_t)at : g->hlen - partial_stop(g);
+	int cancel = 0;
+	if (g->cb)
+		cancel = g->cb(g->ud, id, g->hbuf, release);
+	memmove(g->hbuf, g->hbuf + release, g->hlen - release);
+	g->hlen -= release;
+	if (at >= 0)
+		return FINISH_STOP;
+	if (cancel)
+		return FINISH_CANCEL;
+	if (res->n_gen >= g->max_gen)
+		return p->max_tokens > 0 && res->n_gen >= p->max_tokens
+			       ? FINISH_LENGTH
+			       : FINISH_CONTEXT;
+	*next = id;
+	return FINISH_NONE;
+}
+
+void genrun_end(GenRun *g, finish_reason fin)
+{
+	/* Release what was held back (an unfinished stop prefix, an
+	 * incomplete UTF-8 sequence) unless the text was cut on purpose. */
+	if (fin == FINISH_LENGTH || fin == FINISH_EOS || fin == FINISH_CONTEXT) {
+		int nf = tokstream_flush(&g->ts, g->piece, TOKSTREAM_MAX_PIECE);
+		if (nf > 0) {
+			memcpy(g->hbuf + g->hlen, g->piece, (size_t)nf);
+			g->hlen += (size_t)nf;
+		}
+		/* the flushed bytes may complete a stop string */
+		long at = find_stop(g);
+		size_t rel = at >= 0 ? (size_t)at : g->hlen;
+		if (at >= 0)
+			fin = FINISH_STOP;
+		if (g->cb && rel > 0)
+			g->cb(g->ud, -1, g->hbuf, rel);
+	}
+	g->res->finish = fin;
+}
+
+void genrun_free(GenRun *g)
+{
+	if (g->smp_ok)
+		sampler_free(&g->smp);
+	free(g->piece);
+	free(g->hbuf);
+	g->piece = g->hbuf = NULL;
+	g->smp_ok = 0;
+}
+
+int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
+		    const GenParams *p, engine_text_fn cb, void *ud,
+		    GenResult *res, char *err, size_t errlen)
+{
+	if (e->st.fatal) {
+		memset(res, 0, sizeof *res);
+		res->n_prompt = n_prompt;
+		snprintf(err, errlen, "backend unusable after an earlier "
+			 "fatal error");
+		return -1;
+	}
+	GenRun g;
+	if (genrun_init(&g, e->model.tok, e->model.cfg.vocab_size, e->ctx,
+			prompt, n_prompt, p, cb, ud, res, err, errlen) != 0)
+		return -1;
 
 	int rc = 0;
-	double t0 = now();
+	double t0 = g.t0;
 	/* Reuse the cached K/V of the longest common prefix (a chat that
 	 * grows turn by turn), but always run the last prompt token: its
 	 * logits are needed. */
@@ -310,69 +394,17 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 
 	finish_reason fin = FINISH_NONE;
 	while (fin == FINISH_NONE) {
-		for (int i = 0; i < p->n_logit_bias; i++)
-			e->st.logits[p->logit_bias[i].id] +=
-				p->logit_bias[i].bias;
-		int32_t id = sampler_sample(&smp, e->st.logits);
-		if (res->n_gen == 0)
-			res->ttft = now() - t0;
-		if (!p->ignore_eos && tokenizer_is_eog(tok, id)) {
-			fin = FINISH_EOS;
-			break;
-		}
-		res->ids[res->n_gen++] = id;
-		sampler_accept(&smp, id);
-
-		/* Text: append the piece, release what can no longer start a
-		 * stop string. */
-		int np = tokstream_push(&ts, id, piece, TOKSTREAM_MAX_PIECE);
-		if (np < 0)
-			np = 0; /* an id the tokenizer lacks: no text */
-		memcpy(h.buf + h.len, piece, (size_t)np);
-		h.len += (size_t)np;
-		long at = find_stop(&h, p);
-		size_t release = at >= 0 ? (size_t)at
-					 : h.len - partial_stop(&h, p);
-		int cancel = 0;
-		if (cb)
-			cancel = cb(ud, id, h.buf, release);
-		memmove(h.buf, h.buf + release, h.len - release);
-		h.len -= release;
-		if (at >= 0)
-			fin = FINISH_STOP;
-		else if (cancel)
-			fin = FINISH_CANCEL;
-		else if (res->n_gen >= max_gen)
-			fin = p->max_tokens > 0 && res->n_gen >= p->max_tokens
-				      ? FINISH_LENGTH
-				      : FINISH_CONTEXT;
-		else if (feed(e, &id, 1, err, errlen) != 0) {
+		int32_t id;
+		fin = genrun_step(&g, e->st.logits, &id);
+		if (fin == FINISH_NONE && feed(e, &id, 1, err, errlen) != 0) {
 			fin = FINISH_ERROR;
 			rc = -1;
 		}
 	}
-	/* Release what was held back (an unfinished stop prefix, an
-	 * incomplete UTF-8 sequence) unless the text was cut on purpose. */
-	if (fin == FINISH_LENGTH || fin == FINISH_EOS || fin == FINISH_CONTEXT) {
-		int nf = tokstream_flush(&ts, piece, TOKSTREAM_MAX_PIECE);
-		if (nf > 0) {
-			memcpy(h.buf + h.len, piece, (size_t)nf);
-			h.len += (size_t)nf;
-		}
-		/* the flushed bytes may complete a stop string */
-		long at = find_stop(&h, p);
-		size_t rel = at >= 0 ? (size_t)at : h.len;
-		if (at >= 0)
-			fin = FINISH_STOP;
-		if (cb && rel > 0)
-			cb(ud, -1, h.buf, rel);
-	}
-	res->finish = fin;
+	genrun_end(&g, fin);
 	res->t_decode = now() - t1;
 out:
-	sampler_free(&smp);
-	free(piece);
-	free(h.buf);
+	genrun_free(&g);
 	return rc;
 }
 

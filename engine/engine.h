@@ -112,6 +112,41 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		    const GenParams *p, engine_text_fn cb, void *ud,
 		    GenResult *res, char *err, size_t errlen);
 
+/* One generation's sampling and text streaming, apart from the forward
+ * passes that feed it: engine_generate() drives one with forward(), the
+ * batcher (batch.h) many at once with forward_batch(). Same inputs, same
+ * tokens, whichever drives it. */
+typedef struct GenRun {
+	const GenParams *p;   /* parameters (not owned) */
+	GenResult *res;       /* filled as tokens come */
+	engine_text_fn cb;    /* text callback or NULL */
+	void *ud;             /* its argument */
+	const Tokenizer *tok; /* for the text and end-of-generation ids */
+	Sampler smp;          /* seeded sampler with the penalty window */
+	int smp_ok;           /* smp initialised */
+	TokenStream ts;       /* ids -> UTF-8 pieces */
+	char *piece;          /* [TOKSTREAM_MAX_PIECE] scratch */
+	char *hbuf;           /* text held back (may start a stop string) */
+	size_t hlen, hcap;    /* held bytes, capacity */
+	int max_gen;          /* tokens at most (max_tokens, context) */
+	double t0;            /* start (monotonic seconds), for ttft */
+} GenRun;
+
+/* Validate p, allocate, feed the prompt to the penalty window. ctx: the
+ * sequence's KV capacity in tokens. Returns 0, or -1 with a message (and
+ * nothing to free). res->ids is malloc'd for the caller. */
+int genrun_init(GenRun *g, const Tokenizer *tok, int n_vocab, int ctx,
+		const int32_t *prompt, int n_prompt, const GenParams *p,
+		engine_text_fn cb, void *ud, GenResult *res, char *err,
+		size_t errlen);
+/* Given the logits after the last fed token (modified): sample, stream
+ * its text. FINISH_NONE: feed *next and call again; anything else: the
+ * generation is over (call genrun_end with it). */
+finish_reason genrun_step(GenRun *g, float *logits, int32_t *next);
+/* Release held text as the finish reason allows and set res->finish. */
+void genrun_end(GenRun *g, finish_reason fin);
+void genrun_free(GenRun *g);
+
 /* Benchmark: prefill n_prompt fixed tokens (in chunks of max_batch), then
  * decode n_gen tokens one by one (greedy), from an empty cache. Stores
  * tokens per second of each phase. Returns 0 or -1 with a message. */

@@ -833,6 +833,7 @@ static int start_gen(infer_client *c, const infer_gen_params *p,
 	nf += p->n_stop > 0;
 	nf += p->ignore_eos != 0;
 	nf += p->keep_alive != INFER_KEEP_DEFAULT;
+	nf += p->priority != 0;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	Req *r = begin(c, &sb, &pk, "generate", nf);
@@ -891,6 +892,8 @@ static int start_gen(infer_client *c, const infer_gen_params *p,
 	}
 	if (p->keep_alive != INFER_KEEP_DEFAULT)
 		pk_kv_int(&pk, "keep_alive", p->keep_alive);
+	if (p->priority != 0)
+		pk_kv_int(&pk, "priority", p->priority);
 	int rc = queue_frame(c, &sb);
 	msgpack_sbuffer_destroy(&sb);
 	if (rc < 0) {

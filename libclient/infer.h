@@ -154,6 +154,9 @@ typedef struct infer_gen_params {
 	size_t n_stop;                 /* how many (<= 8) */
 	int ignore_eos;                /* keep going past end-of-generation */
 	int keep_alive;                /* INFER_KEEP_DEFAULT or seconds */
+	int priority;                  /* -10..10, 0 default: higher starts
+					* first; above 0 only for the daemon's
+					* uid and root (others get 0) */
 } infer_gen_params;
 
 /* Fill p with "daemon default" for every field. */

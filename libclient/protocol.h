@@ -49,7 +49,11 @@
  *              mem_budget uint, mem_used uint, device_total uint,
  *              device_free uint (bytes), connections uint, inflight uint,
  *              log_dropped uint (request log rows lost: disk full...),
- *              models array of {name, state, device, queue, active, bytes}
+ *              models array of {name, state, device, queue, active, bytes},
+ *              requests array of {id, priority, uid, pid, model, state ("running" |
+ *              "queued"), position (queue position, 0 when running),
+ *              gen_tokens, age (s)}: the generates in flight, by model,
+ *              running first, then in queue order
  *   models     -> ok: models array of {name str, path str, format str,
  *              state str, bytes uint, arch str, quant str, ctx uint,
  *              params uint, keep_alive int}
@@ -63,9 +67,15 @@
  *              repeat_penalty float, freq_penalty float, presence_penalty
  *              float, penalty_last_n int, seed uint, stop array of str,
  *              ignore_eos bool, keep_alive int (seconds; -1 = never
- *              unload; 0 = unload when done) [all opt]
+ *              unload; 0 = unload when done), priority int (-10..10,
+ *              default 0: higher starts first and may suspend a lower
+ *              one; above 0 only for the daemon's uid and root, others
+ *              get 0) [all opt]
  *              -> loading: model str (the model is being loaded first)
- *              -> queued: position uint
+ *              -> queued: position uint (1: starts when the next place
+ *                 in the model's batch frees; sent again when it changes:
+ *                 the queue is fair between uids, then first come first
+ *                 served, so a newcomer of a quieter uid may go ahead)
  *              -> token: token int, text bin (UTF-8, whole characters)
  *              -> done: finish str, prompt_tokens uint, gen_tokens uint,
  *                 ttft_ms float, total_ms float, tok_s float

@@ -1205,8 +1205,10 @@ END_TEST
 START_TEST(test_queue_limits)
 {
 	TDaemon d;
+	/* one at a time (--max-batch 1), so requests queue */
 	const char *args[] = { "--ctx", "8192", "--max-queue", "2",
-			       "--max-conn-requests", "3", NULL };
+			       "--max-conn-requests", "3", "--max-batch", "1",
+			       NULL };
 	ck_assert(t_start(&d, args) == 0);
 	int fd = t_connect(d.sock);
 	uint8_t b[512];
