@@ -865,6 +865,21 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	free(f);
 }
 
+/* Add one to uid's count in uids/counts (at most 64 users listed). */
+static void count_uid(uid_t *uids, int *counts, int *nu, uid_t uid)
+{
+	int k = 0;
+	while (k < *nu && uids[k] != uid)
+		k++;
+	if (k == *nu) {
+		if (*nu == 64)
+			return; /* more users than that: not listed */
+		uids[k] = uid;
+		counts[(*nu)++] = 0;
+	}
+	counts[k]++;
+}
+
 /* Prometheus text: gauges of the present state, then metrics.c's
  * counters and histograms of finished requests. */
 static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
@@ -937,20 +952,15 @@ static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
 		uid_t uids[64];
 		int counts[64], nu = 0;
 		pthread_mutex_lock(&m->mu);
-		for (Request *r = m->qhead; r; r = r->qnext) {
-			if (r->internal)
-				continue;
-			int k = 0;
-			while (k < nu && uids[k] != r->uid)
-				k++;
-			if (k == nu) {
-				if (nu == 64)
-					continue; /* more users than that: not listed */
-				uids[nu] = r->uid;
-				counts[nu++] = 0;
-			}
-			counts[k]++;
-		}
+		/* waiting = still in the arrival queue, or taken by the
+		 * worker's scheduler but not started (wait[], counted in
+		 * qlen too) */
+		for (Request *r = m->qhead; r; r = r->qnext)
+			if (!r->internal)
+				count_uid(uids, counts, &nu, r->uid);
+		for (int w = 0; w < m->n_wait; w++)
+			if (!m->wait[w]->internal)
+				count_uid(uids, counts, &nu, m->wait[w]->uid);
 		pthread_mutex_unlock(&m->mu);
 		for (int k = 0; k < nu; k++) {
 			fputs("inferd_model_user_queue_depth{model=\"", out);

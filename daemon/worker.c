@@ -547,10 +547,11 @@ static void publish(Slot *m)
 static Request *take_wait(Slot *m, int i)
 {
 	Request *r = m->wait[i];
+	/* under mu: the loop reads wait[] for metrics */
+	pthread_mutex_lock(&m->mu);
 	memmove(m->wait + i, m->wait + i + 1,
 		sizeof *m->wait * (size_t)(m->n_wait - i - 1));
 	m->n_wait--;
-	pthread_mutex_lock(&m->mu);
 	m->qlen--;
 	pthread_mutex_unlock(&m->mu);
 	return r;

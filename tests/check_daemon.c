@@ -877,7 +877,8 @@ static double status_num(const char *json, const char *name, const char *key)
 START_TEST(test_metrics_queue)
 {
 	TDaemon d;
-	const char *args[] = { "--ctx", "8192", NULL };
+	/* one at a time, so two of the three wait in the queue */
+	const char *args[] = { "--ctx", "8192", "--max-batch", "1", NULL };
 	ck_assert(t_start(&d, args) == 0);
 	int fd = t_connect(d.sock);
 	uint8_t b[512];
