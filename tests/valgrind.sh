@@ -19,6 +19,7 @@ tests=${*:-$(ls "$BUILD"/tests/ | grep '^check_')}
 status=0
 for t in $tests; do
 	t=$(basename "$t")
+	rm -f "$logs/$t".*.log
 	valgrind -q --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite --show-leak-kinds=definite \
 		--trace-children=yes --child-silent-after-fork=yes \

@@ -73,7 +73,13 @@ static int drain(int fd, double secs)
 	for (;;) {
 		struct pollfd p = { fd, POLLIN, 0 };
 		int ms = (int)((end - now()) * 1000);
-		if (ms <= 0 || poll(&p, 1, ms) <= 0)
+		if (ms <= 0)
+			return -1;
+		/* libFuzzer's -timeout alarm interrupts poll(): not a timeout */
+		int k = poll(&p, 1, ms);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
 			return -1;
 		ssize_t r = recv(fd, buf, sizeof buf, 0);
 		if (r == 0 || (r < 0 && errno == ECONNRESET))
@@ -152,8 +158,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fd < 0 || send_all(fd, ping, sizeof ping) < 0)
 		abort();
 	uint8_t hdr[4];
-	struct pollfd p = { fd, POLLIN, 0 };
-	if (poll(&p, 1, 30000) <= 0 || recv(fd, hdr, 4, MSG_WAITALL) != 4) {
+	ssize_t got;
+	while ((got = recv(fd, hdr, 4, MSG_WAITALL)) < 0 && errno == EINTR)
+		;
+	if (got != 4) {
 		fprintf(stderr, "fuzz_daemon: ping not answered\n");
 		abort();
 	}
