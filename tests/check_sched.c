@@ -93,7 +93,7 @@ static char long_prompt[4096];
 static void make_prompt(void)
 {
 	long_prompt[0] = 0;
-	for (int i = 0; i < 36; i++)
+	for (int i = 0; i < 48; i++) /* ~440 tokens: within --ctx 512 */
 		strcat(long_prompt, "Once upon a time there was a little ");
 }
 
