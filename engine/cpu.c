@@ -292,6 +292,7 @@ typedef struct {
 	kdot_fn dot;          /* kernel */
 	kdot4_fn dot4;        /* 4-row kernel or NULL */
 	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
+	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
 	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
 	const float *bias;    /* [rows] or NULL */
 } MatJob;
@@ -335,6 +336,17 @@ static void mat_task(void *arg, int t, int thread)
 				r++;
 				continue;
 			}
+			if (i1 - i0 == 1 && j->dotw4 && r + 3 < r1) {
+				float v[4];
+				j->dotw4(j->cols, w, j->wrb, xa, v);
+				for (int k = 0; k < 4; k++) {
+					o[k] = v[k];
+					if (j->bias)
+						o[k] += j->bias[r + k];
+				}
+				r += 3;
+				continue;
+			}
 			if (i1 - i0 == 4 && j->dot4) {
 				float v[4];
 				j->dot4(j->cols, w, xa, j->xab, v);
@@ -372,6 +384,7 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		.rows = w->rows, .n = n, .type = w->type,
 		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
 		.dot2x4 = c->k->dot2x4[w->type],
+		.dotw4 = c->k->dotw4[w->type],
 		.bias = bf,
 		.quant = kernel_act(w->type) == KACT_Q8 ? c->k->quant_q8 : c->k->quant_q8k,
 	};

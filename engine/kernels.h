@@ -63,12 +63,18 @@ typedef void (*kdot4_fn)(int64_t n, const void *w, const void *x,
 typedef void (*kdot2x4_fn)(int64_t n, const void *w, size_t wstride,
 			   const void *x, size_t xstride, float *out);
 
+/* 4 weight rows (row k at w + k*wstride bytes) by 1 activation row, the
+ * decode mat-vec: out[k] = dot(weight row k, x), bit-identical to dot. */
+typedef void (*kdotw4_fn)(int64_t n, const void *w, size_t wstride,
+			  const void *x, float *out);
+
 /* A set of kernels for one instruction-set level. */
 typedef struct KernelSet {
 	const char *name;     /* "scalar", "avx2", "avx512" */
 	kdot_fn dot[DT_COUNT]; /* per weight type */
 	kdot4_fn dot4[DT_COUNT]; /* per weight type; NULL: call dot 4 times */
 	kdot2x4_fn dot2x4[DT_COUNT]; /* float types; NULL: use dot4 */
+	kdotw4_fn dotw4[DT_COUNT]; /* NULL: call dot per weight row */
 	/* Fast versions of kernel_prepare_act() for KACT_Q8 / KACT_Q8K rows,
 	 * bit-identical to it; NULL: use kernel_prepare_act(). */
 	void (*quant_q8)(const float *x, void *out, int64_t n);

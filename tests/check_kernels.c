@@ -350,6 +350,21 @@ START_TEST(dot_all_levels)
 			} else {
 				ck_assert_str_eq(levels[lv], "scalar");
 			}
+			/* 4 weight rows x 1 activation (decode): bit-identical
+			 * to dot, so a row's logits do not depend on whether
+			 * it was served 4 at a time; rows 0..3 and 1..4 */
+			if (k->dotw4[t])
+				for (int r0 = 0; r0 + 4 <= rows; r0++) {
+					float got[4];
+					k->dotw4[t](cols, w + r0 * rb, rb, xa, got);
+					for (int kk = 0; kk < 4; kk++) {
+						float one = k->dot[t](cols, w + (r0 + kk) * rb, xa);
+						ck_assert_msg(memcmp(&got[kk], &one, sizeof one) == 0,
+							      "%s %s dotw4 row %d: %.9g vs dot %.9g",
+							      levels[lv], dtype_name(t), r0 + kk,
+							      got[kk], one);
+					}
+				}
 			/* 2 x 4 tile (float types): weight rows 1 and 2 */
 			if (k->dot2x4[t]) {
 				float *x4 = malloc(sizeof(float) * cols * 4);
