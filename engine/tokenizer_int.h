@@ -23,7 +23,7 @@ enum {
 	TT_UNKNOWN = 2,   /* <unk> */
 	TT_CONTROL = 3,   /* special token (<s>, <|im_end|>) */
 	TT_USER = 4,      /* user-defined added token, matched in text */
-	TT_UNUSED = 5,    /* placeholder */
+	TT_UNUSED = 5,    /* reserved id the vocab does not use (GGUF type 5) */
 	TT_BYTE = 6,      /* SPM byte fallback <0xNN> */
 };
 

@@ -15,36 +15,6 @@
 
 static const char *const PROMPT = "Once upon a time"; /* golden prompts[0] */
 
-/* golden.json prompts[0].greedy of a model, read with a tiny scan. */
-static int golden_greedy(const char *model, int32_t *out, int cap)
-{
-	char path[256];
-	snprintf(path, sizeof path, "models/%s/golden.json", model);
-	FILE *f = fopen(test_data(path), "r");
-	if (!f)
-		return -1;
-	static char buf[1 << 20];
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *p = strstr(buf, "\"greedy\"");
-	if (!p || !(p = strchr(p, '[')))
-		return -1;
-	int k = 0;
-	p++;
-	while (k < cap && *p && *p != ']') {
-		char *end;
-		long v = strtol(p, &end, 10);
-		if (end == p)
-			break;
-		out[k++] = (int32_t)v;
-		p = end;
-		while (*p == ',' || *p == ' ' || *p == '\n')
-			p++;
-	}
-	return k;
-}
-
 /* Collects generated ids and text. */
 typedef struct Gen {
 	int32_t ids[4096];  /* token ids in order */

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "protocol.h"
 #include "testutil.h"
 
@@ -345,6 +346,28 @@ static inline size_t t_pack(uint8_t *out, size_t cap, int npairs, ...)
 	memcpy(out, sb.data, n);
 	msgpack_sbuffer_destroy(&sb);
 	return n;
+}
+
+/* golden.json prompts[0].greedy of a model (the tokens every generate of
+ * "Once upon a time" must give greedily): count, or -1. */
+static inline int golden_greedy(const char *model, int32_t *out, int cap)
+{
+	char path[256], err[256];
+	snprintf(path, sizeof path, "models/%s/golden.json", model);
+	json_doc *doc = json_parse_file(test_data(path), 0, err, sizeof err);
+	if (!doc)
+		return -1;
+	const json_value *g =
+		json_get(json_at(json_get(json_root(doc), "prompts"), 0), "greedy");
+	int k = json_present(g) ? 0 : -1;
+	for (size_t i = 0; k >= 0 && i < json_count(g) && k < cap; i++) {
+		int64_t v;
+		if (!json_int(json_at(g, i), 0, INT32_MAX, &v))
+			break;
+		out[k++] = (int32_t)v;
+	}
+	json_free(doc); /* g points into doc */
+	return k;
 }
 
 #endif
