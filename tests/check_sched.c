@@ -88,12 +88,12 @@ static void send_gen(int fd, int id, const char *prompt, int max_tokens)
 }
 
 /* B's long prompt: its prefill dominates its time to first token. */
-static char long_prompt[4096];
+static char long_prompt[6144]; /* 144 x 36 bytes, NUL */
 
 static void make_prompt(void)
 {
 	long_prompt[0] = 0;
-	for (int i = 0; i < 48; i++) /* ~440 tokens: within --ctx 512 */
+	for (int i = 0; i < 144; i++) /* ~1300 tokens: within --ctx 2048 */
 		strcat(long_prompt, "Once upon a time there was a little ");
 }
 
@@ -110,7 +110,7 @@ static double ttft_once(const char *sock)
 	char s[64];
 	/* a different first word each time: no prefix to reuse, every run
 	 * computes its whole prompt */
-	char prompt[4200];
+	char prompt[sizeof long_prompt + 32];
 	snprintf(prompt, sizeof prompt, "%d %s", 1000 + serial++, long_prompt);
 	double t0 = t_now(), t1 = -1;
 	send_gen(fd, 1, prompt, 1);
@@ -194,7 +194,7 @@ START_TEST(fair_share_and_ps)
 	 * the clients, so B's figures measure the scheduler's order rather
 	 * than CPU contention between the worker and the test's own
 	 * processes on a 2-core machine */
-	const char *args[] = {"--socket-mode", "0666", "--ctx", "512",
+	const char *args[] = {"--socket-mode", "0666", "--ctx", "2048",
 			      "--max-batch", "16", "--threads", "1", NULL};
 	ck_assert(t_prepare(&d) == 0);
 	ck_assert_int_eq(chmod(d.dir, 0755), 0); /* nobody reaches the socket */
