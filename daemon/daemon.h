@@ -185,5 +185,7 @@ void pk_str(msgpack_packer *pk, const char *s);
 /* A whole error frame for request id. */
 uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
 		     long position, size_t *len);
+/* A whole "queued" event frame: position requests start before id's. */
+uint8_t *queued_frame(uint32_t id, int position, size_t *len);
 
 #endif

@@ -562,18 +562,8 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 		/* one at a time: behind everything; a batching worker tells
 		 * fair positions itself */
 		r->qpos_told = ahead + 1;
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
 		size_t len;
-		fb_begin(&sb, &pk);
-		msgpack_pack_map(&pk, 3);
-		pk_str(&pk, "id");
-		msgpack_pack_uint32(&pk, r->id);
-		pk_str(&pk, "type");
-		pk_str(&pk, "queued");
-		pk_str(&pk, "position");
-		msgpack_pack_int(&pk, ahead);
-		uint8_t *f = fb_end(&sb, &len);
+		uint8_t *f = queued_frame(r->id, ahead, &len);
 		send_frame(r->conn, f, len);
 		free(f);
 	}

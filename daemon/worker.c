@@ -76,6 +76,41 @@ uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
 	return fb_end(&sb, len);
 }
 
+/* A "queued" event: the request waits with position others before it. */
+uint8_t *queued_frame(uint32_t id, int position, size_t *len)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 3);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "queued");
+	pk_str(&pk, "position");
+	msgpack_pack_int(&pk, position);
+	return fb_end(&sb, len);
+}
+
+/* Tell r's client why its first token takes a while: the model loads. */
+static void post_loading(Slot *m, Request *r)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t len;
+	fb_begin(&sb, &pk);
+	msgpack_pack_map(&pk, 3);
+	pk_str(&pk, "id");
+	msgpack_pack_uint32(&pk, r->id);
+	pk_str(&pk, "type");
+	pk_str(&pk, "loading");
+	pk_str(&pk, "model");
+	pk_str(&pk, m->name);
+	uint8_t *f = fb_end(&sb, &len);
+	if (f)
+		daemon_post(m->d, r, f, len, 0);
+}
+
 /* End r with an error (also stored for the log). */
 static void job_error(Slot *m, Request *r, const char *code, const char *msg)
 {
@@ -445,23 +480,8 @@ static void run_job(Slot *m, Request *r)
 		job_ok(m, r);
 		return;
 	}
-	if (!m->eng && r->op == OP_GENERATE) {
-		/* tell the client why the first token takes a while */
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
-		size_t len;
-		fb_begin(&sb, &pk);
-		msgpack_pack_map(&pk, 3);
-		pk_str(&pk, "id");
-		msgpack_pack_uint32(&pk, r->id);
-		pk_str(&pk, "type");
-		pk_str(&pk, "loading");
-		pk_str(&pk, "model");
-		pk_str(&pk, m->name);
-		uint8_t *f = fb_end(&sb, &len);
-		if (f)
-			daemon_post(m->d, r, f, len, 0);
-	}
+	if (!m->eng && r->op == OP_GENERATE)
+		post_loading(m, r);
 	if (ensure_loaded(m, err, sizeof err) < 0) {
 		job_error(m, r, PROTO_E_LOAD, err);
 		return;
@@ -516,18 +536,8 @@ static void tell_position(Slot *m, Request *r, int pos)
 	if (r->qpos_told == pos + 1)
 		return;
 	r->qpos_told = pos + 1;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, r->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "queued");
-	pk_str(&pk, "position");
-	msgpack_pack_int(&pk, pos);
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = queued_frame(r->id, pos, &len);
 	if (f)
 		daemon_post(m->d, r, f, len, 0);
 }
@@ -563,20 +573,7 @@ static int ready(Slot *m, Request *r)
 {
 	char err[512];
 	if (!m->eng) {
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
-		size_t len;
-		fb_begin(&sb, &pk);
-		msgpack_pack_map(&pk, 3);
-		pk_str(&pk, "id");
-		msgpack_pack_uint32(&pk, r->id);
-		pk_str(&pk, "type");
-		pk_str(&pk, "loading");
-		pk_str(&pk, "model");
-		pk_str(&pk, m->name);
-		uint8_t *f = fb_end(&sb, &len);
-		if (f)
-			daemon_post(m->d, r, f, len, 0);
+		post_loading(m, r);
 		if (ensure_loaded(m, err, sizeof err) < 0) {
 			job_error(m, r, PROTO_E_LOAD, err);
 			return -1;
