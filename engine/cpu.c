@@ -162,16 +162,35 @@ static void cpu_free(Backend *b, void *p)
 		free(h);
 }
 
+/* The math ops read t->data, the mmap, directly; only weights with an
+ * x16 kernel at this SIMD level get a repacked copy in t->dev (allocated:
+ * the mmap stays read-only), the same size as the original for Q4_x. */
 static int cpu_upload(Backend *b, Tensor *t, char *err, size_t errlen)
 {
-	(void)err;
-	(void)errlen;
-	t->dev = NULL; /* the math ops read t->data, the mmap, directly */
+	CpuBackend *c = (CpuBackend *)b;
+	t->dev = NULL;
+	size_t bytes = t->data && t->type < DT_COUNT && c->k->x16[t->type]
+			       ? kernel_x16_bytes(t->type, t->rows, t->cols)
+			       : 0;
+	if (!bytes)
+		return 0;
+	void *p = NULL;
+	if (posix_memalign(&p, ALIGN, bytes)) {
+		snprintf(err, errlen, "cpu: out of memory repacking %s (%zu bytes)",
+			 t->name ? t->name : "?", bytes);
+		return -1;
+	}
+	if (kernel_x16_pack(t->type, t->data, t->rows, t->cols, p) != 0) {
+		free(p); /* a scale x16 cannot hold exactly: keep the original */
+		return 0;
+	}
+	t->dev = p;
 	return 0;
 }
 
 static void cpu_release(Backend *b, Tensor *t)
 {
+	free(t->dev);
 	t->dev = NULL;
 }
 
@@ -277,7 +296,7 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 
 /* ---- matmul ---- */
 
-/* matmul, one task per block of rb weight rows. */
+/* matmul, one task per block of rb weight rows (x16: rb row groups). */
 typedef struct {
 	float *out;           /* [n][rows] */
 	const uint8_t *w;     /* weight rows */
@@ -295,6 +314,9 @@ typedef struct {
 	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
 	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
 	const float *bias;    /* [rows] or NULL */
+	const uint8_t *wx;    /* x16-repacked weights or NULL */
+	size_t wxb;           /* bytes per x16 row group */
+	kx16_fn x16;          /* kernel for wx */
 } MatJob;
 
 static void prep_task(void *arg, int i, int thread)
@@ -363,6 +385,33 @@ static void mat_task(void *arg, int t, int thread)
 	}
 }
 
+/* x16 path: task t covers row groups [t*rb, t*rb + rb). */
+static void mat_x16_task(void *arg, int t, int thread)
+{
+	MatJob *j = arg;
+	int64_t g0 = (int64_t)t * j->rb, g1 = g0 + j->rb;
+	int64_t ng = (j->rows + KX16_ROWS - 1) / KX16_ROWS;
+	if (g1 > ng)
+		g1 = ng;
+	size_t ld = (size_t)j->rows;
+	for (int i0 = 0; i0 < j->n; i0 += KX16_MAXR) {
+		int nr = j->n - i0 < KX16_MAXR ? j->n - i0 : KX16_MAXR;
+		const uint8_t *xa = j->xa + (size_t)i0 * j->xab;
+		for (int64_t g = g0; g < g1; g++) {
+			int64_t r0 = g * KX16_ROWS;
+			int nc = j->rows - r0 < KX16_ROWS ? (int)(j->rows - r0)
+							  : KX16_ROWS;
+			float *o = j->out + (size_t)i0 * ld + (size_t)r0;
+			j->x16(j->cols, j->wx + (size_t)g * j->wxb, xa, j->xab,
+			       nr, o, ld, nc);
+			if (j->bias)
+				for (int i = 0; i < nr; i++)
+					for (int c = 0; c < nc; c++)
+						o[i * ld + c] += j->bias[r0 + c];
+		}
+	}
+}
+
 static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		       const Tensor *bias, int n)
 {
@@ -408,9 +457,22 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		j.xa = a;
 		run(c, n, prep_task, &j, 8.0 * n * (double)w->cols);
 	}
+	int th = tp_threads(c->tp);
+	if (w->dev && c->k->x16[w->type]) {
+		int64_t ng = (w->rows + KX16_ROWS - 1) / KX16_ROWS;
+		int64_t gb = ng / ((int64_t)th * 4);
+		if (gb < 1)
+			gb = 1;
+		j.wx = w->dev;
+		j.wxb = kernel_x16_bytes(w->type, KX16_ROWS, w->cols);
+		j.x16 = c->k->x16[w->type];
+		j.rb = (int)gb;
+		run(c, (int)((ng + gb - 1) / gb), mat_x16_task, &j,
+		    (double)n * (double)w->rows * (double)w->cols);
+		return;
+	}
 	/* Enough tasks to balance threads, few enough that each weight row
 	 * block is worth a dispatch. */
-	int th = tp_threads(c->tp);
 	int64_t rb = w->rows / ((int64_t)th * 8);
 	if (rb < 1)
 		rb = 1;

@@ -469,6 +469,92 @@ START_TEST(matmul_all_levels)
 }
 END_TEST
 
+/* The x16-repacked path (upload() repacks Q4_0/Q4_1/Q8_0 when the level
+ * has the kernel): against the double reference, with 37 rows (a padded
+ * last row group) and 1, 5 and 9 activation rows; and a row's numbers do
+ * not depend on how many rows share the matmul (batched = alone). */
+START_TEST(matmul_x16_repacked)
+{
+	char err[256];
+	static const dtype x16_types[] = {DT_Q8_0, DT_Q4_0, DT_Q4_1};
+	int ran = 0;
+	for (int th = 1; th <= 2; th++) {
+		Backend *b = cpu_backend_create(th, err, sizeof err);
+		ck_assert_msg(b, "%s", err);
+		cpu_backend_set_par_min(b, 0);
+		const BackendOps *o = b->ops;
+		for (int ti = 0; ti < 3; ti++) {
+			dtype t = x16_types[ti];
+			int rows = 37, cols = 32 * 11;
+			uint8_t *wd = rand_weights(t, rows, cols);
+			Tensor w = {.name = "w", .type = t, .rows = rows,
+				    .cols = cols, .data = wd,
+				    .nbytes = rows * dtype_row_bytes(t, cols)};
+			ck_assert_msg(o->upload(b, &w, err, sizeof err) == 0, "%s", err);
+			if (!w.dev) { /* no x16 kernel on this CPU */
+				free(wd);
+				continue;
+			}
+			ran++;
+			int n = 9;
+			float *x = o->alloc(b, sizeof(float) * n * cols);
+			float *out = o->alloc(b, sizeof(float) * n * rows);
+			float *one = o->alloc(b, sizeof(float) * rows);
+			for (int i = 0; i < n * cols; i++)
+				x[i] = frand(-2, 2);
+			o->matmul(b, out, x, &w, NULL, n);
+			ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+			size_t rb = dtype_row_bytes(t, cols);
+			for (int i = 0; i < n; i++) {
+				for (int r = 0; r < rows; r++) {
+					double want, tol;
+					ref_dot(t, wd + r * rb, x + i * cols, cols,
+						&want, &tol);
+					ck_assert_msg(fabs(out[i * rows + r] - want) <= tol,
+						      "x16 %s [%d][%d]: %g vs %g",
+						      dtype_name(t), i, r,
+						      out[i * rows + r], want);
+				}
+				o->matmul(b, one, x + i * cols, &w, NULL, 1);
+				ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+				ck_assert_msg(memcmp(one, out + i * rows,
+						     sizeof(float) * rows) == 0,
+					      "x16 %s row %d: alone != batched",
+					      dtype_name(t), i);
+			}
+			/* a forced level without x16 kernels reads the
+			 * original and agrees within the tolerance */
+			ck_assert_int_eq(cpu_backend_set_simd(b, "scalar"), 0);
+			o->matmul(b, one, x, &w, NULL, 1);
+			ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+			for (int r = 0; r < rows; r++) {
+				double want, tol;
+				ref_dot(t, wd + r * rb, x, cols, &want, &tol);
+				ck_assert(fabs(one[r] - want) <= tol);
+			}
+			ck_assert_int_eq(cpu_backend_set_simd(b, "avx512"), 0);
+			o->release(b, &w);
+			ck_assert_ptr_null(w.dev);
+			o->free(b, x);
+			o->free(b, out);
+			o->free(b, one);
+			free(wd);
+		}
+		o->destroy(b);
+	}
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
+		ck_assert_int_eq(ran, 6);
+	/* a Q8_0 scale whose -128*d offset overflows an f16 is not packed */
+	uint8_t blk[34] = {0};
+	put16(blk, f32_to_fp16(1000.f));
+	uint8_t out16[576];
+	ck_assert_int_eq(kernel_x16_bytes(DT_Q8_0, 1, 32), sizeof out16);
+	ck_assert_int_eq(kernel_x16_pack(DT_Q8_0, blk, 1, 32, out16), -1);
+	ck_assert_int_eq(kernel_x16_bytes(DT_Q4_K, 16, 256), 0);
+}
+END_TEST
+
 /* A bad weight is reported through sync(), not silently ignored. */
 START_TEST(matmul_error_reported)
 {
@@ -551,6 +637,7 @@ int main(void)
 	tcase_add_test(tc, deq_q6_k);
 	tcase_add_test(tc, dot_all_levels);
 	tcase_add_test(tc, matmul_all_levels);
+	tcase_add_test(tc, matmul_x16_repacked);
 	tcase_add_test(tc, matmul_error_reported);
 	tcase_add_test(tc, simd_env_selects_level);
 	tcase_add_test(tc, quant_act_identical);
