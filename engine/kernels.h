@@ -100,7 +100,7 @@ int kernel_x16_pack(dtype t, const void *w, int64_t rows, int64_t n,
  * one row group of x16 weights (n elements per row): out[r*ldo + c] for
  * the first nc (1..16) rows c of the group. A row's result does not depend
  * on nr, so a sequence gets the same numbers batched or alone. */
-#define KX16_MAXR 4
+#define KX16_MAXR 8
 typedef void (*kx16_fn)(int64_t n, const void *wp, const void *x, size_t xs,
 			int nr, float *out, size_t ldo, int nc);
 
