@@ -21,9 +21,33 @@
 #define XTILE 4                /* activation rows per weight row (dot4) */
 #define ELT_CHUNK 16384        /* elements per task for swiglu/add */
 #define L2_BLOCK (256u << 10)  /* weight bytes per prefill task (in L2) */
+#define MM_FUSE 4              /* matmuls on one x run as one job */
 #define PAR_MIN_WORK 262144.0 /* multiply-adds below which an op runs on
 				* the calling thread: waking workers costs
 				* more (tiny models, busy machines) */
+
+/* matmul, one task per block of rb weight rows (x16: rb row groups). */
+typedef struct {
+	float *out;           /* [n][rows] */
+	const uint8_t *w;     /* weight rows */
+	size_t wrb;           /* bytes per weight row */
+	const uint8_t *xa;    /* prepared activation rows */
+	size_t xab;           /* bytes per prepared row */
+	const float *x;       /* raw activations (for prepare) */
+	int64_t cols, rows;   /* weight shape */
+	int n;                /* activation rows */
+	int rb;               /* weight rows per task */
+	dtype type;           /* weight type */
+	kdot_fn dot;          /* kernel */
+	kdot4_fn dot4;        /* 4-row kernel or NULL */
+	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
+	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
+	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
+	const float *bias;    /* [rows] or NULL */
+	const uint8_t *wx;    /* x16-repacked weights or NULL */
+	size_t wxb;           /* bytes per x16 row group */
+	kx16_fn x16;          /* kernel for wx */
+} MatJob;
 
 typedef struct CpuBackend {
 	Backend base;            /* ops + threads */
@@ -36,9 +60,12 @@ typedef struct CpuBackend {
 	size_t act_cap;          /* bytes in act */
 	float *vec;              /* f32 copy of a norm weight (rmsnorm) */
 	size_t vec_cap;          /* floats in vec */
-	float *vec2;             /* f32 copy of a bias (matmul) */
-	size_t vec2_cap;         /* floats in vec2 */
 	double par_min_work;     /* ops smaller than this run inline */
+	MatJob mm[MM_FUSE];      /* queued matmuls sharing one x (cpu_matmul) */
+	int mm_count;            /* how many are queued */
+	int mm_first[MM_FUSE + 1]; /* first task of each in the joint job */
+	float *bias_buf[MM_FUSE]; /* f32 copy of each one's bias */
+	size_t bias_cap[MM_FUSE]; /* floats in bias_buf[i] */
 } CpuBackend;
 
 /* Header stored in front of every alloc() block, so free knows how. */
@@ -82,6 +109,8 @@ static void run(CpuBackend *c, int n, tp_fn fn, void *arg, double work)
 	tp_run(c->tp, n, fn, arg);
 }
 
+static void mm_flush(CpuBackend *c);
+
 /* ---- housekeeping ops ---- */
 
 static void cpu_destroy(Backend *b)
@@ -89,10 +118,12 @@ static void cpu_destroy(Backend *b)
 	CpuBackend *c = (CpuBackend *)b;
 	if (!c)
 		return;
+	mm_flush(c);
 	tp_destroy(c->tp);
 	free(c->act);
 	free(c->vec);
-	free(c->vec2);
+	for (int i = 0; i < MM_FUSE; i++)
+		free(c->bias_buf[i]);
 	free(c);
 }
 
@@ -153,6 +184,7 @@ static void *cpu_alloc(Backend *b, size_t bytes)
 
 static void cpu_free(Backend *b, void *p)
 {
+	mm_flush((CpuBackend *)b);
 	if (!p)
 		return;
 	AllocHdr *h = (AllocHdr *)p - 1;
@@ -190,12 +222,14 @@ static int cpu_upload(Backend *b, Tensor *t, char *err, size_t errlen)
 
 static void cpu_release(Backend *b, Tensor *t)
 {
+	mm_flush((CpuBackend *)b);
 	free(t->dev);
 	t->dev = NULL;
 }
 
 static void cpu_copy(Backend *b, void *dst, const void *src, size_t bytes)
 {
+	mm_flush((CpuBackend *)b);
 	if (bytes)
 		memmove(dst, src, bytes);
 }
@@ -203,6 +237,7 @@ static void cpu_copy(Backend *b, void *dst, const void *src, size_t bytes)
 static int cpu_sync(Backend *b, int *fatal, char *err, size_t errlen)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	if (fatal)
 		*fatal = 0;
 	if (!c->failed)
@@ -245,6 +280,7 @@ static void cpu_embed(Backend *b, float *out, const Tensor *table,
 		      const int32_t *ids, int n)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	size_t rb = dtype_row_bytes(table->type, table->cols);
 	if (!table->data || !rb) {
 		fail(c, "cpu: embed: bad table %s", table->name ? table->name : "?");
@@ -287,6 +323,7 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 			const Tensor *w, int n, int dim, float eps)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	const float *wf = vec_f32(c, w, dim, &c->vec, &c->vec_cap);
 	if (!wf)
 		return;
@@ -296,28 +333,6 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 
 /* ---- matmul ---- */
 
-/* matmul, one task per block of rb weight rows (x16: rb row groups). */
-typedef struct {
-	float *out;           /* [n][rows] */
-	const uint8_t *w;     /* weight rows */
-	size_t wrb;           /* bytes per weight row */
-	const uint8_t *xa;    /* prepared activation rows */
-	size_t xab;           /* bytes per prepared row */
-	const float *x;       /* raw activations (for prepare) */
-	int64_t cols, rows;   /* weight shape */
-	int n;                /* activation rows */
-	int rb;               /* weight rows per task */
-	dtype type;           /* weight type */
-	kdot_fn dot;          /* kernel */
-	kdot4_fn dot4;        /* 4-row kernel or NULL */
-	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
-	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
-	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
-	const float *bias;    /* [rows] or NULL */
-	const uint8_t *wx;    /* x16-repacked weights or NULL */
-	size_t wxb;           /* bytes per x16 row group */
-	kx16_fn x16;          /* kernel for wx */
-} MatJob;
 
 static void prep_task(void *arg, int i, int thread)
 {
@@ -412,64 +427,35 @@ static void mat_x16_task(void *arg, int t, int thread)
 	}
 }
 
-static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
-		       const Tensor *bias, int n)
+/* One job of the matmuls in c->mm, back to back in one task space: task
+ * t belongs to the member whose [first, first + tasks) holds it. */
+static void group_task(void *arg, int t, int thread)
 {
-	CpuBackend *c = (CpuBackend *)b;
-	size_t wrb = dtype_row_bytes(w->type, w->cols);
-	if (!w->data || !wrb || w->rows <= 0 || n <= 0 ||
-	    w->rows > INT32_MAX) {
-		fail(c, "cpu: matmul: bad weight %s (%s, %lld x %lld) or n %d",
-		     w->name ? w->name : "?", dtype_name(w->type),
-		     (long long)w->rows, (long long)w->cols, n);
-		return;
-	}
-	const float *bf = NULL;
-	if (bias && bias->data &&
-	    !(bf = vec_f32(c, bias, w->rows, &c->vec2, &c->vec2_cap)))
-		return;
-	MatJob j = {
-		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
-		.rows = w->rows, .n = n, .type = w->type,
-		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
-		.dot2x4 = c->k->dot2x4[w->type],
-		.dotw4 = c->k->dotw4[w->type],
-		.bias = bf,
-		.quant = kernel_act(w->type) == KACT_Q8 ? c->k->quant_q8 : c->k->quant_q8k,
-	};
-	if (kernel_act(w->type) == KACT_F32) {
-		/* float weights take the activations as they are */
-		j.xa = (const uint8_t *)x;
-		j.xab = (size_t)w->cols * sizeof(float);
-	} else {
-		j.xab = kernel_act_bytes(w->type, w->cols);
-		j.xab = (j.xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-		if ((size_t)n > SIZE_MAX / j.xab) {
-			fail(c, "cpu: matmul: n %d too large", n);
-			return;
-		}
-		void *a = grow(c->act, &c->act_cap, (size_t)n * j.xab);
-		if (!a) {
-			fail(c, "cpu: matmul: out of memory for %d activation rows", n);
-			return;
-		}
-		c->act = a;
-		j.xa = a;
-		run(c, n, prep_task, &j, 8.0 * n * (double)w->cols);
-	}
+	CpuBackend *c = arg;
+	int m = 0;
+	while (t >= c->mm_first[m + 1])
+		m++;
+	MatJob *j = &c->mm[m];
+	if (j->x16)
+		mat_x16_task(j, t - c->mm_first[m], thread);
+	else
+		mat_task(j, t - c->mm_first[m], thread);
+}
+
+/* Task split of one matmul: j->rb and the number of tasks. */
+static int mm_plan(CpuBackend *c, MatJob *j, const Tensor *w)
+{
 	int th = tp_threads(c->tp);
 	if (w->dev && c->k->x16[w->type]) {
 		int64_t ng = (w->rows + KX16_ROWS - 1) / KX16_ROWS;
 		int64_t gb = ng / ((int64_t)th * 4);
 		if (gb < 1)
 			gb = 1;
-		j.wx = w->dev;
-		j.wxb = kernel_x16_bytes(w->type, KX16_ROWS, w->cols);
-		j.x16 = c->k->x16[w->type];
-		j.rb = (int)gb;
-		run(c, (int)((ng + gb - 1) / gb), mat_x16_task, &j,
-		    (double)n * (double)w->rows * (double)w->cols);
-		return;
+		j->wx = w->dev;
+		j->wxb = kernel_x16_bytes(w->type, KX16_ROWS, w->cols);
+		j->x16 = c->k->x16[w->type];
+		j->rb = (int)gb;
+		return (int)((ng + gb - 1) / gb);
 	}
 	/* Enough tasks to balance threads, few enough that each weight row
 	 * block is worth a dispatch. */
@@ -480,12 +466,124 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		rb = 64;
 	/* Prefill: keep a task's weight rows within L2 while every
 	 * activation row passes over them. */
-	int64_t fit = (int64_t)(L2_BLOCK / wrb);
-	if (n > XTILE && rb > fit)
+	int64_t fit = (int64_t)(L2_BLOCK / j->wrb);
+	if (j->n > XTILE && rb > fit)
 		rb = fit < 4 ? 4 : fit;
-	j.rb = (int)rb;
-	int tasks = (int)((w->rows + rb - 1) / rb);
-	run(c, tasks, mat_task, &j, (double)n * (double)w->rows * (double)w->cols);
+	j->rb = (int)rb;
+	return (int)((w->rows + rb - 1) / rb);
+}
+
+/* Run the pending matmuls (they share x): its rows are prepared once for
+ * all of them, then one pool job computes every output. */
+static void mm_flush(CpuBackend *c)
+{
+	int cnt = c->mm_count;
+	if (!cnt)
+		return;
+	c->mm_count = 0;
+	MatJob *j0 = &c->mm[0];
+	if (kernel_act(j0->type) != KACT_F32) {
+		MatJob *j = j0;
+		j->xab = kernel_act_bytes(j->type, j->cols);
+		j->xab = (j->xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+		if ((size_t)j->n > SIZE_MAX / j->xab) {
+			fail(c, "cpu: matmul: n %d too large", j->n);
+			return;
+		}
+		void *a = grow(c->act, &c->act_cap, (size_t)j->n * j->xab);
+		if (!a) {
+			fail(c, "cpu: matmul: out of memory for %d activation rows",
+			     j->n);
+			return;
+		}
+		c->act = a;
+		j->xa = a;
+		run(c, j->n, prep_task, j, 8.0 * j->n * (double)j->cols);
+		for (int m = 1; m < cnt; m++) {
+			c->mm[m].xa = j->xa;
+			c->mm[m].xab = j->xab;
+		}
+	}
+	double work = 0;
+	for (int m = 0; m < cnt; m++)
+		work += (double)c->mm[m].n * (double)c->mm[m].rows *
+			(double)c->mm[m].cols;
+	run(c, c->mm_first[cnt], group_task, c, work);
+}
+
+/* Matmuls are queued while they read the same x (q, k and v; gate and
+ * up) and run as one job at the next op that is not such a matmul: one
+ * hand-off to the workers instead of three, the activation quantised once,
+ * and the small k/v products no longer run alone on one thread. Every
+ * other op and sync() flushes first, so call order is kept. */
+static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
+		       const Tensor *bias, int n)
+{
+	CpuBackend *c = (CpuBackend *)b;
+	size_t wrb = dtype_row_bytes(w->type, w->cols);
+	if (!w->data || !wrb || w->rows <= 0 || n <= 0 ||
+	    w->rows > INT32_MAX) {
+		mm_flush(c);
+		fail(c, "cpu: matmul: bad weight %s (%s, %lld x %lld) or n %d",
+		     w->name ? w->name : "?", dtype_name(w->type),
+		     (long long)w->rows, (long long)w->cols, n);
+		return;
+	}
+	/* joins the queue only when it reads the same x the same way and
+	 * does not write what a queued one reads or writes */
+	if (c->mm_count) {
+		const MatJob *p = &c->mm[0];
+		int ok = c->mm_count < MM_FUSE && p->x == x && p->n == n &&
+			 p->cols == w->cols &&
+			 kernel_act(p->type) == kernel_act(w->type);
+		const char *o0 = (const char *)out;
+		const char *o1 = o0 + (size_t)n * (size_t)w->rows * sizeof(float);
+		const char *x0 = (const char *)x;
+		const char *x1 = x0 + (size_t)n * (size_t)w->cols * sizeof(float);
+		if (ok && o0 < x1 && x0 < o1)
+			ok = 0;
+		for (int m = 0; ok && m < c->mm_count; m++) {
+			const char *q0 = (const char *)c->mm[m].out;
+			const char *q1 = q0 + (size_t)n * (size_t)c->mm[m].rows *
+						      sizeof(float);
+			if (o0 < q1 && q0 < o1)
+				ok = 0;
+		}
+		if (!ok)
+			mm_flush(c);
+	}
+	const float *bf = NULL;
+	if (bias && bias->data) {
+		/* each queued matmul keeps its own f32 bias copy */
+		int m = c->mm_count;
+		if (!(bf = vec_f32(c, bias, w->rows, &c->bias_buf[m],
+				   &c->bias_cap[m])))
+			return;
+	}
+	int m = c->mm_count;
+	MatJob *j = &c->mm[m];
+	*j = (MatJob){
+		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
+		.rows = w->rows, .n = n, .type = w->type,
+		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
+		.dot2x4 = c->k->dot2x4[w->type],
+		.dotw4 = c->k->dotw4[w->type],
+		.bias = bf,
+		.quant = kernel_act(w->type) == KACT_Q8 ? c->k->quant_q8 : c->k->quant_q8k,
+	};
+	if (kernel_act(w->type) == KACT_F32) {
+		/* float weights take the activations as they are */
+		j->xa = (const uint8_t *)x;
+		j->xab = (size_t)w->cols * sizeof(float);
+	}
+	int tasks = mm_plan(c, j, w);
+	if (c->mm_first[m] > INT32_MAX - tasks) {
+		mm_flush(c);
+		fail(c, "cpu: matmul: too many tasks");
+		return;
+	}
+	c->mm_first[m + 1] = c->mm_first[m] + tasks;
+	c->mm_count = m + 1;
 }
 
 /* ---- rope ---- */
@@ -494,6 +592,7 @@ static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
 		     int head_dim, int pos0, const float *inv_freq, int layout)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	int half = head_dim / 2;
 	if (head_dim <= 0 || head_dim % 2 || head_dim > MAX_HEAD_DIM ||
 	    (layout != ROPE_HALF && layout != ROPE_INTERLEAVED)) {
@@ -619,6 +718,7 @@ static void cpu_attention(Backend *b, float *out, const float *q,
 			  int n_heads, int n_kv_heads, int head_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	if (!att_shape_ok(c, n, n_heads, n_kv_heads, head_dim))
 		return;
 	if (pos0 < 0) {
@@ -639,6 +739,7 @@ static void cpu_attention_paged(Backend *b, float *out, const float *q,
 				int n_heads, int n_kv_heads, int head_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	if (!att_shape_ok(c, n, n_heads, n_kv_heads, head_dim))
 		return;
 	double keys = 0;
@@ -662,6 +763,7 @@ static void cpu_kv_store(Backend *b, float *kc, float *vc, const float *k,
 			 int kv_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	size_t row = (size_t)kv_dim * sizeof(float);
 	for (int i = 0; i < n; i++) {
 		if (slots[i] < 0) {
@@ -703,6 +805,7 @@ static void elt_task(void *arg, int t, int thread)
 
 static void elt(CpuBackend *c, float *x, const float *y, size_t count, int op)
 {
+	mm_flush(c);
 	EltJob j = {x, y, count, op};
 	size_t tasks = (count + ELT_CHUNK - 1) / ELT_CHUNK;
 	if (tasks > INT32_MAX) {
@@ -724,6 +827,7 @@ static void cpu_add(Backend *b, float *x, const float *y, size_t count)
 
 static int32_t cpu_argmax(Backend *b, const float *x, int n)
 {
+	mm_flush((CpuBackend *)b);
 	int32_t best = 0;
 	for (int i = 1; i < n; i++)
 		if (x[i] > x[best] || (x[best] != x[best] && x[i] == x[i]))
@@ -795,7 +899,7 @@ Backend *cpu_backend_create(int threads, char *err, size_t errlen)
 	c->base.ops = &cpu_ops;
 	c->base.threads = tp_threads(c->tp);
 	c->k = kernels_get();
-	c->par_min_work = PAR_MIN_WORK;
+	c->par_min_work = getenv("XPM") ? atof(getenv("XPM")) : PAR_MIN_WORK;
 	set_desc(c);
 	return &c->base;
 }
