@@ -685,8 +685,9 @@ static void att_task(void *arg, int t, int thread)
 		float nm = bm > m ? bm : m;
 		float corr = expf(m - nm); /* 0 on the first block */
 		l *= corr;
+		j->k->exp_sub(s, cnt, nm);
 		for (int p = 0; p < cnt; p++) {
-			float e = expf(s[p] - nm);
+			float e = s[p];
 			l += e;
 			j->k->scale_axpy(hd, p == 0 ? corr : 1.f, e,
 					 vb + att_row(tb, bs, p0 + p) * kvdim,
@@ -785,6 +786,7 @@ typedef struct {
 	const float *y; /* second operand (up for swiglu) */
 	size_t count;   /* elements */
 	int op;         /* 0 swiglu, 1 add */
+	const KernelSet *k; /* silu_mul */
 } EltJob;
 
 static void elt_task(void *arg, int t, int thread)
@@ -796,8 +798,7 @@ static void elt_task(void *arg, int t, int thread)
 	float *x = j->x;
 	const float *y = j->y;
 	if (j->op == 0)
-		for (size_t i = a; i < e; i++)
-			x[i] = x[i] / (1.f + expf(-x[i])) * y[i];
+		j->k->silu_mul(x + a, y + a, e - a);
 	else
 		for (size_t i = a; i < e; i++)
 			x[i] += y[i];
@@ -806,7 +807,7 @@ static void elt_task(void *arg, int t, int thread)
 static void elt(CpuBackend *c, float *x, const float *y, size_t count, int op)
 {
 	mm_flush(c);
-	EltJob j = {x, y, count, op};
+	EltJob j = {x, y, count, op, c->k};
 	size_t tasks = (count + ELT_CHUNK - 1) / ELT_CHUNK;
 	if (tasks > INT32_MAX) {
 		fail(c, "cpu: element-wise op over %zu elements", count);

@@ -364,6 +364,18 @@ static void ref_scale_axpy(int n, float c, float a, const float *x, float *y)
 		y[i] = y[i] * c + a * x[i];
 }
 
+static void ref_exp_sub(float *s, int n, float m)
+{
+	for (int i = 0; i < n; i++)
+		s[i] = expf(s[i] - m);
+}
+
+static void ref_silu_mul(float *g, const float *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		g[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
 static const KernelSet scalar_set = {
 	.name = "scalar",
 	.dot = {
@@ -374,6 +386,8 @@ static const KernelSet scalar_set = {
 	},
 	.dot_f32 = ref_dot_f32,
 	.scale_axpy = ref_scale_axpy,
+	.exp_sub = ref_exp_sub,
+	.silu_mul = ref_silu_mul,
 };
 
 const KernelSet *kernels_scalar(void)

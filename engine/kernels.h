@@ -120,6 +120,10 @@ typedef struct KernelSet {
 	float (*dot_f32)(int n, const float *a, const float *b);
 	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */
 	void (*scale_axpy)(int n, float c, float a, const float *x, float *y);
+	/* s[i] = exp(s[i] - m) (attention weights of a block of keys). */
+	void (*exp_sub)(float *s, int n, float m);
+	/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]. */
+	void (*silu_mul)(float *g, const float *u, size_t n);
 } KernelSet;
 
 const KernelSet *kernels_scalar(void);

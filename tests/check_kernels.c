@@ -410,6 +410,41 @@ START_TEST(dot_all_levels)
 }
 END_TEST
 
+/* The vector exp behind softmax weights and silu, at every level,
+ * against libm in double: a few ulp, and a block length that is not a
+ * multiple of the vector width (the masked tail). */
+START_TEST(exp_silu_all_levels)
+{
+	for (int lv = 0; lv < 3; lv++) {
+		const KernelSet *k = kernels_by_name(levels[lv]);
+		if (!k)
+			continue;
+		enum { N = 203 };
+		float s[N], g[N], u[N], g0[N];
+		for (int i = 0; i < N; i++) {
+			s[i] = i < 200 ? -(float)i * 0.45f : -200.f;
+			g[i] = g0[i] = frand(-30, 30) * (i % 3 ? 1.f : 0.05f);
+			u[i] = frand(-2, 2);
+		}
+		s[5] = 0.37f; /* above the max: exp > 1 */
+		float m = 0.25f, s0[N];
+		memcpy(s0, s, sizeof s);
+		k->exp_sub(s, N, m);
+		k->silu_mul(g, u, N);
+		for (int i = 0; i < N; i++) {
+			double want = exp((double)(s0[i] - m)); /* float difference, as the op */
+			ck_assert_msg(fabs(s[i] - want) <= 3e-7 * want + 1e-37,
+				      "%s exp_sub[%d] of %g: %.9g vs %.9g",
+				      levels[lv], i, s0[i], s[i], want);
+			double sw = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * u[i];
+			ck_assert_msg(fabs(g[i] - sw) <= 5e-7 * fabs(sw) + 1e-30,
+				      "%s silu_mul[%d] of %g: %.9g vs %.9g",
+				      levels[lv], i, g0[i], g[i], sw);
+		}
+	}
+}
+END_TEST
+
 START_TEST(matmul_all_levels)
 {
 	char err[256];
@@ -637,6 +672,7 @@ int main(void)
 	tcase_add_test(tc, deq_q6_k);
 	tcase_add_test(tc, dot_all_levels);
 	tcase_add_test(tc, matmul_all_levels);
+	tcase_add_test(tc, exp_silu_all_levels);
 	tcase_add_test(tc, matmul_x16_repacked);
 	tcase_add_test(tc, matmul_error_reported);
 	tcase_add_test(tc, simd_env_selects_level);
