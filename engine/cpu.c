@@ -639,7 +639,7 @@ typedef struct {
 	int n, pos0;              /* query rows, position of the first */
 	int n_heads, n_kv_heads, head_dim; /* shape */
 	float scale;              /* 1/sqrt(head_dim) */
-	const KernelSet *k;       /* dot and scale_axpy */
+	const KernelSet *k;       /* dot_rows, exp_sub, axpy_rows */
 	const int32_t *pos;       /* paged: [n] positions, NULL = pos0 + i */
 	const int32_t *tab;       /* paged: [n] block table offsets */
 	const int32_t *tables;    /* paged: the block tables */
@@ -669,16 +669,21 @@ static void att_task(void *arg, int t, int thread)
 	int bs = j->bs;
 	int len = (j->pos ? j->pos[i] : j->pos0 + i) + 1;
 	float acc[MAX_HEAD_DIM], s[ATT_BLOCK];
+	const float *kr[ATT_BLOCK], *vr[ATT_BLOCK]; /* this block's cache rows */
 	float m = -INFINITY, l = 0;
 	for (int e = 0; e < hd; e++)
 		acc[e] = 0;
 	for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
 		int cnt = len - p0 < ATT_BLOCK ? len - p0 : ATT_BLOCK;
+		for (int p = 0; p < cnt; p++) {
+			size_t row = att_row(tb, bs, p0 + p) * kvdim;
+			kr[p] = kb + row;
+			vr[p] = vb + row;
+		}
+		j->k->dot_rows(hd, q, kr, cnt, s);
 		float bm = -INFINITY;
 		for (int p = 0; p < cnt; p++) {
-			s[p] = j->k->dot_f32(hd, q, kb + att_row(tb, bs, p0 + p) *
-							    kvdim) *
-			       j->scale;
+			s[p] *= j->scale;
 			if (s[p] > bm)
 				bm = s[p];
 		}
@@ -686,13 +691,9 @@ static void att_task(void *arg, int t, int thread)
 		float corr = expf(m - nm); /* 0 on the first block */
 		l *= corr;
 		j->k->exp_sub(s, cnt, nm);
-		for (int p = 0; p < cnt; p++) {
-			float e = s[p];
-			l += e;
-			j->k->scale_axpy(hd, p == 0 ? corr : 1.f, e,
-					 vb + att_row(tb, bs, p0 + p) * kvdim,
-					 acc);
-		}
+		for (int p = 0; p < cnt; p++)
+			l += s[p];
+		j->k->axpy_rows(hd, corr, s, vr, cnt, acc);
 		m = nm;
 	}
 	float *o = j->out + (size_t)i * qdim + (size_t)h * hd;

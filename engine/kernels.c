@@ -364,6 +364,23 @@ static void ref_scale_axpy(int n, float c, float a, const float *x, float *y)
 		y[i] = y[i] * c + a * x[i];
 }
 
+static void ref_dot_rows(int n, const float *q, const float *const *rows,
+			 int cnt, float *s)
+{
+	for (int p = 0; p < cnt; p++)
+		s[p] = ref_dot_f32(n, q, rows[p]);
+}
+
+static void ref_axpy_rows(int n, float c, const float *e,
+			  const float *const *rows, int cnt, float *y)
+{
+	for (int i = 0; i < n; i++)
+		y[i] *= c;
+	for (int p = 0; p < cnt; p++)
+		for (int i = 0; i < n; i++)
+			y[i] += e[p] * rows[p][i];
+}
+
 static void ref_exp_sub(float *s, int n, float m)
 {
 	for (int i = 0; i < n; i++)
@@ -386,6 +403,8 @@ static const KernelSet scalar_set = {
 	},
 	.dot_f32 = ref_dot_f32,
 	.scale_axpy = ref_scale_axpy,
+	.dot_rows = ref_dot_rows,
+	.axpy_rows = ref_axpy_rows,
 	.exp_sub = ref_exp_sub,
 	.silu_mul = ref_silu_mul,
 };

@@ -120,6 +120,13 @@ typedef struct KernelSet {
 	float (*dot_f32)(int n, const float *a, const float *b);
 	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */
 	void (*scale_axpy)(int n, float c, float a, const float *x, float *y);
+	/* Attention over a block of cache rows (any addresses, so paged and
+	 * contiguous caches alike): s[p] = q . rows[p] over n floats, and
+	 * y = y*c, then y += e[p] * rows[p] for p = 0..cnt-1 in order. */
+	void (*dot_rows)(int n, const float *q, const float *const *rows,
+			 int cnt, float *s);
+	void (*axpy_rows)(int n, float c, const float *e,
+			  const float *const *rows, int cnt, float *y);
 	/* s[i] = exp(s[i] - m) (attention weights of a block of keys). */
 	void (*exp_sub)(float *s, int n, float m);
 	/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]. */

@@ -445,6 +445,50 @@ START_TEST(exp_silu_all_levels)
 }
 END_TEST
 
+/* Attention's block kernels at every level against double sums: scores
+ * of rows at arbitrary addresses, and the rescaled weighted sum. Head
+ * sizes 64 and 72 (a tail past the vector width), 7 rows. */
+START_TEST(att_rows_all_levels)
+{
+	for (int lv = 0; lv < 3; lv++) {
+		const KernelSet *k = kernels_by_name(levels[lv]);
+		if (!k)
+			continue;
+		for (int n = 64; n <= 72; n += 8) {
+			enum { CNT = 7 };
+			float q[72], store[CNT * 80], y[72], y0[72], e[CNT], sc[CNT];
+			const float *rows[CNT];
+			for (int i = 0; i < CNT * 80; i++)
+				store[i] = frand(-1, 1);
+			for (int p = 0; p < CNT; p++) {
+				rows[p] = store + ((p * 3) % CNT) * 80; /* not in order */
+				e[p] = frand(0, 1);
+			}
+			for (int i = 0; i < n; i++) {
+				q[i] = frand(-1, 1);
+				y[i] = y0[i] = frand(-1, 1);
+			}
+			k->dot_rows(n, q, rows, CNT, sc);
+			k->axpy_rows(n, 0.75f, e, rows, CNT, y);
+			for (int p = 0; p < CNT; p++) {
+				double want = 0;
+				for (int i = 0; i < n; i++)
+					want += (double)q[i] * rows[p][i];
+				ck_assert_msg(fabs(sc[p] - want) < 1e-5, "%s dot_rows n %d row %d",
+					      levels[lv], n, p);
+			}
+			for (int i = 0; i < n; i++) {
+				double want = 0.75 * y0[i];
+				for (int p = 0; p < CNT; p++)
+					want += (double)e[p] * rows[p][i];
+				ck_assert_msg(fabs(y[i] - want) < 1e-5, "%s axpy_rows n %d [%d]",
+					      levels[lv], n, i);
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(matmul_all_levels)
 {
 	char err[256];
@@ -673,6 +717,7 @@ int main(void)
 	tcase_add_test(tc, dot_all_levels);
 	tcase_add_test(tc, matmul_all_levels);
 	tcase_add_test(tc, exp_silu_all_levels);
+	tcase_add_test(tc, att_rows_all_levels);
 	tcase_add_test(tc, matmul_x16_repacked);
 	tcase_add_test(tc, matmul_error_reported);
 	tcase_add_test(tc, simd_env_selects_level);
