@@ -537,6 +537,19 @@ START_TEST(matmul_all_levels)
 							      levels[lv], dtype_name(t),
 							      n, i, r, got, want);
 					}
+				/* each row as alone (n = 1): the same bits,
+				 * whichever tile served it in the batch */
+				float *one = o->alloc(b, sizeof(float) * rows);
+				for (int i = 0; i < n; i++) {
+					o->matmul(b, one, x + i * cols, &w,
+						  use_bias ? &bias : NULL, 1);
+					ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+					ck_assert_msg(memcmp(one, out + i * rows,
+							     sizeof(float) * rows) == 0,
+						      "%s %s n %d row %d: batched != alone",
+						      levels[lv], dtype_name(t), n, i);
+				}
+				o->free(b, one);
 				o->free(b, x);
 				o->free(b, out);
 			}
