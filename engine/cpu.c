@@ -953,7 +953,7 @@ Backend *cpu_backend_create(int threads, char *err, size_t errlen)
 	c->base.threads = tp_threads(c->tp);
 
 	c->k = kernels_get();
-	c->par_min_work = getenv("XPM") ? atof(getenv("XPM")) : PAR_MIN_WORK;
+	c->par_min_work = PAR_MIN_WORK;
 	set_desc(c);
 	return &c->base;
 }
