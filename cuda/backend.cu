@@ -272,7 +272,7 @@ static const BackendOps cuda_ops = {
 	cuda_swiglu,   cuda_add,       cuda_argmax,
 	/* paged KV ops: not offered by default (paged.cuh), so the daemon
 	 * runs one sequence at a time */
-	NULL,          NULL,
+	NULL,          NULL,         NULL,
 };
 
 /* The same with the paged KV ops (INFERD_CUDA_PAGED=1): batching. */
@@ -282,7 +282,7 @@ static const BackendOps cuda_ops_paged = {
 	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
-	cuda_kv_store, cuda_attention_paged,
+	cuda_kv_store, cuda_attention_paged, cuda_rope_rows,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *

@@ -28,7 +28,7 @@
 
 #include "tensor.h"
 
-#define BACKEND_ABI_VERSION 2 /* bump when BackendOps changes layout */
+#define BACKEND_ABI_VERSION 3 /* bump when BackendOps changes layout */
 
 typedef struct Backend Backend;
 
@@ -138,6 +138,14 @@ typedef struct BackendOps {
 				const int32_t *pos, const int32_t *tab,
 				const int32_t *tables, int block_size, int n,
 				int n_heads, int n_kv_heads, int head_dim);
+
+	/* rope() for n rows of different sequences: row i sits at position
+	 * pos[i] (device int32 [n]), with rope()'s arithmetic per row. One
+	 * call per layer instead of one per sequence: a batch of 64 decode
+	 * rows would otherwise cost 128 launches a layer on a GPU. */
+	void (*rope_rows)(Backend *b, float *x, int n, int stride,
+			  int n_heads, int head_dim, const int32_t *pos,
+			  const float *inv_freq, int layout);
 } BackendOps;
 
 /* Every backend instance starts with this header; the rest is private. */

@@ -116,7 +116,7 @@ static void cache_drop(Batcher *b, int i);
 int batcher_supported(Engine *e)
 {
 	const BackendOps *op = engine_backend(e)->ops;
-	return op->kv_store && op->attention_paged;
+	return op->kv_store && op->attention_paged && op->rope_rows;
 }
 
 void batcher_free(Batcher *b)
@@ -722,16 +722,11 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		op->matmul(be, b->k, b->xb, &L->wk, bias(&L->bk), rows);
 		op->matmul(be, b->v, b->xb, &L->wv, bias(&L->bv), rows);
 
-		/* rope(q, k), each sequence at its own positions */
-		for (int i = 0; i < b->n_items; i++) {
-			const Item *it = &b->items[i];
-			op->rope(be, b->q + (size_t)it->row0 * q_dim, it->n,
-				 q_dim, c->n_heads, hd, it->pos0, inv_freq,
-				 c->rope_layout);
-			op->rope(be, b->k + (size_t)it->row0 * kv_dim, it->n,
-				 kv_dim, c->n_kv_heads, hd, it->pos0, inv_freq,
-				 c->rope_layout);
-		}
+		/* rope(q, k), each row at its own sequence's position */
+		op->rope_rows(be, b->q, rows, q_dim, c->n_heads, hd, b->d_pos,
+			      inv_freq, c->rope_layout);
+		op->rope_rows(be, b->k, rows, kv_dim, c->n_kv_heads, hd,
+			      b->d_pos, inv_freq, c->rope_layout);
 
 		/* K, V into their cache slots; x += attention(q, cache) Wo */
 		op->kv_store(be, kc, vc, b->k, b->v, b->d_slots, rows, kv_dim);
@@ -751,8 +746,14 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	}
 
 	/* logits = rmsnorm(x) Wout, for the last row of each finished chunk */
-	int nl = 0;
-	for (int i = 0; i < b->n_items; i++) {
+	int nl = 0, all_decode = 1;
+	for (int i = 0; i < b->n_items; i++)
+		all_decode &= b->items[i].logit && b->items[i].n == 1;
+	if (all_decode) { /* every row, in order: one launch */
+		nl = b->n_items;
+		op->rmsnorm(be, b->xb, b->x, &w->out_norm, nl, dim, eps);
+	}
+	for (int i = 0; i < b->n_items && !all_decode; i++) {
 		const Item *it = &b->items[i];
 		if (!it->logit)
 			continue;
