@@ -846,8 +846,8 @@ void cuda_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		 const Tensor *bias, int n)
 {
 	CudaBackend *c = cb(b);
-	if (n <= 0)
-		return;
+	if (n <= 0 || c->graph->step_mode == STEP_REPLAY)
+		return; /* (a replayed step's graph holds it) */
 	if (!w->dev || (bias && (!bias->dev || bias->type != DT_F32))) {
 		cuda_fail_msg(c, "matmul: %s not uploaded (or bias not f32)",
 			      w->name ? w->name : "weight");

@@ -114,8 +114,8 @@ typedef struct BackendOps {
 	int32_t (*argmax)(Backend *b, const float *x, int n);
 
 	/* ---- paged KV cache (batch.c). Optional: a backend without them
-	 * runs one sequence at a time through the ops above (CUDA offers
-	 * them only with INFERD_CUDA_PAGED=1: not yet run on a GPU). ----
+	 * runs one sequence at a time through the ops above (CUDA withholds
+	 * them with INFERD_CUDA_PAGED=0). ----
 	 * A pool holds KV rows ("slots") of many sequences: kc, vc are
 	 * [n_slots][kv_dim] for one layer. A sequence's positions map to
 	 * slots through its block table: position p lives in slot
@@ -146,6 +146,15 @@ typedef struct BackendOps {
 	void (*rope_rows)(Backend *b, float *x, int n, int stride,
 			  int n_heads, int head_dim, const int32_t *pos,
 			  const float *inv_freq, int layout);
+
+	/* Optional (NULL when absent): the ops between step_begin and
+	 * step_end are one batched step whose launches depend on rows
+	 * alone - the same device buffers and shapes whenever rows is the
+	 * same, no host memory read in between - so a backend may record
+	 * them once and replay the recording (CUDA: a graph per row count,
+	 * cuBLAS included, instead of ~700 launches a step). */
+	void (*step_begin)(Backend *b, int rows);
+	void (*step_end)(Backend *b);
 } BackendOps;
 
 /* Every backend instance starts with this header; the rest is private. */

@@ -91,7 +91,15 @@ struct Batcher {
 	Cached cache[CACHE_MAX]; /* prefixes of finished sequences */
 	int n_cache;         /* entries in cache */
 	int fatal;           /* backend lost: every step fails */
+	/* INFERD_BATCH_STATS=1: a line on stderr every STATS_STEPS steps
+	 * with where a step's time went (the forward pass, waited for, and
+	 * the host's sampling after it), to find the next bottleneck */
+	int stats;           /* on */
+	long st_steps, st_rows; /* in this window */
+	double st_fwd, st_host; /* seconds */
 };
+
+#define STATS_STEPS 128 /* steps per INFERD_BATCH_STATS line */
 
 static double now(void)
 {
@@ -175,6 +183,8 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		return -1;
 	}
 	b->e = e;
+	const char *st = getenv("INFERD_BATCH_STATS");
+	b->stats = st && st[0] == '1';
 	b->m = engine_model(e);
 	b->be = engine_backend(e);
 	const Config *c = &b->m->cfg;
@@ -711,6 +721,16 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	/* x = embed(tokens) */
 	op->embed(be, b->x, &w->tok_embd, b->h_tok, rows);
 
+	/* A step of decode rows only launches the same work whenever it has
+	 * as many rows (pointers fixed, positions and tables in device
+	 * memory): the backend may replay it from a recording. */
+	int all_decode = 1;
+	for (int i = 0; i < b->n_items; i++)
+		all_decode &= b->items[i].logit && b->items[i].n == 1;
+	int replayable = all_decode && op->step_begin && op->step_end;
+	if (replayable)
+		op->step_begin(be, rows);
+
 	for (int l = 0; l < c->n_layers; l++) {
 		const LayerWeights *L = &w->layers[l];
 		float *kc = b->kpool + (size_t)l * slots * kv_dim;
@@ -746,9 +766,7 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	}
 
 	/* logits = rmsnorm(x) Wout, for the last row of each finished chunk */
-	int nl = 0, all_decode = 1;
-	for (int i = 0; i < b->n_items; i++)
-		all_decode &= b->items[i].logit && b->items[i].n == 1;
+	int nl = 0;
 	if (all_decode) { /* every row, in order: one launch */
 		nl = b->n_items;
 		op->rmsnorm(be, b->xb, b->x, &w->out_norm, nl, dim, eps);
@@ -762,11 +780,13 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 			    &w->out_norm, 1, dim, eps);
 		nl++;
 	}
-	if (nl > 0) {
+	if (nl > 0)
 		op->matmul(be, b->logits_dev, b->xb, &w->output, NULL, nl);
+	if (replayable)
+		op->step_end(be);
+	if (nl > 0)
 		op->to_host(be, b->logits, b->logits_dev,
 			    sizeof(float) * (size_t)nl * c->vocab_size);
-	}
 	int fatal = 0;
 	char e[256];
 	if (op->sync(be, &fatal, e, sizeof e) != 0) {
@@ -790,6 +810,7 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 	int rows = plan(b);
 	if (rows == 0)
 		return 0;
+	double t0 = b->stats ? now() : 0;
 	if (forward_batch(b, rows, err, errlen) != 0) {
 		for (int i = 0; i < b->n_items; i++)
 			finish(b, b->items[i].s, FINISH_ERROR);
@@ -797,6 +818,7 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 			finish(b, b->act[0], FINISH_ERROR);
 		return -1;
 	}
+	double t1 = b->stats ? now() : 0;
 	int nl = 0;
 	int vocab = b->m->cfg.vocab_size;
 	for (int i = 0; i < b->n_items; i++) {
@@ -814,6 +836,23 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 			s->toks[s->n_toks++] = next;
 		else
 			finish(b, s, fin);
+	}
+	if (b->stats) {
+		double t2 = now();
+		b->st_steps++;
+		b->st_rows += rows;
+		b->st_fwd += t1 - t0;
+		b->st_host += t2 - t1;
+		if (b->st_steps == STATS_STEPS) {
+			fprintf(stderr, "batch: %ld steps, %.1f rows/step, "
+				"%d running: forward %.2f ms/step, sampling "
+				"%.2f ms/step\n", b->st_steps,
+				(double)b->st_rows / b->st_steps, b->n_act,
+				b->st_fwd * 1e3 / b->st_steps,
+				b->st_host * 1e3 / b->st_steps);
+			b->st_steps = b->st_rows = 0;
+			b->st_fwd = b->st_host = 0;
+		}
 	}
 	return rows;
 }
