@@ -52,6 +52,7 @@ typedef struct DaemonConfig {
 				    * clients (socket activation); 0 never */
 	int max_queue;             /* waiting requests per model */
 	int max_batch;             /* generates running together per model */
+	int batch_tokens;          /* rows of one batched forward pass (0 = 512) */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */
 	int max_connections;       /* open connections at once */

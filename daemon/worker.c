@@ -587,7 +587,8 @@ static int ready(Slot *m, Request *r)
 	if (!m->batch && !getenv("INFERD_NO_BATCH") &&
 	    batcher_supported(m->eng)) {
 		/* INFERD_NO_BATCH: the one-at-a-time path, for comparison */
-		BatchOptions bo = {.max_seqs = BATCH_SEQS};
+		BatchOptions bo = {.max_seqs = BATCH_SEQS,
+				   .token_budget = daemon_cfg->batch_tokens};
 		if (batcher_create(m->eng, &bo, &m->batch, err, sizeof err) < 0)
 			fprintf(stderr, "inferd: %s: no batching (%s)\n",
 				m->name, err);

@@ -8,7 +8,8 @@
  *   build/batch_bench [--model PATH] [--threads N] [--tokens N]
  *                     [--clients 1,8,16] [--inferd PATH] [--no-batch]
  *                     [--backend cpu|cuda] [--prompt-words N] [--ctx N]
- *                     [--max-batch N]
+ *                     [--max-batch N] [--batch-tokens N]
+ *                     [--log-file PATH]   (inferd's messages; default none)
  *
  * --prompt-words N gives every client a prompt of its own number and N
  * words of prose (~1.2 tokens a word with a Llama-2 vocabulary; the
@@ -91,7 +92,8 @@ static void *client(void *arg)
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *inferd = NULL, *clist = "1,8,16";
-	const char *backend = "cpu", *ctx = "1024", *maxb = "64";
+	const char *backend = "cpu", *ctx = "1024", *maxb = "64", *btok = NULL,
+		   *logf = "/dev/null";
 	int threads = 2, tokens = 64, nobatch = 0, words = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -113,6 +115,10 @@ int main(int argc, char **argv)
 			ctx = argv[++i];
 		else if (!strcmp(a, "--max-batch") && v)
 			maxb = argv[++i];
+		else if (!strcmp(a, "--batch-tokens") && v)
+			btok = argv[++i];
+		else if (!strcmp(a, "--log-file") && v)
+			logf = argv[++i];
 		else if (!strcmp(a, "--no-batch"))
 			nobatch = 1;
 		else {
@@ -168,8 +174,9 @@ int main(int argc, char **argv)
 		execl(inferd, inferd, "--socket", sock, "--db", db, "--model",
 		      mspec, "--threads", th, "--ctx", ctx, "--backend", backend,
 		      "--max-queue", "256", "--max-uid-requests", "512",
-		      "--log-file", "/dev/null",
-		      nobatch ? (char *)NULL : "--max-batch", maxb, (char *)NULL);
+		      "--log-file", logf,
+		      nobatch ? (char *)NULL : "--max-batch", maxb,
+		      btok ? "--batch-tokens" : (char *)NULL, btok, (char *)NULL);
 		_exit(127);
 	}
 	infer_client *c = NULL;
