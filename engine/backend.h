@@ -155,6 +155,13 @@ typedef struct BackendOps {
 	 * cuBLAS included, instead of ~700 launches a step). */
 	void (*step_begin)(Backend *b, int rows);
 	void (*step_end)(Backend *b);
+
+	/* Optional: out[i] = argmax() of row i of x [n][cols] for n rows
+	 * (lowest index on ties, NaN never wins), into device int32 [n]:
+	 * greedy rows of a batch then need 4 bytes back, not a row of
+	 * logits each. */
+	void (*argmax_rows)(Backend *b, int32_t *out, const float *x, int n,
+			    int cols);
 } BackendOps;
 
 /* Every backend instance starts with this header; the rest is private. */

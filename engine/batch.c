@@ -77,6 +77,8 @@ struct Batcher {
 	/* device scratch, [budget] rows each */
 	float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
 	float *logits_dev;   /* [max_seqs][vocab] */
+	int32_t *d_next, *h_next; /* [max_seqs] argmax of each logits row */
+	int logits_copied;   /* the step brought the logits rows back */
 	int32_t *d_pos, *d_tab, *d_slots; /* [budget] per-row metadata */
 	int32_t *d_tables;   /* [max_seqs*max_blk] block tables of a step */
 	/* host mirrors */
@@ -146,7 +148,8 @@ void batcher_free(Batcher *b)
 	if (b->be) {
 		void *dev[] = {b->kpool, b->vpool, b->x, b->xb, b->q, b->k,
 			       b->v, b->att, b->hb, b->hb2, b->logits_dev,
-			       b->d_pos, b->d_tab, b->d_slots, b->d_tables};
+			       b->d_pos, b->d_tab, b->d_slots, b->d_tables,
+			       b->d_next};
 		for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
 			if (dev[i])
 				b->be->ops->free(b->be, dev[i]);
@@ -160,6 +163,7 @@ void batcher_free(Batcher *b)
 	free(b->h_slots);
 	free(b->h_tables);
 	free(b->logits);
+	free(b->h_next);
 	free(b->act);
 	free(b->items);
 	free(b);
@@ -248,6 +252,7 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		 "ffn up"},
 		{(void **)&b->logits_dev,
 		 nbytes(b->max_seqs, c->vocab_size, 1, 4), "logits"},
+		{(void **)&b->d_next, nbytes(b->max_seqs, 1, 1, 4), "argmax"},
 		{(void **)&b->d_pos, nbytes(b->budget, 1, 1, 4), "positions"},
 		{(void **)&b->d_tab, nbytes(b->budget, 1, 1, 4), "row tables"},
 		{(void **)&b->d_slots, nbytes(b->budget, 1, 1, 4), "slots"},
@@ -272,10 +277,12 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	b->h_slots = malloc(sizeof(int32_t) * (size_t)b->budget);
 	b->h_tables = malloc(sizeof(int32_t) * tabn);
 	b->logits = malloc(nbytes(b->max_seqs, c->vocab_size, 1, 4));
+	b->h_next = malloc(sizeof(int32_t) * (size_t)b->max_seqs);
 	b->act = calloc((size_t)b->max_seqs, sizeof *b->act);
 	b->items = calloc((size_t)b->max_seqs, sizeof *b->items);
 	if (!b->free_ids || !b->ref || !b->cref || !b->h_tok || !b->h_pos || !b->h_tab ||
 	    !b->h_slots || !b->h_tables || !b->logits || !b->act ||
+	    !b->h_next ||
 	    !b->items) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -780,11 +787,26 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 			    &w->out_norm, 1, dim, eps);
 		nl++;
 	}
-	if (nl > 0)
+	if (nl > 0) {
 		op->matmul(be, b->logits_dev, b->xb, &w->output, NULL, nl);
+		/* always, so that a replayed step holds the same work */
+		if (op->argmax_rows)
+			op->argmax_rows(be, b->d_next, b->logits_dev, nl,
+					c->vocab_size);
+	}
 	if (replayable)
 		op->step_end(be);
-	if (nl > 0)
+	/* greedy rows need their argmax only: the logits come back when
+	 * some row samples (8 MB for 64 rows of a 32000 vocabulary) */
+	int full = !op->argmax_rows;
+	for (int i = 0; i < b->n_items && !full; i++)
+		full = b->items[i].logit &&
+		       !genrun_plain_greedy(&b->items[i].s->g);
+	b->logits_copied = nl > 0 && full;
+	if (nl > 0 && op->argmax_rows)
+		op->to_host(be, b->h_next, b->d_next,
+			    sizeof(int32_t) * (size_t)nl);
+	if (b->logits_copied)
 		op->to_host(be, b->logits, b->logits_dev,
 			    sizeof(float) * (size_t)nl * c->vocab_size);
 	int fatal = 0;
@@ -827,9 +849,13 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 		s->n_kv += it->n;
 		if (!it->logit)
 			continue;
-		float *lg = b->logits + (size_t)nl++ * vocab;
+		float *lg = b->logits + (size_t)nl * vocab;
 		int32_t next = 0;
-		finish_reason fin = genrun_step(&s->g, lg, &next);
+		finish_reason fin =
+			b->logits_copied ? genrun_step(&s->g, lg, &next)
+					 : genrun_step_id(&s->g, b->h_next[nl],
+							  &next);
+		nl++;
 		if (!s->t_first)
 			s->t_first = now();
 		if (fin == FINISH_NONE)

@@ -287,10 +287,25 @@ int genrun_init(GenRun *g, const Tokenizer *tok, int n_vocab, int ctx,
 finish_reason genrun_step(GenRun *g, float *logits, int32_t *next)
 {
 	const GenParams *p = g->p;
-	GenResult *res = g->res;
 	for (int i = 0; i < p->n_logit_bias; i++)
 		logits[p->logit_bias[i].id] += p->logit_bias[i].bias;
-	int32_t id = sampler_sample(&g->smp, logits);
+	return genrun_step_id(g, sampler_sample(&g->smp, logits), next);
+}
+
+int genrun_plain_greedy(const GenRun *g)
+{
+	const SamplerParams *s = &g->p->sampling;
+	/* the conditions under which sampler_sample is argmax_lowest of the
+	 * logits as given (see apply_penalties) */
+	return !(s->temperature > 0.0f) && g->p->n_logit_bias == 0 &&
+	       (s->repeat_penalty == 1.0f || !(s->repeat_penalty > 0.0f)) &&
+	       s->freq_penalty == 0.0f && s->presence_penalty == 0.0f;
+}
+
+finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next)
+{
+	const GenParams *p = g->p;
+	GenResult *res = g->res;
 	if (res->n_gen == 0)
 		res->ttft = now() - g->t0;
 	if (!p->ignore_eos && tokenizer_is_eog(g->tok, id))

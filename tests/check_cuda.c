@@ -710,6 +710,41 @@ START_TEST(test_argmax)
 		free(x);
 	}
 	sync_ok();
+	if (!be->ops->argmax_rows)
+		return;
+	/* rows: random; a tie (lowest index wins); NaNs (never win); all
+	 * -inf (index 0, like the CPU sampler's argmax) */
+	enum { R = 5, C = 32000 };
+	float *x = rand_floats((size_t)R * C, 10.0);
+	x[1 * C + 700] = x[1 * C + 9000] = 50.0f;
+	for (int i = 0; i < C; i += 3)
+		x[2 * C + i] = NAN;
+	x[2 * C + 5] = 60.0f;
+	for (int i = 0; i < C; i++)
+		x[4 * C + i] = -INFINITY;
+	int want[R];
+	for (int r = 0; r < R; r++) {
+		int b = -1;
+		for (int i = 0; i < C; i++)
+			if (!isnan(x[r * C + i]) &&
+			    (b < 0 || x[r * C + i] > x[r * C + b]))
+				b = i;
+		want[r] = b < 0 ? 0 : b;
+	}
+	ck_assert_int_eq(want[1], 700);
+	ck_assert_int_eq(want[2], 5);
+	ck_assert_int_eq(want[4], 0);
+	float *xd = dev_floats(x, (size_t)R * C);
+	int32_t *od = be->ops->alloc(be, R * sizeof(int32_t)), got[R];
+	be->ops->argmax_rows(be, od, xd, R, C);
+	be->ops->to_host(be, got, od, sizeof got);
+	sync_ok();
+	for (int r = 0; r < R; r++)
+		ck_assert_msg(got[r] == want[r], "row %d: %d, want %d", r,
+			      got[r], want[r]);
+	be->ops->free(be, xd);
+	be->ops->free(be, od);
+	free(x);
 }
 END_TEST
 
