@@ -220,6 +220,11 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		if (cap < nb)
 			nb = cap > blk_per_ctx ? cap : blk_per_ctx;
 	}
+	if (o->n_blocks <= 0 && o->max_pool_bytes && block_bytes) {
+		int64_t cap = (int64_t)(o->max_pool_bytes / block_bytes);
+		if (cap < nb)
+			nb = cap > blk_per_ctx ? cap : blk_per_ctx;
+	}
 	if (nb < 1 || nb > INT32_MAX / b->bs || !block_bytes) {
 		snprintf(err, errlen, "KV pool of %lld blocks is out of range",
 			 (long long)nb);
@@ -308,6 +313,11 @@ int batcher_free_blocks(const Batcher *b)
 	return n;
 }
 int batcher_n_blocks(const Batcher *b) { return b->n_blocks; }
+size_t batcher_pool_bytes(const Batcher *b)
+{
+	return nbytes((size_t)b->m->cfg.n_layers, (size_t)b->n_blocks * b->bs,
+		      (size_t)b->kv_dim, 2 * sizeof(float));
+}
 int batcher_block_size(const Batcher *b) { return b->bs; }
 int batcher_seq_ctx(const Batcher *b) { return b->seq_ctx; }
 void *batchseq_ud(const BatchSeq *s) { return s->ud; }
