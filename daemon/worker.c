@@ -179,7 +179,9 @@ static int ensure_loaded(Slot *m, char *err, size_t errlen)
 	pthread_mutex_unlock(&m->mu);
 	double t0 = mono_now();
 	Engine *e = NULL;
-	int rc = engine_open(m->path, &daemon_cfg->eng, &e, err, errlen);
+	int rc = slot_confined(m, err, errlen);
+	if (rc == 0)
+		rc = engine_open(m->path, &daemon_cfg->eng, &e, err, errlen);
 	if (rc < 0 && !strstr(err, m->path)) {
 		/* name the file: it may have changed since the last load */
 		char why[512];

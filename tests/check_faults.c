@@ -594,6 +594,153 @@ START_TEST(test_model_truncated_daemon)
 }
 END_TEST
 
+/* ---- model and template paths in requests stay in the models dir ---- */
+
+/* A tokenize of model on fd: the reply's type in type, message in msg. */
+static void tokenize_as(int fd, const char *model, char *type, size_t tlen,
+			char *msg, size_t mlen)
+{
+	uint8_t req[512];
+	char mb[300];
+	snprintf(mb, sizeof mb, "s:%s", model);
+	size_t n = t_pack(req, sizeof req, 4, "op", "s:tokenize", "id", "i:7",
+			  "model", mb, "text", "s:hello");
+	TReply *r = malloc(sizeof *r);
+	type[0] = msg[0] = 0;
+	if (t_send(fd, req, n) == 0 && t_recv(fd, r, 30) == 0) {
+		t_str(r, "type", type, tlen);
+		t_str(r, "message", msg, mlen);
+		msgpack_zone_destroy(&r->zone);
+	}
+	free(r);
+}
+
+/* A chat generate on "good" with template tmpl: 1 done, 0 error (msg). */
+static int chat_with(int fd, const char *tmpl, char *msg, size_t mlen)
+{
+	uint8_t req[512];
+	char tb[300];
+	snprintf(tb, sizeof tb, "s:%s", tmpl);
+	size_t n = t_pack(req, sizeof req, 7, "op", "s:generate", "id", "i:8",
+			  "model", "s:good", "prompt", "s:hi", "system",
+			  "s:be brief", "template", tb, "max_tokens", "i:2");
+	TReply *r = malloc(sizeof *r);
+	int32_t ids[4];
+	int k;
+	int rc = t_send(fd, req, n) < 0 ? -1 :
+		 gen_end(fd, r, ids, 4, &k, msg, mlen);
+	free(r);
+	return rc;
+}
+
+START_TEST(test_model_paths_confined)
+{
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	char md[160], p[300], q[300], type[32], msg[512];
+	snprintf(md, sizeof md, "%s/models", d.dir);
+	ck_assert_int_eq(mkdir(md, 0755), 0);
+	const char *q8 = test_data("models/tiny-llama2-q8_0.gguf");
+	snprintf(p, sizeof p, "%s/good.gguf", md);
+	ck_assert_int_eq(copy_file(q8, p), 0);
+	snprintf(p, sizeof p, "%s/late.gguf", md);
+	ck_assert_int_eq(copy_file(q8, p), 0);
+	/* inside -> inside: an alias, served */
+	snprintf(p, sizeof p, "%s/alias.gguf", md);
+	ck_assert_int_eq(symlink("good.gguf", p), 0);
+	/* links out: refused */
+	snprintf(p, sizeof p, "%s/out.gguf", md);
+	ck_assert_int_eq(symlink(q8, p), 0);
+	snprintf(p, sizeof p, "%s/hfout", md);
+	ck_assert_int_eq(symlink(test_data("models/tiny-llama2"), p), 0);
+	/* an HF folder inside whose files link out */
+	snprintf(p, sizeof p, "%s/hfmix", md);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	const char *files[] = { "config.json", "model.safetensors",
+				"tokenizer.json", "tokenizer_config.json" };
+	for (int i = 0; i < 4; i++) {
+		char t[200];
+		snprintf(t, sizeof t, "models/tiny-llama2/%s", files[i]);
+		snprintf(p, sizeof p, "%s/hfmix/%s", md, files[i]);
+		ck_assert_int_eq(symlink(test_data(t), p), 0);
+	}
+	/* templates: one inside, one linking out */
+	snprintf(p, sizeof p, "%s/chat.jinja", md);
+	FILE *f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("{% for message in messages %}{{'<|im_start|>' + message['role'] "
+	      "+ '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+	      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+	      "{% endif %}", f);
+	ck_assert_int_eq(fclose(f), 0);
+	snprintf(p, sizeof p, "%s/evil.jinja", md);
+	ck_assert_int_eq(symlink("/etc/hostname", p), 0);
+
+	const char *args[] = { "--models-dir", md, NULL };
+	ck_assert(t_launch(&d, args) == 0);
+	infer_client *c;
+	char *json = NULL;
+	ck_assert_int_eq(infer_connect(&c, d.sock, NULL, 0), 0);
+	ck_assert_int_eq(infer_models(c, &json), 0);
+	infer_close(c);
+	ck_assert_msg(strstr(json, "\"name\":\"good\"") &&
+		      strstr(json, "\"name\":\"alias\"") &&
+		      strstr(json, "\"name\":\"late\""), "%s", json);
+	ck_assert_msg(!strstr(json, "\"name\":\"out\"") &&
+		      !strstr(json, "\"name\":\"hfout\"") &&
+		      !strstr(json, "\"name\":\"hfmix\""), "%s", json);
+	free(json);
+
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	/* names, never paths */
+	const char *paths[] = { "../x", "/etc/passwd", "../models/good",
+				"good.gguf", md };
+	for (int i = 0; i < 5; i++) {
+		tokenize_as(fd, paths[i], type, sizeof type, msg, sizeof msg);
+		ck_assert_msg(!strcmp(type, "error") &&
+			      strstr(msg, "no model named"), "%s: %s %s",
+			      paths[i], type, msg);
+	}
+	const char *out[] = { "out", "hfout", "hfmix" };
+	for (int i = 0; i < 3; i++) {
+		tokenize_as(fd, out[i], type, sizeof type, msg, sizeof msg);
+		ck_assert_msg(!strcmp(type, "error") &&
+			      strstr(msg, "link out of the models directory"),
+			      "%s: %s %s", out[i], type, msg);
+	}
+	tokenize_as(fd, "alias", type, sizeof type, msg, sizeof msg);
+	ck_assert_msg(!strcmp(type, "ok"), "alias: %s %s", type, msg);
+
+	/* chat template files: a name in the models dir only */
+	const char *bad_t[][2] = {
+		{ "/etc/passwd", "paths are not accepted" },
+		{ "../x.jinja", "paths are not accepted" },
+		{ ".hidden.jinja", "paths are not accepted" },
+		{ "evil.jinja", "links outside the models directory" },
+		{ "missing.jinja", "is not in the models directory" },
+	};
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(chat_with(fd, bad_t[i][0], msg, sizeof msg), 0);
+		ck_assert_msg(strstr(msg, bad_t[i][1]), "%s: %s", bad_t[i][0], msg);
+	}
+	ck_assert_msg(chat_with(fd, "chat.jinja", msg, sizeof msg) == 1, "%s", msg);
+
+	/* a link put in after the scan: refused at load */
+	snprintf(p, sizeof p, "%s/late.gguf", md);
+	snprintf(q, sizeof q, "%s/late.tmp", md);
+	ck_assert_int_eq(symlink(q8, q), 0);
+	ck_assert_int_eq(rename(q, p), 0);
+	tokenize_as(fd, "late", type, sizeof type, msg, sizeof msg);
+	ck_assert_msg(!strcmp(type, "error") &&
+		      strstr(msg, "no longer a file inside the models directory"),
+		      "late: %s %s", type, msg);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* ---- socket access by other uids (root only: setuid in a child) ---- */
 
 /* In a child as uid/gid: connect, then shutdown (admin) and ping.
@@ -683,6 +830,7 @@ int main(void)
 	tcase_add_test(tc, test_slow_reader_cut_off);
 	tcase_add_test(tc, test_model_truncated_engine);
 	tcase_add_test(tc, test_model_truncated_daemon);
+	tcase_add_test(tc, test_model_paths_confined);
 	tcase_add_test(tc, test_socket_0600_refuses_other_uid);
 	tcase_add_test(tc, test_socket_group_0660);
 	suite_add_tcase(s, tc);
