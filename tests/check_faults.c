@@ -231,6 +231,74 @@ START_TEST(test_db_disk_full)
 }
 END_TEST
 
+/* ---- a log writer that cannot keep up: the queue is capped ---- */
+
+START_TEST(test_log_queue_bounded)
+{
+	/* the writer is stopped by a lock the test holds on the database
+	 * (its INSERT waits in the 5 s busy timeout), with the cap at 8 */
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	setenv("INFERD_LOG_QUEUE_MAX", "8", 1);
+	int rc = t_launch(&d, NULL);
+	unsetenv("INFERD_LOG_QUEUE_MAX");
+	ck_assert_msg(rc == 0, "daemon did not start");
+	sqlite3 *lk;
+	ck_assert_int_eq(sqlite3_open(d.db, &lk), SQLITE_OK);
+	sqlite3_busy_timeout(lk, 5000);
+	ck_assert_int_eq(sqlite3_exec(lk, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
+			 SQLITE_OK);
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	uint8_t req[256];
+	TReply *r = malloc(sizeof *r);
+	long answered = 0;
+	double t0 = t_now();
+	for (uint32_t id = 1; id <= 300; id++) {
+		char idb[32];
+		snprintf(idb, sizeof idb, "i:%u", id);
+		size_t n = t_pack(req, sizeof req, 4, "op", "s:tokenize", "id", idb,
+				  "model", "s:l2", "text", "s:one row each");
+		ck_assert_int_eq(roundtrip(fd, req, n, "ok", r, 10), 1);
+		msgpack_zone_destroy(&r->zone);
+		answered++;
+	}
+	size_t n = t_pack(req, sizeof req, 2, "op", "s:status", "id", "i:9999");
+	ck_assert_int_eq(roundtrip(fd, req, n, "ok", r, 10), 1);
+	long long dropped = t_int(r, "log_dropped");
+	msgpack_zone_destroy(&r->zone);
+	double held = t_now() - t0;
+	ck_assert_int_eq(sqlite3_exec(lk, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(lk);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	free(r);
+	int intact = 0;
+	long rows = db_rows(d.db, 1, &intact);
+	FILE *lf = fopen(d.log, "r");
+	char line[512];
+	int told = 0;
+	while (lf && fgets(line, sizeof line, lf))
+		told |= strstr(line, "log queue full (8 rows)") != NULL;
+	if (lf)
+		fclose(lf);
+	fprintf(stderr, "log queue capped at 8 rows, writer locked out %.2f s: "
+		"%ld requests answered, %lld rows counted dropped meanwhile, "
+		"%ld rows written\n", held, answered, dropped, rows);
+	ck_assert_msg(held < 5, "the lock was held past the writer's busy "
+		      "timeout (%.1f s): rows failed rather than queued", held);
+	ck_assert_msg(dropped >= answered - 8, "only %lld of %ld rows dropped "
+		      "with the writer stuck and 8 queued at most", dropped,
+		      answered);
+	ck_assert_msg(rows >= 1 && rows <= 8, "%ld rows written", rows);
+	ck_assert_msg(rows + dropped >= answered, "%ld rows + %lld dropped < %ld",
+		      rows, dropped, answered);
+	ck_assert_msg(told, "no 'log queue full' line in the daemon's log");
+	ck_assert(intact);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* ---- a client that never reads ---- */
 
 START_TEST(test_slow_reader_cut_off)
@@ -827,6 +895,7 @@ int main(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_kill9_during_logging);
 	tcase_add_test(tc, test_db_disk_full);
+	tcase_add_test(tc, test_log_queue_bounded);
 	tcase_add_test(tc, test_slow_reader_cut_off);
 	tcase_add_test(tc, test_model_truncated_engine);
 	tcase_add_test(tc, test_model_truncated_daemon);
