@@ -153,6 +153,8 @@ typedef struct Slot {
 	uint64_t dev_total, dev_free; /* device memory after the last job */
 	Engine *eng;               /* the loaded engine: used by the worker only,
 				    * set under mu (the loop tests it) */
+	int confined;              /* from --models-dir: checked to be still
+				    * inside it at every load */
 	int unload_pending;        /* loop-only: an idle unload is queued */
 	int n_active;              /* generates running now (under mu) */
 	int batching;              /* the loaded engine batches (under mu):
@@ -165,6 +167,11 @@ typedef struct Slot {
 				    * started, in arrival order */
 	int n_wait, cap_wait;      /* entries in wait, its capacity */
 } Slot;
+
+/* server.c: for a model from --models-dir, check that its path still
+ * resolves to itself inside the directory, and (HF folder) that no file
+ * in it links out. 0, or -1 with a message. */
+int slot_confined(const Slot *m, char *err, size_t errlen);
 
 /* worker.c */
 int worker_start(Slot *m, char *err, size_t errlen);

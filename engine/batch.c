@@ -827,6 +827,10 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 			 fatal ? " (fatal)" : "", e);
 		return -1;
 	}
+	if (model_files_changed(b->m, 0, err, errlen)) {
+		b->fatal = 1; /* a truncated model file: see forward() */
+		return -1;
+	}
 	return 0;
 }
 
@@ -835,8 +839,9 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 	if (b->fatal) {
 		while (b->n_act > 0)
 			finish(b, b->act[0], FINISH_ERROR);
-		snprintf(err, errlen, "backend unusable after an earlier "
-			 "fatal error");
+		if (!model_files_changed(b->m, 0, err, errlen))
+			snprintf(err, errlen, "backend unusable after an "
+				 "earlier fatal error");
 		return -1;
 	}
 	int rows = plan(b);

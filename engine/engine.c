@@ -89,6 +89,9 @@ int engine_open(const char *path, const EngineOptions *opt, Engine **out,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	/* the file shrank while it was read in (mapguard.h) */
+	if (model_files_changed(&e->model, 0, err, errlen))
+		goto fail;
 	*out = e;
 	return 0;
 fail:
@@ -131,7 +134,12 @@ int engine_ctx(const Engine *e)
 
 int engine_fatal(const Engine *e)
 {
-	return e->st.fatal;
+	return e->st.fatal || model_files_changed(&e->model, 0, NULL, 0);
+}
+
+int engine_files_changed(const Engine *e, char *why, size_t whylen)
+{
+	return model_files_changed(&e->model, 1, why, whylen);
 }
 
 State *engine_state(Engine *e)
@@ -377,8 +385,9 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 	if (e->st.fatal) {
 		memset(res, 0, sizeof *res);
 		res->n_prompt = n_prompt;
-		snprintf(err, errlen, "backend unusable after an earlier "
-			 "fatal error");
+		if (!model_files_changed(&e->model, 0, err, errlen))
+			snprintf(err, errlen, "backend unusable after an "
+				 "earlier fatal error");
 		return -1;
 	}
 	GenRun g;

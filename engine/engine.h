@@ -45,8 +45,14 @@ Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
 State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
 /* 1 after a backend error it cannot recover from (e.g. a CUDA illegal
- * address): every later generate fails; the owner should reopen. */
+ * address) or a read of a model file truncated under its mapping
+ * (mapguard.h): every later generate fails; the owner should reopen. */
 int engine_fatal(const Engine *e);
+/* 1 when the model's files changed since engine_open (truncated under the
+ * mapping, replaced, resized, modified or removed: model_files_changed),
+ * with a message naming the file: the owner should reopen it rather than
+ * run on a mix of old and new weights. Makes one stat() per file. */
+int engine_files_changed(const Engine *e, char *why, size_t whylen);
 
 
 /* Why a generation ended. */
