@@ -51,6 +51,8 @@ typedef struct CudaBackend {
 	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
 	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
 	cudaEvent_t graph_done; /* after the last graph launch */
+	unsigned long buf_gen; /* bumped when cuda_grow moves a buffer: a
+				* recorded step holds the old addresses */
 } CudaBackend;
 
 static inline CudaBackend *cb(Backend *b)

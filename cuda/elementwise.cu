@@ -126,8 +126,11 @@ void cuda_add(Backend *b, float *x, const float *y, size_t count)
 /* One block: each thread keeps its best (value, lowest index), then a
  * shared-memory tree picks the overall best; ties go to the lower index
  * like the CPU backend. NaN never wins. */
-__global__ void argmax_kernel(const float *x, int n, int32_t *result)
+__global__ void argmax_kernel(const float *x, int n, int32_t *result,
+			      size_t stride)
 {
+	x += blockIdx.x * stride; /* argmax_rows: a block per row */
+	result += blockIdx.x;
 	__shared__ float sv[1024];
 	__shared__ int si[1024];
 	float best = -INFINITY;
@@ -166,7 +169,7 @@ int32_t cuda_argmax(Backend *b, const float *x, int n)
 	if (n <= 0)
 		return 0;
 	cuda_launch(c, argmax_kernel, dim3(1), dim3(1024), 0, "argmax", x, n,
-		    c->result);
+		    c->result, (size_t)0);
 	cuda_flush(c);
 	if (c->has_err)
 		return 0;
@@ -179,4 +182,16 @@ int32_t cuda_argmax(Backend *b, const float *x, int n)
 	if (cuda_fail(c, cudaStreamSynchronize(c->stream), "argmax"))
 		return 0;
 	return *c->result_host;
+}
+
+void cuda_argmax_rows(Backend *b, int32_t *out, const float *x, int n,
+		      int cols)
+{
+	CudaBackend *c = cb(b);
+	if (n <= 0 || cols <= 0 || n > 65535) {
+		cuda_fail_msg(c, "argmax_rows: bad shape %d x %d", n, cols);
+		return;
+	}
+	cuda_launch(c, argmax_kernel, dim3((unsigned)n), dim3(1024), 0,
+		    "argmax_rows", x, cols, out, (size_t)cols);
 }

@@ -18,7 +18,7 @@
  *
  * Prefill (larger n): cuBLAS GEMM on the tensor cores. Activations are
  * converted to f16 in a scratch buffer (in split mode, the default, as
- * an f16 pair hi + lo with a second GEMM for lo, so the products keep
+ * an f16 pair hi + lo, both in one GEMM of 2n rows, so the products keep
  * f32-grade activations: the tiny golden models amplify f16 rounding of
  * activations past the golden tolerance; INFERD_CUDA_GEMM=f16 selects the
  * single-GEMM mode llama.cpp uses); F16 weights are used in place,
@@ -722,6 +722,15 @@ __global__ void dequant_f16_kernel(__half *__restrict__ dst,
 	}
 }
 
+/* out = hi + lo products of a split GEMM ([2][count] in p). */
+__global__ void sum_halves_kernel(float *__restrict__ out,
+				  const float *__restrict__ p, size_t count)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+	     i < count; i += (size_t)gridDim.x * blockDim.x)
+		out[i] = p[i] + p[count + i];
+}
+
 __global__ void add_bias_kernel(float *out, const float *bias, int rows,
 				size_t count)
 {
@@ -776,13 +785,20 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 		int split = c->gemm_split;
 		size_t nx = (size_t)n * cols;
 		size_t xb = (nx * 2 * (split ? 2 : 1) + 255) & ~(size_t)255;
-		size_t wb = w->type == DT_F16 ? 0 : (size_t)rows * cols * 2;
+		size_t wb = w->type == DT_F16 ? 0
+					     : ((size_t)rows * cols * 2 + 255) &
+						       ~(size_t)255;
+		/* split mode: hi and lo rows side by side are one [2n][cols]
+		 * operand, so the weights stream once (a batch of decode rows
+		 * is bandwidth-bound), and the two halves of the [2n][rows]
+		 * product are summed after */
+		size_t ob = split ? (size_t)2 * n * rows * sizeof(float) : 0;
 		if (w->type != DT_F16 && cols % 32) {
 			cuda_fail_msg(c, "matmul: %s cols %d not a multiple "
 				      "of 32", w->name ? w->name : "?", cols);
 			return;
 		}
-		if (cuda_grow(c, &c->scratch, &c->scratch_bytes, xb + wb,
+		if (cuda_grow(c, &c->scratch, &c->scratch_bytes, xb + wb + ob,
 			      "matmul scratch"))
 			return;
 		__half *xh = (__half *)c->scratch;
@@ -798,18 +814,20 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 				return;
 			wh = wd;
 		}
-		s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
-				 cols, &one, wh, CUDA_R_16F, cols, xh,
-				 CUDA_R_16F, cols, &zero, out, CUDA_R_32F,
-				 rows, CUBLAS_COMPUTE_32F,
+		float *o2 = split ? (float *)((char *)c->scratch + xb + wb)
+				  : out;
+		s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows,
+				 split ? 2 * n : n, cols, &one, wh, CUDA_R_16F,
+				 cols, xh, CUDA_R_16F, cols, &zero, o2,
+				 CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
 				 CUBLAS_GEMM_DEFAULT);
-		if (s == CUBLAS_STATUS_SUCCESS && split)
-			s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N,
-					 rows, n, cols, &one, wh, CUDA_R_16F,
-					 cols, xh + nx, CUDA_R_16F, cols, &one,
-					 out, CUDA_R_32F, rows,
-					 CUBLAS_COMPUTE_32F,
-					 CUBLAS_GEMM_DEFAULT);
+		if (s == CUBLAS_STATUS_SUCCESS && split) {
+			size_t count = (size_t)n * rows;
+			sum_halves_kernel<<<grid_for(count), 256, 0,
+					    c->stream>>>(out, o2, count);
+			if (CUDA_LAUNCHED(c, "matmul sum"))
+				return;
+		}
 	}
 	if (s != CUBLAS_STATUS_SUCCESS) {
 		cuda_fail_msg(c, "cuBLAS GEMM %dx%dx%d: %s", rows, n, cols,
@@ -828,8 +846,8 @@ void cuda_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		 const Tensor *bias, int n)
 {
 	CudaBackend *c = cb(b);
-	if (n <= 0)
-		return;
+	if (n <= 0 || c->graph->step_mode == STEP_REPLAY)
+		return; /* (a replayed step's graph holds it) */
 	if (!w->dev || (bias && (!bias->dev || bias->type != DT_F32))) {
 		cuda_fail_msg(c, "matmul: %s not uploaded (or bias not f32)",
 			      w->name ? w->name : "weight");

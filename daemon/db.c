@@ -40,7 +40,12 @@ struct Db {
 	Job *head, *tail;       /* FIFO */
 	int stop;               /* 1: drain and exit */
 	uint64_t dropped;       /* request rows not written (disk full, I/O
-				 * error, out of memory); guarded by mu */
+				 * error, out of memory, queue full); guarded
+				 * by mu */
+	long nq;                /* request rows queued or being written
+				 * (under mu) */
+	long max_q;             /* their cap: DB_MAX_QUEUED */
+	int full;               /* rows are being dropped (told once) */
 };
 
 /* Migrations: step i brings user_version from i to i + 1. */
@@ -295,6 +300,13 @@ static void *db_thread(void *arg)
 		}
 		pthread_mutex_lock(&db->mu);
 		db->dropped += failed;
+		db->nq -= (long)nreq;
+		if (db->full && db->nq < db->max_q / 2) {
+			fprintf(stderr, "inferd: log queue below %ld rows again; "
+				"%llu rows dropped so far\n", db->max_q / 2,
+				(unsigned long long)db->dropped);
+			db->full = 0;
+		}
 	}
 	pthread_mutex_unlock(&db->mu);
 	return NULL;
@@ -348,6 +360,8 @@ Db *db_open(const char *path, char *err, size_t errlen)
 			goto fail;
 		}
 	}
+	const char *mq = getenv("INFERD_LOG_QUEUE_MAX");
+	db->max_q = mq && atol(mq) > 0 ? atol(mq) : DB_MAX_QUEUED;
 	pthread_mutex_init(&db->mu, NULL);
 	pthread_cond_init(&db->cv, NULL);
 	if (pthread_create(&db->thread, NULL, db_thread, db) != 0) {
@@ -400,25 +414,50 @@ static const char *keep(Job *j, int i, const char *s, int *oom)
 	return j->store[i];
 }
 
+/* Count a request row in the queue: 0, or -1 (counted as dropped) when
+ * the writer is behind by the whole cap. */
+static int reserve_row(Db *db)
+{
+	int rc = 0;
+	pthread_mutex_lock(&db->mu);
+	if (db->nq >= db->max_q) {
+		db->dropped++;
+		if (!db->full)
+			fprintf(stderr, "inferd: log queue full (%ld rows): "
+				"dropping rows, counted in log_dropped\n",
+				db->max_q);
+		db->full = 1;
+		rc = -1;
+	} else {
+		db->nq++;
+	}
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
 int db_log_request(Db *db, const DbRequest *r)
 {
-	Job *j = calloc(1, sizeof *j);
-	int oom = 0;
-	if (!j)
+	if (reserve_row(db) < 0)
 		return -1;
-	j->kind = JOB_REQUEST;
-	j->r = *r;
-	j->r.exe = keep(j, 0, r->exe, &oom);
-	j->r.model = keep(j, 1, r->model, &oom);
-	j->r.op = keep(j, 2, r->op, &oom);
-	j->r.finish = keep(j, 3, r->finish, &oom);
-	j->r.status = keep(j, 4, r->status, &oom);
-	j->r.error = keep(j, 5, r->error, &oom);
-	j->r.prompt = keep(j, 6, r->prompt, &oom);
+	Job *j = calloc(1, sizeof *j);
+	int oom = !j;
+	if (j) {
+		j->kind = JOB_REQUEST;
+		j->r = *r;
+		j->r.exe = keep(j, 0, r->exe, &oom);
+		j->r.model = keep(j, 1, r->model, &oom);
+		j->r.op = keep(j, 2, r->op, &oom);
+		j->r.finish = keep(j, 3, r->finish, &oom);
+		j->r.status = keep(j, 4, r->status, &oom);
+		j->r.error = keep(j, 5, r->error, &oom);
+		j->r.prompt = keep(j, 6, r->prompt, &oom);
+	}
 	if (oom) {
-		job_free(j);
+		if (j)
+			job_free(j);
 		pthread_mutex_lock(&db->mu);
 		db->dropped++;
+		db->nq--; /* reserved, never queued */
 		pthread_mutex_unlock(&db->mu);
 		return -1;
 	}

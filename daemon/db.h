@@ -20,6 +20,12 @@
 #include <sys/types.h>
 
 #define DB_SCHEMA_VERSION 2 /* user_version after migrations */
+/* Request rows queued or being written at most: beyond it a row is not
+ * queued but counted in db_dropped(), so a writer that cannot keep up
+ * (slow disk, a reader holding a lock) never makes the daemon grow
+ * without bound. 65536 rows are ~20 MB without prompts. The environment
+ * variable INFERD_LOG_QUEUE_MAX overrides it (tests). */
+#define DB_MAX_QUEUED 65536
 
 typedef struct Db Db;
 
@@ -59,12 +65,14 @@ typedef void (*db_deliver_fn)(void *ctx, uint8_t *frame, size_t len);
 Db *db_open(const char *path, char *err, size_t errlen);
 /* Flush what is queued, stop the thread, close. */
 void db_close(Db *db);
-/* Queue writes; never block on the disk. Return -1 only on OOM. */
+/* Queue writes; never block on the disk. Return -1 on OOM or, for a
+ * request row, a full queue (DB_MAX_QUEUED): the row is then counted as
+ * dropped. */
 int db_log_request(Db *db, const DbRequest *r);
 int db_log_model(Db *db, const DbModel *m);
 /* Request rows that could not be written so far (disk full, I/O error,
- * out of memory): the daemon keeps serving and reports this count in
- * "status" as log_dropped. */
+ * out of memory, the queue full): the daemon keeps serving and reports
+ * this count in "status" as log_dropped. */
 uint64_t db_dropped(Db *db);
 /* Queue a query for the newest `limit` rows (uid's own unless all) and
  * an "ok" reply frame for request id; deliver runs on the db thread. */

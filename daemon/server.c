@@ -101,7 +101,20 @@ typedef struct Daemon {
 	double last_busy;           /* monotonic: last time a client was here */
 	Metrics *metrics;           /* counters for the metrics op (NULL: none) */
 	uid_t self_uid;             /* admin: this uid and root */
+	char models_root[PATH_MAX]; /* realpath of --models-dir, "" without */
+	char refused[INFERD_MAX_MODELS][PROTO_MAX_NAME + 1]; /* models-dir
+				     * entries linking out of it */
+	int n_refused;              /* how many */
 } Daemon;
+
+/* 1 when real (a resolved path) lies inside the resolved folder root. */
+static int path_inside(const char *root, const char *real)
+{
+	size_t n = strlen(root);
+	if (n == 1 && root[0] == '/')
+		return real[0] == '/';
+	return n > 0 && !strncmp(real, root, n) && real[n] == '/';
+}
 
 static void dlog(const char *fmt, ...)
 {
@@ -455,7 +468,7 @@ static const char *state_name(int s)
 	return s == MS_LOADED ? "loaded" : s == MS_LOADING ? "loading" : "unloaded";
 }
 
-static uint64_t mem_used(Daemon *d)
+uint64_t daemon_mem_used(Daemon *d)
 {
 	uint64_t used = 0;
 	for (int i = 0; i < d->nslots; i++) {
@@ -542,7 +555,7 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 		return;
 	}
 	if (r->op != OP_UNLOAD && state == MS_UNLOADED && d->cfg->mem_budget) {
-		uint64_t used = mem_used(d);
+		uint64_t used = daemon_mem_used(d);
 		if (used + m->est_bytes > d->cfg->mem_budget) {
 			snprintf(msg, sizeof msg, "model %s needs %.1f MiB but %.1f "
 				 "MiB of the %.1f MiB budget are in use (%.1f MiB "
@@ -571,6 +584,42 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 }
 
 /* Parse the fields of generate into r. 0 or -1 (f->err). */
+/* A chat template file a request names: inferd reads it with its own
+ * rights, so only a file name (no '/', no leading '.') in the models
+ * directory is accepted, resolved there with realpath and kept only when
+ * the result (links followed) is still inside. The resolved path goes to
+ * *out. 0, or -1 with a message. */
+static int template_file(Daemon *d, const char *p, size_t n, char **out,
+			 Fields *f)
+{
+	int k = n > 200 ? 200 : (int)n;
+	if (!d->models_root[0])
+		return fail(f, "chat template '%.*s': inferd reads template files "
+			    "only from its --models-dir, and it has none; name a "
+			    "family (chatml, llama2, llama3, mistral, zephyr, "
+			    "gemma, phi3)", k, p);
+	if (memchr(p, '/', n) || p[0] == '.')
+		return fail(f, "chat template '%.*s': name a .jinja file in the "
+			    "models directory (no '/', no leading '.'); paths "
+			    "are not accepted", k, p);
+	char path[PATH_MAX], real[PATH_MAX];
+	struct stat st;
+	if (snprintf(path, sizeof path, "%s/%.*s", d->models_root, (int)n, p) >=
+	    (int)sizeof path)
+		return fail(f, "chat template name too long");
+	if (!realpath(path, real))
+		return fail(f, "chat template '%.*s' is not in the models "
+			    "directory (%s)", k, p, strerror(errno));
+	if (!path_inside(d->models_root, real))
+		return fail(f, "chat template '%.*s' links outside the models "
+			    "directory; refused", k, p);
+	if (stat(real, &st) < 0 || !S_ISREG(st.st_mode))
+		return fail(f, "chat template '%.*s' is not a regular file", k, p);
+	if (!(*out = strdup(real)))
+		return fail(f, "out of memory");
+	return 0;
+}
+
 static int parse_generate(Daemon *d, Fields *f, Request *r)
 {
 	const char *p;
@@ -630,8 +679,15 @@ static int parse_generate(Daemon *d, Fields *f, Request *r)
 		return fail(f, "out of memory");
 	if ((hs = f_str(f, "template", 0, 4096, &p, &n)) < 0)
 		return -1;
-	if (hs && !(r->tmpl = dup_mem(p, n)))
+	if (hs && memchr(p, 0, n))
+		return fail(f, "'template' contains a NUL byte");
+	if (hs && (memchr(p, '/', n) || (n > 6 && !memcmp(p + n - 6, ".jinja", 6)))) {
+		/* a file: the engine reads any path it is given */
+		if (template_file(d, p, n, &r->tmpl, f) < 0)
+			return -1;
+	} else if (hs && !(r->tmpl = dup_mem(p, n))) {
 		return fail(f, "out of memory");
+	}
 	SamplerParams *s = &r->gp.sampling;
 	if (f_int(f, "max_tokens", 1, PROTO_MAX_TOKENS, &iv) < 0)
 		return -1;
@@ -811,7 +867,7 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	pk_str(&pk, "mem_budget");
 	msgpack_pack_uint64(&pk, d->cfg->mem_budget);
 	pk_str(&pk, "mem_used");
-	msgpack_pack_uint64(&pk, mem_used(d));
+	msgpack_pack_uint64(&pk, daemon_mem_used(d));
 	pk_str(&pk, "device_total");
 	msgpack_pack_uint64(&pk, dtotal);
 	pk_str(&pk, "device_free");
@@ -903,7 +959,7 @@ static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
 		"# HELP inferd_memory_budget_bytes --mem-budget (0: none).\n"
 		"# TYPE inferd_memory_budget_bytes gauge\n"
 		"inferd_memory_budget_bytes %llu\n",
-		(unsigned long long)mem_used(d),
+		(unsigned long long)daemon_mem_used(d),
 		(unsigned long long)d->cfg->mem_budget);
 	static const char *const gauges[][2] = {
 		{ "inferd_model_loaded", "1 when the model is loaded." },
@@ -1202,7 +1258,16 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		return;
 	}
 	Slot *m = find_slot(d, mp, ml);
+	for (int i = 0; !m && i < d->n_refused; i++)
+		if (strlen(d->refused[i]) == ml && !memcmp(d->refused[i], mp, ml)) {
+			snprintf(msg, sizeof msg, "model '%.*s' is a link out of "
+				 "the models directory; inferd does not follow "
+				 "it", (int)ml, mp);
+			request_reject(d, r, PROTO_E_DENIED, msg, -1);
+			return;
+		}
 	if (!m) {
+		/* names only: a path ("../x", "/etc/passwd") is no name */
 		snprintf(msg, sizeof msg, "no model named '%.*s' (see the "
 			 "models op)", (int)ml, mp);
 		request_reject(d, r, PROTO_E_NOTFOUND, msg, -1);
@@ -1832,9 +1897,67 @@ static int add_slot(Daemon *d, const char *name, size_t nlen, const char *path,
 	return 0;
 }
 
-static int scan_models_dir(Daemon *d, const char *dir, char *err, size_t errlen)
+/* The first entry of folder dir (an HF model) that resolves out of root,
+ * in out; 0 when none does. */
+static int links_out(const char *root, const char *dir, char *out,
+		     size_t outlen)
 {
 	DIR *dp = opendir(dir);
+	if (!dp)
+		return 0;
+	struct dirent *e;
+	int found = 0;
+	while (!found && (e = readdir(dp))) {
+		char p[PATH_MAX], real[PATH_MAX];
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
+			continue;
+		if (realpath(p, real) && !path_inside(root, real)) {
+			snprintf(out, outlen, "%s", e->d_name);
+			found = 1;
+		}
+	}
+	closedir(dp);
+	return found;
+}
+
+int slot_confined(const Slot *m, char *err, size_t errlen)
+{
+	const Daemon *d = m->d;
+	char real[PATH_MAX], name[256];
+	if (!m->confined)
+		return 0;
+	/* the scan resolved m->path: a link put in since shows as a
+	 * different realpath */
+	if (!realpath(m->path, real) || strcmp(real, m->path) ||
+	    !path_inside(d->models_root, real)) {
+		snprintf(err, errlen, "model %s: %s is no longer a file inside "
+			 "the models directory (a link was put in); refused",
+			 m->name, m->path);
+		return -1;
+	}
+	if (!strcmp(m->format, "hf") &&
+	    links_out(d->models_root, m->path, name, sizeof name)) {
+		snprintf(err, errlen, "model %s: %s/%s links out of the models "
+			 "directory; refused", m->name, m->path, name);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every *.gguf file and HF folder in dir is a model named after it. An
+ * entry that is a link is followed only when its target (realpath) stays
+ * inside dir: a link out is refused (logged, and a request naming it is
+ * told why), so whoever can write to the folder cannot make inferd read
+ * files elsewhere with its rights. Links inside (aliases) are models. */
+static int scan_models_dir(Daemon *d, const char *dir, char *err, size_t errlen)
+{
+	if (!realpath(dir, d->models_root)) {
+		snprintf(err, errlen, "models dir %s: %s", dir, strerror(errno));
+		d->models_root[0] = 0;
+		return -1;
+	}
+	DIR *dp = opendir(d->models_root);
 	if (!dp) {
 		snprintf(err, errlen, "models dir %s: %s", dir, strerror(errno));
 		return -1;
@@ -1844,18 +1967,46 @@ static int scan_models_dir(Daemon *d, const char *dir, char *err, size_t errlen)
 	while (rc == 0 && (e = readdir(dp))) {
 		if (e->d_name[0] == '.')
 			continue;
-		char p[PATH_MAX], cfgp[PATH_MAX + 16];
+		char p[PATH_MAX], cfgp[PATH_MAX + 16], real[PATH_MAX];
 		struct stat st;
-		if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p ||
-		    stat(p, &st) < 0)
+		if (snprintf(p, sizeof p, "%s/%s", d->models_root, e->d_name) >=
+		    (int)sizeof p || lstat(p, &st) < 0)
 			continue;
 		size_t n = strlen(e->d_name);
+		if (S_ISLNK(st.st_mode)) {
+			if (!realpath(p, real) || stat(real, &st) < 0)
+				continue; /* dangling */
+			if (!path_inside(d->models_root, real)) {
+				size_t k = n > 5 && !strcmp(e->d_name + n - 5,
+							     ".gguf") ? n - 5 : n;
+				dlog("models dir: %s links out of %s (to %s): "
+				     "refused", e->d_name, d->models_root, real);
+				if (k <= PROTO_MAX_NAME &&
+				    d->n_refused < INFERD_MAX_MODELS) {
+					memcpy(d->refused[d->n_refused], e->d_name, k);
+					d->refused[d->n_refused++][k] = 0;
+				}
+				continue;
+			}
+		}
+		char bad[256];
+		if (S_ISDIR(st.st_mode) &&
+		    links_out(d->models_root, p, bad, sizeof bad)) {
+			dlog("models dir: %s/%s links out of %s: refused",
+			     e->d_name, bad, d->models_root);
+			if (n <= PROTO_MAX_NAME && d->n_refused < INFERD_MAX_MODELS)
+				memcpy(d->refused[d->n_refused++], e->d_name, n + 1);
+			continue;
+		}
+		int before = d->nslots;
 		if (S_ISREG(st.st_mode) && n > 5 && !strcmp(e->d_name + n - 5, ".gguf"))
 			rc = add_slot(d, e->d_name, n - 5, p, err, errlen);
 		else if (S_ISDIR(st.st_mode) &&
 			 snprintf(cfgp, sizeof cfgp, "%s/config.json", p) < (int)sizeof cfgp &&
 			 access(cfgp, R_OK) == 0)
 			rc = add_slot(d, e->d_name, n, p, err, errlen);
+		if (d->nslots > before) /* not a --model of the same name */
+			d->slots[d->nslots - 1]->confined = 1;
 	}
 	closedir(dp);
 	return rc;

@@ -179,7 +179,16 @@ static int ensure_loaded(Slot *m, char *err, size_t errlen)
 	pthread_mutex_unlock(&m->mu);
 	double t0 = mono_now();
 	Engine *e = NULL;
-	int rc = engine_open(m->path, &daemon_cfg->eng, &e, err, errlen);
+	int rc = slot_confined(m, err, errlen);
+	if (rc == 0)
+		rc = engine_open(m->path, &daemon_cfg->eng, &e, err, errlen);
+	if (rc < 0 && !strstr(err, m->path)) {
+		/* name the file: it may have changed since the last load */
+		char why[512];
+		snprintf(why, sizeof why, "%s", err);
+		if (snprintf(err, errlen, "cannot load %s: %s", m->path, why) < 0)
+			err[0] = 0;
+	}
 	pthread_mutex_lock(&m->mu);
 	if (rc < 0) {
 		m->state = MS_UNLOADED;
@@ -210,6 +219,8 @@ static void unload(Slot *m)
 	m->batch = NULL;
 	pthread_mutex_lock(&m->mu);
 	m->batching = 0;
+	m->est_bytes -= m->pool_bytes;
+	m->pool_bytes = 0;
 	pthread_mutex_unlock(&m->mu);
 	engine_close(m->eng);
 	pthread_mutex_lock(&m->mu); /* the loop reads eng under mu */
@@ -218,6 +229,22 @@ static void unload(Slot *m)
 	m->device[0] = 0;
 	pthread_mutex_unlock(&m->mu);
 	fprintf(stderr, "inferd: unloaded %s\n", m->name);
+}
+
+/* Before a job on a loaded model that runs nothing now: if its files
+ * changed since the load (truncated under the mapping, replaced, resized
+ * or modified: engine_files_changed), unload it so the job loads the file
+ * as it is now instead of running on a mix of old and new weights. While
+ * generates run, the change waits for them to end (a truncation fails
+ * them on its own). */
+static void drop_stale(Slot *m)
+{
+	char why[PATH_MAX + 128];
+	if (!m->eng || m->n_run > 0 || !engine_files_changed(m->eng, why,
+							     sizeof why))
+		return;
+	fprintf(stderr, "inferd: %s: %s; unloading it\n", m->name, why);
+	unload(m);
 }
 
 /* Per-generation context for the token callback. */
@@ -480,6 +507,7 @@ static void run_job(Slot *m, Request *r)
 		job_ok(m, r);
 		return;
 	}
+	drop_stale(m);
 	if (!m->eng && r->op == OP_GENERATE)
 		post_loading(m, r);
 	if (ensure_loaded(m, err, sizeof err) < 0) {
@@ -572,6 +600,7 @@ static Request *take_wait(Slot *m, int i)
 static int ready(Slot *m, Request *r)
 {
 	char err[512];
+	drop_stale(m);
 	if (!m->eng) {
 		post_loading(m, r);
 		if (ensure_loaded(m, err, sizeof err) < 0) {
@@ -587,7 +616,14 @@ static int ready(Slot *m, Request *r)
 	if (!m->batch && !getenv("INFERD_NO_BATCH") &&
 	    batcher_supported(m->eng)) {
 		/* INFERD_NO_BATCH: the one-at-a-time path, for comparison */
-		BatchOptions bo = {.max_seqs = BATCH_SEQS};
+		BatchOptions bo = {.max_seqs = BATCH_SEQS,
+				   .token_budget = daemon_cfg->batch_tokens};
+		if (daemon_cfg->mem_budget) { /* the pool gets what is left */
+			uint64_t used = daemon_mem_used(m->d);
+			bo.max_pool_bytes = daemon_cfg->mem_budget > used
+					    ? daemon_cfg->mem_budget - used
+					    : 1; /* one context */
+		}
 		if (batcher_create(m->eng, &bo, &m->batch, err, sizeof err) < 0)
 			fprintf(stderr, "inferd: %s: no batching (%s)\n",
 				m->name, err);
@@ -598,6 +634,10 @@ static int ready(Slot *m, Request *r)
 		}
 		pthread_mutex_lock(&m->mu);
 		m->batching = m->batch != NULL;
+		if (m->batch) {
+			m->pool_bytes = batcher_pool_bytes(m->batch);
+			m->est_bytes += m->pool_bytes;
+		}
 		pthread_mutex_unlock(&m->mu);
 	}
 	return 0;
@@ -771,7 +811,7 @@ static void schedule(Slot *m)
 				tell_positions(m); /* behind this one */
 				int keep0 = r->keep_alive == 0;
 				run_job(m, r);
-				if (keep0)
+				if (keep0 || (m->eng && engine_fatal(m->eng)))
 					unload(m);
 				pthread_mutex_lock(&m->mu);
 				m->running = NULL;

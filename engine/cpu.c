@@ -639,46 +639,68 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 
 /* ---- rope ---- */
 
-static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
-		     int head_dim, int pos0, const float *inv_freq, int layout)
+/* Rotate one row of n_heads heads at position pos (the angle in f32 like
+ * HF, positions * inv_freq in float, its cos/sin to full precision). */
+static void rope_row(float *row, int n_heads, int head_dim, int pos,
+		     const float *inv_freq, int layout)
 {
-	CpuBackend *c = (CpuBackend *)b;
-	mm_flush(c);
 	int half = head_dim / 2;
+	float cs[MAX_HEAD_DIM / 2], sn[MAX_HEAD_DIM / 2];
+	for (int k = 0; k < half; k++) {
+		float a = (float)pos * inv_freq[k];
+		cs[k] = (float)cos((double)a);
+		sn[k] = (float)sin((double)a);
+	}
+	for (int h = 0; h < n_heads; h++) {
+		float *v = row + (size_t)h * head_dim;
+		if (layout == ROPE_HALF) {
+			for (int k = 0; k < half; k++) {
+				float a0 = v[k], a1 = v[k + half];
+				v[k] = a0 * cs[k] - a1 * sn[k];
+				v[k + half] = a0 * sn[k] + a1 * cs[k];
+			}
+		} else {
+			for (int k = 0; k < half; k++) {
+				float a0 = v[2 * k], a1 = v[2 * k + 1];
+				v[2 * k] = a0 * cs[k] - a1 * sn[k];
+				v[2 * k + 1] = a0 * sn[k] + a1 * cs[k];
+			}
+		}
+	}
+}
+
+static int rope_args_ok(CpuBackend *c, int head_dim, int layout)
+{
 	if (head_dim <= 0 || head_dim % 2 || head_dim > MAX_HEAD_DIM ||
 	    (layout != ROPE_HALF && layout != ROPE_INTERLEAVED)) {
 		fail(c, "cpu: rope: bad head_dim %d or layout %d", head_dim,
 		     layout);
+		return 0;
+	}
+	return 1;
+}
+
+static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
+		     int head_dim, int pos0, const float *inv_freq, int layout)
+{
+	mm_flush((CpuBackend *)b); /* queued matmuls write x */
+	if (!rope_args_ok((CpuBackend *)b, head_dim, layout))
 		return;
-	}
-	float cs[MAX_HEAD_DIM / 2], sn[MAX_HEAD_DIM / 2];
-	for (int i = 0; i < n; i++) {
-		/* The angle in f32 like HF (positions * inv_freq in float),
-		 * its cos/sin to full precision. */
-		float pos = (float)(pos0 + i);
-		for (int k = 0; k < half; k++) {
-			float a = pos * inv_freq[k];
-			cs[k] = (float)cos((double)a);
-			sn[k] = (float)sin((double)a);
-		}
-		float *row = x + (size_t)i * (size_t)stride;
-		for (int h = 0; h < n_heads; h++) {
-			float *v = row + (size_t)h * head_dim;
-			if (layout == ROPE_HALF) {
-				for (int k = 0; k < half; k++) {
-					float a0 = v[k], a1 = v[k + half];
-					v[k] = a0 * cs[k] - a1 * sn[k];
-					v[k + half] = a0 * sn[k] + a1 * cs[k];
-				}
-			} else {
-				for (int k = 0; k < half; k++) {
-					float a0 = v[2 * k], a1 = v[2 * k + 1];
-					v[2 * k] = a0 * cs[k] - a1 * sn[k];
-					v[2 * k + 1] = a0 * sn[k] + a1 * cs[k];
-				}
-			}
-		}
-	}
+	for (int i = 0; i < n; i++)
+		rope_row(x + (size_t)i * (size_t)stride, n_heads, head_dim,
+			 pos0 + i, inv_freq, layout);
+}
+
+static void cpu_rope_rows(Backend *b, float *x, int n, int stride,
+			  int n_heads, int head_dim, const int32_t *pos,
+			  const float *inv_freq, int layout)
+{
+	mm_flush((CpuBackend *)b); /* queued matmuls write x */
+	if (!rope_args_ok((CpuBackend *)b, head_dim, layout))
+		return;
+	for (int i = 0; i < n; i++)
+		rope_row(x + (size_t)i * (size_t)stride, n_heads, head_dim,
+			 pos[i], inv_freq, layout);
 }
 
 /* ---- attention ---- */
@@ -910,6 +932,7 @@ static const BackendOps cpu_ops = {
 	.argmax = cpu_argmax,
 	.kv_store = cpu_kv_store,
 	.attention_paged = cpu_attention_paged,
+	.rope_rows = cpu_rope_rows,
 };
 
 static void set_desc(CpuBackend *c)

@@ -89,6 +89,9 @@ int engine_open(const char *path, const EngineOptions *opt, Engine **out,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	/* the file shrank while it was read in (mapguard.h) */
+	if (model_files_changed(&e->model, 0, err, errlen))
+		goto fail;
 	*out = e;
 	return 0;
 fail:
@@ -131,7 +134,12 @@ int engine_ctx(const Engine *e)
 
 int engine_fatal(const Engine *e)
 {
-	return e->st.fatal;
+	return e->st.fatal || model_files_changed(&e->model, 0, NULL, 0);
+}
+
+int engine_files_changed(const Engine *e, char *why, size_t whylen)
+{
+	return model_files_changed(&e->model, 1, why, whylen);
 }
 
 State *engine_state(Engine *e)
@@ -287,10 +295,25 @@ int genrun_init(GenRun *g, const Tokenizer *tok, int n_vocab, int ctx,
 finish_reason genrun_step(GenRun *g, float *logits, int32_t *next)
 {
 	const GenParams *p = g->p;
-	GenResult *res = g->res;
 	for (int i = 0; i < p->n_logit_bias; i++)
 		logits[p->logit_bias[i].id] += p->logit_bias[i].bias;
-	int32_t id = sampler_sample(&g->smp, logits);
+	return genrun_step_id(g, sampler_sample(&g->smp, logits), next);
+}
+
+int genrun_plain_greedy(const GenRun *g)
+{
+	const SamplerParams *s = &g->p->sampling;
+	/* the conditions under which sampler_sample is argmax_lowest of the
+	 * logits as given (see apply_penalties) */
+	return !(s->temperature > 0.0f) && g->p->n_logit_bias == 0 &&
+	       (s->repeat_penalty == 1.0f || !(s->repeat_penalty > 0.0f)) &&
+	       s->freq_penalty == 0.0f && s->presence_penalty == 0.0f;
+}
+
+finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next)
+{
+	const GenParams *p = g->p;
+	GenResult *res = g->res;
 	if (res->n_gen == 0)
 		res->ttft = now() - g->t0;
 	if (!p->ignore_eos && tokenizer_is_eog(g->tok, id))
@@ -362,8 +385,9 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 	if (e->st.fatal) {
 		memset(res, 0, sizeof *res);
 		res->n_prompt = n_prompt;
-		snprintf(err, errlen, "backend unusable after an earlier "
-			 "fatal error");
+		if (!model_files_changed(&e->model, 0, err, errlen))
+			snprintf(err, errlen, "backend unusable after an "
+				 "earlier fatal error");
 		return -1;
 	}
 	GenRun g;

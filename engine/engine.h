@@ -45,8 +45,14 @@ Backend *engine_backend(Engine *e);
 int engine_ctx(const Engine *e); /* KV capacity in tokens */
 State *engine_state(Engine *e);  /* the run state (tests, benchmarks) */
 /* 1 after a backend error it cannot recover from (e.g. a CUDA illegal
- * address): every later generate fails; the owner should reopen. */
+ * address) or a read of a model file truncated under its mapping
+ * (mapguard.h): every later generate fails; the owner should reopen. */
 int engine_fatal(const Engine *e);
+/* 1 when the model's files changed since engine_open (truncated under the
+ * mapping, replaced, resized, modified or removed: model_files_changed),
+ * with a message naming the file: the owner should reopen it rather than
+ * run on a mix of old and new weights. Makes one stat() per file. */
+int engine_files_changed(const Engine *e, char *why, size_t whylen);
 
 
 /* Why a generation ended. */
@@ -143,6 +149,12 @@ int genrun_init(GenRun *g, const Tokenizer *tok, int n_vocab, int ctx,
  * its text. FINISH_NONE: feed *next and call again; anything else: the
  * generation is over (call genrun_end with it). */
 finish_reason genrun_step(GenRun *g, float *logits, int32_t *next);
+/* 1 when the next token is the plain argmax of the logits (greedy, no
+ * penalties, no logit bias), so that it can be picked where the logits
+ * are (argmax_rows) and given to genrun_step_id. */
+int genrun_plain_greedy(const GenRun *g);
+/* genrun_step with the token already chosen. */
+finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next);
 /* Release held text as the finish reason allows and set res->finish. */
 void genrun_end(GenRun *g, finish_reason fin);
 void genrun_free(GenRun *g);

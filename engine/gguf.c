@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mapguard.h"
+
 typedef struct gguf_kv {
 	gguf_str key;       /* into the mapping */
 	gguf_type type;     /* value type */
@@ -325,8 +327,10 @@ void gguf_close(gguf_file *g)
 	free(g->names);
 	free(g->kv_sorted);
 	free(g->t_sorted);
-	if (g->map)
+	if (g->map) {
+		mapguard_remove(g->map);
 		munmap((void *)g->map, g->size);
+	}
 	free(g);
 }
 
@@ -619,6 +623,7 @@ gguf_file *gguf_open(const char *path, char *err, size_t errlen)
 		goto fail;
 	}
 	g->map = m;
+	mapguard_add(m, g->size, path, &st, g); /* unguarded if full */
 
 	cursor c = {g->map, g->size, 0, err, errlen, "header"};
 	uint32_t magic;

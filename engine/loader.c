@@ -25,6 +25,7 @@
 
 #include "gguf.h"
 #include "json.h"
+#include "mapguard.h"
 #include "model.h"
 #include "safetensors.h"
 #include "tokenizer.h"
@@ -1039,6 +1040,17 @@ int model_load_ex(const char *path, const ModelLoadOptions *opt, Model *m,
 int model_load(const char *path, Model *m, char *err, size_t errlen)
 {
 	return model_load_ex(path, NULL, m, err, errlen);
+}
+
+int model_files_changed(const Model *m, int restat, char *why, size_t whylen)
+{
+	const LoadPriv *p = m->priv;
+	const void *owner = p ? (p->g ? (const void *)p->g : (const void *)p->st)
+			      : NULL;
+	if (!owner)
+		return 0;
+	return restat ? mapguard_changed(owner, why, whylen)
+		      : mapguard_faulted(owner, why, whylen);
 }
 
 void model_free(Model *m)

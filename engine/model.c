@@ -321,6 +321,12 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 			 fatal ? " (fatal)" : "", e);
 		return -1;
 	}
+	if (model_files_changed(m, 0, err, errlen)) {
+		/* the pass read zeros for a truncated file (mapguard.h):
+		 * its logits are garbage, and so is every later pass */
+		s->fatal = 1;
+		return -1;
+	}
 	s->pos += n;
 	return 0;
 }

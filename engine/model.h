@@ -105,6 +105,13 @@ typedef struct Model {
 int model_load(const char *path, Model *m, char *err, size_t errlen);
 void model_free(Model *m);
 
+/* 1 when m's files are no longer what was loaded, with a message naming
+ * the file in why: a read of a mapping faulted (the file shrank under it;
+ * see mapguard.h) or, with restat, a file was removed, replaced, resized
+ * or modified since. 0 when unchanged. Without restat no syscall is made
+ * (forward() checks after every pass). */
+int model_files_changed(const Model *m, int restat, char *why, size_t whylen);
+
 /* Options of model_load_ex. */
 typedef struct ModelLoadOptions {
 	/* llama.cpp-style "KEY=TYPE:VALUE" hyper-parameter overrides, TYPE

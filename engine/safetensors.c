@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "mapguard.h"
 
 typedef struct st_shard {
 	char *path;         /* file path (malloc'd) */
@@ -89,8 +90,10 @@ void st_close(st_file *f)
 		return;
 	for (int i = 0; i < f->n_shards; i++) {
 		st_shard *s = &f->shards[i];
-		if (s->map)
+		if (s->map) {
+			mapguard_remove(s->map);
 			munmap((void *)s->map, s->size);
+		}
 		json_free(s->doc);
 		free(s->path);
 	}
@@ -161,6 +164,7 @@ static int load_shard(st_file *f, const char *path, char *err, size_t errlen)
 		return 0;
 	}
 	s->map = m;
+	mapguard_add(m, s->size, path, &st, f); /* unguarded if full */
 	uint64_t hlen;
 	memcpy(&hlen, s->map, 8);
 	if (hlen > ST_MAX_HEADER || hlen > s->size - 8) {

@@ -290,9 +290,17 @@ static int prepare(Sampler *s, float *logits, int need_order)
 		c[i].logit = logits[i];
 		c[i].id = i;
 	}
-	if (p->top_k > 0 && p->top_k < n) {
+	int top_k_cut = p->top_k > 0 && p->top_k < n;
+	if (top_k_cut) {
+		/* Quickselect leaves the survivors in an order that depends
+		 * on every logit, so noise far below any probability that
+		 * matters (a GPU batch against the same request alone) would
+		 * change the sums below and send the same draw to another
+		 * token. Sorted, the order follows the logits alone (without
+		 * top-k the candidates stay in id order, also stable). */
 		select_top(c, n, p->top_k);
 		n = p->top_k;
+		sort_cands(c, n);
 	}
 	/* Softmax with temperature over the top-k survivors. */
 	float mx = c[0].logit;
@@ -322,8 +330,8 @@ static int prepare(Sampler *s, float *logits, int need_order)
 	n = m;
 	if (p->top_p < 1.0f)
 		n = nucleus(c, n, p->top_p);
-	else if (need_order)
-		sort_cands(c, n); /* a draw needs no order, only a fixed one */
+	else if (need_order && !top_k_cut) /* min-p kept top-k's order */
+		sort_cands(c, n); /* a draw needs no order, only a stable one */
 	double kept = 0.0;
 	for (int i = 0; i < n; i++)
 		kept += c[i].logit;

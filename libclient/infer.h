@@ -138,7 +138,9 @@ typedef struct infer_gen_params {
 	const infer_message *messages; /* chat messages (template applied) */
 	size_t n_messages;             /* how many */
 	const char *system;            /* system prompt for chat, or NULL */
-	const char *chat_template;     /* family ("chatml", ...) or NULL */
+	const char *chat_template;     /* family ("chatml", ...), a NAME.jinja
+					* file in the daemon's --models-dir,
+					* or NULL */
 	int max_tokens;                /* <= 0: daemon default */
 	/* Sampling; negative (or NaN for floats) = daemon default. */
 	float temperature;             /* 0 = greedy */

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 
 #include "daemon_util.h"
+#include "engine.h"
 #include "infer.h"
 
 /* How much the daemon's RSS may grow while a client does not read: the
@@ -230,6 +231,74 @@ START_TEST(test_db_disk_full)
 }
 END_TEST
 
+/* ---- a log writer that cannot keep up: the queue is capped ---- */
+
+START_TEST(test_log_queue_bounded)
+{
+	/* the writer is stopped by a lock the test holds on the database
+	 * (its INSERT waits in the 5 s busy timeout), with the cap at 8 */
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	setenv("INFERD_LOG_QUEUE_MAX", "8", 1);
+	int rc = t_launch(&d, NULL);
+	unsetenv("INFERD_LOG_QUEUE_MAX");
+	ck_assert_msg(rc == 0, "daemon did not start");
+	sqlite3 *lk;
+	ck_assert_int_eq(sqlite3_open(d.db, &lk), SQLITE_OK);
+	sqlite3_busy_timeout(lk, 5000);
+	ck_assert_int_eq(sqlite3_exec(lk, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
+			 SQLITE_OK);
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	uint8_t req[256];
+	TReply *r = malloc(sizeof *r);
+	long answered = 0;
+	double t0 = t_now();
+	for (uint32_t id = 1; id <= 300; id++) {
+		char idb[32];
+		snprintf(idb, sizeof idb, "i:%u", id);
+		size_t n = t_pack(req, sizeof req, 4, "op", "s:tokenize", "id", idb,
+				  "model", "s:l2", "text", "s:one row each");
+		ck_assert_int_eq(roundtrip(fd, req, n, "ok", r, 10), 1);
+		msgpack_zone_destroy(&r->zone);
+		answered++;
+	}
+	size_t n = t_pack(req, sizeof req, 2, "op", "s:status", "id", "i:9999");
+	ck_assert_int_eq(roundtrip(fd, req, n, "ok", r, 10), 1);
+	long long dropped = t_int(r, "log_dropped");
+	msgpack_zone_destroy(&r->zone);
+	double held = t_now() - t0;
+	ck_assert_int_eq(sqlite3_exec(lk, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(lk);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	free(r);
+	int intact = 0;
+	long rows = db_rows(d.db, 1, &intact);
+	FILE *lf = fopen(d.log, "r");
+	char line[512];
+	int told = 0;
+	while (lf && fgets(line, sizeof line, lf))
+		told |= strstr(line, "log queue full (8 rows)") != NULL;
+	if (lf)
+		fclose(lf);
+	fprintf(stderr, "log queue capped at 8 rows, writer locked out %.2f s: "
+		"%ld requests answered, %lld rows counted dropped meanwhile, "
+		"%ld rows written\n", held, answered, dropped, rows);
+	ck_assert_msg(held < 5, "the lock was held past the writer's busy "
+		      "timeout (%.1f s): rows failed rather than queued", held);
+	ck_assert_msg(dropped >= answered - 8, "only %lld of %ld rows dropped "
+		      "with the writer stuck and 8 queued at most", dropped,
+		      answered);
+	ck_assert_msg(rows >= 1 && rows <= 8, "%ld rows written", rows);
+	ck_assert_msg(rows + dropped >= answered, "%ld rows + %lld dropped < %ld",
+		      rows, dropped, answered);
+	ck_assert_msg(told, "no 'log queue full' line in the daemon's log");
+	ck_assert(intact);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* ---- a client that never reads ---- */
 
 START_TEST(test_slow_reader_cut_off)
@@ -333,6 +402,413 @@ START_TEST(test_slow_reader_cut_off)
 }
 END_TEST
 
+/* ---- a model file truncated or changed under the loaded model ---- */
+
+/* Copy src over dst (same inode when dst exists: written in place). */
+static int copy_file(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT, 0644);
+	int rc = in >= 0 && out >= 0 ? 0 : -1;
+	char buf[1 << 16];
+	ssize_t n;
+	while (rc == 0 && (n = read(in, buf, sizeof buf)) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			rc = -1;
+	struct stat st;
+	if (rc == 0 && (fstat(in, &st) < 0 || ftruncate(out, st.st_size) < 0))
+		rc = -1;
+	if (in >= 0)
+		close(in);
+	if (out >= 0 && close(out) < 0)
+		rc = -1;
+	return rc;
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Greedy tokens of "Once upon a time" on e: count, or -1 with err. */
+static int engine_greedy(Engine *e, int32_t *out, int cap, char *err,
+			 size_t errlen)
+{
+	int32_t *ids = NULL;
+	int n = tokenizer_encode(engine_tokenizer(e), "Once upon a time", 16,
+				 1, 0, &ids, err, errlen);
+	if (n <= 0)
+		return -1;
+	GenParams gp;
+	gen_params_default(&gp);
+	gp.max_tokens = cap;
+	gp.sampling.temperature = 0;
+	GenResult res = { 0 };
+	int rc = engine_generate(e, ids, n, &gp, NULL, NULL, &res, err, errlen);
+	free(ids);
+	int k = rc == 0 ? res.n_gen : -1;
+	for (int i = 0; i < k; i++)
+		out[i] = res.ids[i];
+	free(res.ids);
+	return k;
+}
+
+/* The engine alone: a truncation under a loaded model fails its next
+ * generate with a message instead of SIGBUS killing the process, and the
+ * file, once restored, loads and generates the same tokens. Two CPU
+ * threads, so the fault lands in the thread pool as well. */
+START_TEST(test_model_truncated_engine)
+{
+	char dir[] = "/tmp/inferd-trunc-XXXXXX", path[64], err[512];
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/m.gguf", dir);
+	const char *src = test_data("models/tiny-llama2-f16.gguf");
+	ck_assert_int_eq(copy_file(src, path), 0);
+	EngineOptions eo = { .backend = "cpu", .threads = 2, .quiet = 1 };
+	Engine *e;
+	ck_assert_msg(engine_open(path, &eo, &e, err, sizeof err) == 0, "%s", err);
+	int32_t want[8], got[8];
+	ck_assert_int_eq(engine_greedy(e, want, 8, err, sizeof err), 8);
+	ck_assert_int_eq(engine_files_changed(e, err, sizeof err), 0);
+
+	off_t size = file_size(path);
+	ck_assert_int_eq(truncate(path, size / 2), 0);
+	ck_assert_int_eq(engine_greedy(e, got, 8, err, sizeof err), -1);
+	fprintf(stderr, "truncated under the engine: %s\n", err);
+	ck_assert_msg(strstr(err, "changed or was truncated while loaded") &&
+		      strstr(err, path), "message: %s", err);
+	ck_assert_int_eq(engine_fatal(e), 1);
+	ck_assert_int_eq(engine_files_changed(e, err, sizeof err), 1);
+	engine_close(e); /* unmaps the zero pages put in as well */
+
+	ck_assert_int_eq(copy_file(src, path), 0);
+	ck_assert_msg(engine_open(path, &eo, &e, err, sizeof err) == 0, "%s", err);
+	ck_assert_int_eq(engine_greedy(e, got, 8, err, sizeof err), 8);
+	ck_assert_mem_eq(got, want, sizeof want);
+	/* changed in place (same inode and size, new bytes): the mapping
+	 * shows them, so only the mtime tells; the owner must reopen */
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 1, 0 } };
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+	ck_assert_int_eq(engine_files_changed(e, err, sizeof err), 1);
+	ck_assert_msg(strstr(err, "was modified since"), "%s", err);
+	engine_close(e);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
+/* The end of a generate on fd: 1 "done" (tokens in out), 0 "error"
+ * (message in msg), -1 the connection failed. */
+static int gen_end(int fd, TReply *r, int32_t *out, int cap, int *n,
+		   char *msg, size_t msglen)
+{
+	char type[32];
+	*n = 0;
+	msg[0] = 0;
+	for (;;) {
+		if (t_recv_event(fd, r, 60) < 0)
+			return -1;
+		t_str(r, "type", type, sizeof type);
+		if (!strcmp(type, "token")) {
+			if (*n < cap)
+				out[*n] = (int32_t)t_int(r, "token");
+			++*n;
+			msgpack_zone_destroy(&r->zone);
+			continue;
+		}
+		int done = !strcmp(type, "done");
+		if (!done)
+			t_str(r, "message", msg, msglen);
+		msgpack_zone_destroy(&r->zone);
+		return done;
+	}
+}
+
+/* A greedy generate of max tokens on model: as gen_end. */
+static int gen_raw(int fd, uint32_t id, const char *model, int max,
+		   int32_t *out, int *n, char *msg, size_t msglen)
+{
+	uint8_t req[512];
+	char idb[32], mb[80], maxb[32];
+	snprintf(idb, sizeof idb, "i:%u", id);
+	snprintf(mb, sizeof mb, "s:%s", model);
+	snprintf(maxb, sizeof maxb, "i:%d", max);
+	size_t len = t_pack(req, sizeof req, 7, "op", "s:generate", "id", idb,
+			    "model", mb, "prompt", "s:Once upon a time",
+			    "max_tokens", maxb, "temperature", "f:0",
+			    "ignore_eos", "b:true");
+	TReply *r = malloc(sizeof *r);
+	int rc = t_send(fd, req, len) < 0 ? -1 :
+		 gen_end(fd, r, out, max, n, msg, msglen);
+	free(r);
+	return rc;
+}
+
+/* The quant the models op reports for model, "" if none. */
+static void model_quant(const char *sock, const char *model, char *q,
+			size_t qlen)
+{
+	infer_client *c;
+	char *json = NULL, key[96];
+	q[0] = 0;
+	if (infer_connect(&c, sock, NULL, 0) != 0)
+		return;
+	if (infer_models(c, &json) == 0) {
+		snprintf(key, sizeof key, "\"name\":\"%s\"", model);
+		char *p = strstr(json, key), *qp = p ? strstr(p, "\"quant\":\"") : NULL;
+		if (qp) {
+			qp += 9;
+			size_t k = strcspn(qp, "\"");
+			snprintf(q, qlen, "%.*s", (int)(k < qlen ? k : qlen - 1), qp);
+		}
+	}
+	free(json);
+	infer_close(c);
+}
+
+/* inferd: a model file truncated in the middle of a generate (the daemon
+ * stopped while it happens, so the generate is certainly running) fails
+ * that generate with a message naming the file; the daemon serves on
+ * (ping, another model generates); the model is unloaded, a request while
+ * the file is still short fails its reload with a message, and once the
+ * file is restored it loads again and gives the same tokens. A file
+ * replaced by rename is reloaded at the next request (its quant shows). */
+START_TEST(test_model_truncated_daemon)
+{
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	char path[160], mspec[200], msg[512];
+	snprintf(path, sizeof path, "%s/t.gguf", d.dir);
+	snprintf(mspec, sizeof mspec, "t=%s", path);
+	const char *src = test_data("models/tiny-llama2-f16.gguf");
+	ck_assert_int_eq(copy_file(src, path), 0);
+	const char *args[] = { "--model", mspec, NULL };
+	ck_assert(t_launch(&d, args) == 0);
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	int32_t want[8], got[512];
+	int n;
+	ck_assert_int_eq(gen_raw(fd, 1, "t", 8, want, &n, msg, sizeof msg), 1);
+	ck_assert_int_eq(n, 8);
+
+	/* a long generate; stopped at its first token, the file is cut to
+	 * half; it cannot have ended unless it outran the SIGSTOP (~450
+	 * tokens at ~1000/s here): then try again */
+	off_t size = file_size(path);
+	int hit = 0, tries = 0;
+	for (; tries < 3 && !hit; tries++) {
+		uint8_t req[512];
+		TReply *r = malloc(sizeof *r);
+		char type[32];
+		size_t len = t_pack(req, sizeof req, 7, "op", "s:generate",
+				    "id", "i:2", "model", "s:t", "prompt",
+				    "s:Once upon a time", "max_tokens", "i:450",
+				    "temperature", "f:0", "ignore_eos", "b:true");
+		ck_assert_int_eq(t_send(fd, req, len), 0);
+		ck_assert_int_eq(t_recv_event(fd, r, 60), 0);
+		ck_assert_str_eq(t_str(r, "type", type, sizeof type), "token");
+		msgpack_zone_destroy(&r->zone);
+		ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+		ck_assert_int_eq(truncate(path, size / 2), 0);
+		ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+		int k = gen_end(fd, r, got, 512, &n, msg, sizeof msg);
+		free(r);
+		ck_assert_int_ge(k, 0); /* the daemon lives */
+		hit = k == 0;
+		fprintf(stderr, "truncated during a generate (try %d): %s after "
+			"%d more tokens: %s\n", tries + 1, hit ? "error" : "done",
+			n, msg);
+		if (!hit) /* it finished first: restore, reload, again */
+			ck_assert_int_eq(copy_file(src, path), 0);
+	}
+	ck_assert_msg(hit, "the generate always ended before the truncation");
+	ck_assert_msg(strstr(msg, "changed or was truncated while loaded") &&
+		      strstr(msg, path), "message: %s", msg);
+
+	/* the daemon serves on: ping, the other model */
+	infer_client *c;
+	ck_assert_int_eq(infer_connect(&c, d.sock, NULL, 0), 0);
+	ck_assert_int_eq(infer_ping(c), 0);
+	infer_close(c);
+	ck_assert_int_eq(gen_raw(fd, 3, "l2", 4, got, &n, msg, sizeof msg), 1);
+	ck_assert_int_eq(n, 4);
+
+	/* still short: the reload fails, with a message */
+	ck_assert_int_eq(gen_raw(fd, 4, "t", 8, got, &n, msg, sizeof msg), 0);
+	fprintf(stderr, "generate while the file is short: %s\n", msg);
+	ck_assert_msg(strstr(msg, path) != NULL, "message: %s", msg);
+
+	/* restored: loads again, same tokens */
+	ck_assert_int_eq(copy_file(src, path), 0);
+	ck_assert_int_eq(gen_raw(fd, 5, "t", 8, got, &n, msg, sizeof msg), 1);
+	ck_assert_int_eq(n, 8);
+	ck_assert_mem_eq(got, want, sizeof want);
+
+	/* replaced by rename (the old inode stays mapped, consistent): the
+	 * next request reloads the new file */
+	char q[32], tmp[200];
+	model_quant(d.sock, "t", q, sizeof q);
+	ck_assert_str_eq(q, "f16");
+	snprintf(tmp, sizeof tmp, "%s.new", path);
+	ck_assert_int_eq(copy_file(test_data("models/tiny-llama2-q8_0.gguf"),
+				   tmp), 0);
+	ck_assert_int_eq(rename(tmp, path), 0);
+	ck_assert_int_eq(gen_raw(fd, 6, "t", 4, got, &n, msg, sizeof msg), 1);
+	model_quant(d.sock, "t", q, sizeof q);
+	ck_assert_str_eq(q, "q8_0");
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
+/* ---- model and template paths in requests stay in the models dir ---- */
+
+/* A tokenize of model on fd: the reply's type in type, message in msg. */
+static void tokenize_as(int fd, const char *model, char *type, size_t tlen,
+			char *msg, size_t mlen)
+{
+	uint8_t req[512];
+	char mb[300];
+	snprintf(mb, sizeof mb, "s:%s", model);
+	size_t n = t_pack(req, sizeof req, 4, "op", "s:tokenize", "id", "i:7",
+			  "model", mb, "text", "s:hello");
+	TReply *r = malloc(sizeof *r);
+	type[0] = msg[0] = 0;
+	if (t_send(fd, req, n) == 0 && t_recv(fd, r, 30) == 0) {
+		t_str(r, "type", type, tlen);
+		t_str(r, "message", msg, mlen);
+		msgpack_zone_destroy(&r->zone);
+	}
+	free(r);
+}
+
+/* A chat generate on "good" with template tmpl: 1 done, 0 error (msg). */
+static int chat_with(int fd, const char *tmpl, char *msg, size_t mlen)
+{
+	uint8_t req[512];
+	char tb[300];
+	snprintf(tb, sizeof tb, "s:%s", tmpl);
+	size_t n = t_pack(req, sizeof req, 7, "op", "s:generate", "id", "i:8",
+			  "model", "s:good", "prompt", "s:hi", "system",
+			  "s:be brief", "template", tb, "max_tokens", "i:2");
+	TReply *r = malloc(sizeof *r);
+	int32_t ids[4];
+	int k;
+	int rc = t_send(fd, req, n) < 0 ? -1 :
+		 gen_end(fd, r, ids, 4, &k, msg, mlen);
+	free(r);
+	return rc;
+}
+
+START_TEST(test_model_paths_confined)
+{
+	TDaemon d;
+	ck_assert(t_prepare(&d) == 0);
+	char md[160], p[300], q[300], type[32], msg[512];
+	snprintf(md, sizeof md, "%s/models", d.dir);
+	ck_assert_int_eq(mkdir(md, 0755), 0);
+	const char *q8 = test_data("models/tiny-llama2-q8_0.gguf");
+	snprintf(p, sizeof p, "%s/good.gguf", md);
+	ck_assert_int_eq(copy_file(q8, p), 0);
+	snprintf(p, sizeof p, "%s/late.gguf", md);
+	ck_assert_int_eq(copy_file(q8, p), 0);
+	/* inside -> inside: an alias, served */
+	snprintf(p, sizeof p, "%s/alias.gguf", md);
+	ck_assert_int_eq(symlink("good.gguf", p), 0);
+	/* links out: refused */
+	snprintf(p, sizeof p, "%s/out.gguf", md);
+	ck_assert_int_eq(symlink(q8, p), 0);
+	snprintf(p, sizeof p, "%s/hfout", md);
+	ck_assert_int_eq(symlink(test_data("models/tiny-llama2"), p), 0);
+	/* an HF folder inside whose files link out */
+	snprintf(p, sizeof p, "%s/hfmix", md);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	const char *files[] = { "config.json", "model.safetensors",
+				"tokenizer.json", "tokenizer_config.json" };
+	for (int i = 0; i < 4; i++) {
+		char t[200];
+		snprintf(t, sizeof t, "models/tiny-llama2/%s", files[i]);
+		snprintf(p, sizeof p, "%s/hfmix/%s", md, files[i]);
+		ck_assert_int_eq(symlink(test_data(t), p), 0);
+	}
+	/* templates: one inside, one linking out */
+	snprintf(p, sizeof p, "%s/chat.jinja", md);
+	FILE *f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("{% for message in messages %}{{'<|im_start|>' + message['role'] "
+	      "+ '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+	      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+	      "{% endif %}", f);
+	ck_assert_int_eq(fclose(f), 0);
+	snprintf(p, sizeof p, "%s/evil.jinja", md);
+	ck_assert_int_eq(symlink("/etc/hostname", p), 0);
+
+	const char *args[] = { "--models-dir", md, NULL };
+	ck_assert(t_launch(&d, args) == 0);
+	infer_client *c;
+	char *json = NULL;
+	ck_assert_int_eq(infer_connect(&c, d.sock, NULL, 0), 0);
+	ck_assert_int_eq(infer_models(c, &json), 0);
+	infer_close(c);
+	ck_assert_msg(strstr(json, "\"name\":\"good\"") &&
+		      strstr(json, "\"name\":\"alias\"") &&
+		      strstr(json, "\"name\":\"late\""), "%s", json);
+	ck_assert_msg(!strstr(json, "\"name\":\"out\"") &&
+		      !strstr(json, "\"name\":\"hfout\"") &&
+		      !strstr(json, "\"name\":\"hfmix\""), "%s", json);
+	free(json);
+
+	int fd = t_connect(d.sock);
+	ck_assert_int_ge(fd, 0);
+	/* names, never paths */
+	const char *paths[] = { "../x", "/etc/passwd", "../models/good",
+				"good.gguf", md };
+	for (int i = 0; i < 5; i++) {
+		tokenize_as(fd, paths[i], type, sizeof type, msg, sizeof msg);
+		ck_assert_msg(!strcmp(type, "error") &&
+			      strstr(msg, "no model named"), "%s: %s %s",
+			      paths[i], type, msg);
+	}
+	const char *out[] = { "out", "hfout", "hfmix" };
+	for (int i = 0; i < 3; i++) {
+		tokenize_as(fd, out[i], type, sizeof type, msg, sizeof msg);
+		ck_assert_msg(!strcmp(type, "error") &&
+			      strstr(msg, "link out of the models directory"),
+			      "%s: %s %s", out[i], type, msg);
+	}
+	tokenize_as(fd, "alias", type, sizeof type, msg, sizeof msg);
+	ck_assert_msg(!strcmp(type, "ok"), "alias: %s %s", type, msg);
+
+	/* chat template files: a name in the models dir only */
+	const char *bad_t[][2] = {
+		{ "/etc/passwd", "paths are not accepted" },
+		{ "../x.jinja", "paths are not accepted" },
+		{ ".hidden.jinja", "paths are not accepted" },
+		{ "evil.jinja", "links outside the models directory" },
+		{ "missing.jinja", "is not in the models directory" },
+	};
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(chat_with(fd, bad_t[i][0], msg, sizeof msg), 0);
+		ck_assert_msg(strstr(msg, bad_t[i][1]), "%s: %s", bad_t[i][0], msg);
+	}
+	ck_assert_msg(chat_with(fd, "chat.jinja", msg, sizeof msg) == 1, "%s", msg);
+
+	/* a link put in after the scan: refused at load */
+	snprintf(p, sizeof p, "%s/late.gguf", md);
+	snprintf(q, sizeof q, "%s/late.tmp", md);
+	ck_assert_int_eq(symlink(q8, q), 0);
+	ck_assert_int_eq(rename(q, p), 0);
+	tokenize_as(fd, "late", type, sizeof type, msg, sizeof msg);
+	ck_assert_msg(!strcmp(type, "error") &&
+		      strstr(msg, "no longer a file inside the models directory"),
+		      "late: %s %s", type, msg);
+	close(fd);
+	ck_assert_int_eq(t_stop(&d), 0);
+	t_cleanup(&d);
+}
+END_TEST
+
 /* ---- socket access by other uids (root only: setuid in a child) ---- */
 
 /* In a child as uid/gid: connect, then shutdown (admin) and ping.
@@ -419,7 +895,11 @@ int main(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_kill9_during_logging);
 	tcase_add_test(tc, test_db_disk_full);
+	tcase_add_test(tc, test_log_queue_bounded);
 	tcase_add_test(tc, test_slow_reader_cut_off);
+	tcase_add_test(tc, test_model_truncated_engine);
+	tcase_add_test(tc, test_model_truncated_daemon);
+	tcase_add_test(tc, test_model_paths_confined);
 	tcase_add_test(tc, test_socket_0600_refuses_other_uid);
 	tcase_add_test(tc, test_socket_group_0660);
 	suite_add_tcase(s, tc);

@@ -36,6 +36,17 @@ typedef struct TDaemon {
 	int listen_fd;      /* > 0: hand this socket over as systemd does */
 } TDaemon;
 
+/* Scale of every wait and upper time bound in the integration tests:
+ * $INFERD_TEST_SLOW (tests/valgrind.sh sets 20: memcheck runs inferd
+ * 20-50x slower), 1 when unset. Lower bounds (something must not happen
+ * before T) are not scaled. */
+static inline double t_slow(void)
+{
+	const char *s = getenv("INFERD_TEST_SLOW");
+	double v = s ? atof(s) : 1;
+	return v >= 1 ? v : 1;
+}
+
 static inline double t_now(void)
 {
 	struct timespec ts;
@@ -115,7 +126,7 @@ static inline pid_t t_spawn(TDaemon *d, const char *const *extra)
 /* Wait until path accepts connections (or pid died). */
 static inline int t_wait_ready(const char *path, pid_t pid, double secs)
 {
-	double end = t_now() + secs;
+	double end = t_now() + secs * t_slow();
 	while (t_now() < end) {
 		int fd = t_connect(path);
 		if (fd >= 0) {
@@ -172,7 +183,7 @@ static inline int t_stop(TDaemon *d)
 	if (!d->pid)
 		return -1;
 	kill(d->pid, SIGTERM);
-	double end = t_now() + 60;
+	double end = t_now() + 60 * t_slow();
 	while (waitpid(d->pid, &st, WNOHANG) == 0) {
 		if (t_now() > end) {
 			kill(d->pid, SIGKILL);
@@ -229,7 +240,7 @@ static inline int t_send(int fd, const void *body, size_t n)
 static inline int t_read_n(int fd, void *p, size_t n, double secs)
 {
 	char *c = p;
-	double end = t_now() + secs;
+	double end = t_now() + secs * t_slow();
 	while (n) {
 		struct pollfd pfd = { fd, POLLIN, 0 };
 		int ms = (int)((end - t_now()) * 1000);

@@ -4,7 +4,9 @@
 # every test) and --trace-children=yes, so the inferd and infer-run
 # processes the integration tests start are checked too. Any memcheck
 # error or definite leak makes that process exit 99, which fails its test
-# or the binary. Timeouts are raised: valgrind runs code ~20-50x slower.
+# or the binary. Timeouts are raised: valgrind runs code ~20-50x slower
+# (Check's by CK_TIMEOUT_MULTIPLIER, the integration tests' own waits and
+# upper time bounds by INFERD_TEST_SLOW, read by tests/daemon_util.h).
 # Prints one line per binary and exits 1 when any had errors.
 BUILD=${1:-build}
 [ $# -gt 0 ] && shift
@@ -13,6 +15,7 @@ export INFERD_BUILD=$(cd "$BUILD" && pwd)
 export CK_FORK=no
 export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-3000}
 export CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-20}
+export INFERD_TEST_SLOW=${INFERD_TEST_SLOW:-20}
 logs="$BUILD/valgrind"
 mkdir -p "$logs"
 tests=${*:-$(ls "$BUILD"/tests/ | grep '^check_')}
