@@ -40,7 +40,6 @@ typedef struct {
 	dtype type;           /* weight type */
 	kdot_fn dot;          /* kernel */
 	kdot4_fn dot4;        /* 4-row kernel or NULL */
-	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
 	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
 	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
 	const float *bias;    /* [rows] or NULL */
@@ -402,21 +401,6 @@ static void mat_task(void *arg, int t, int thread)
 		for (int64_t r = r0; r < r1; r++) {
 			const uint8_t *w = j->w + (size_t)r * j->wrb;
 			float *o = j->out + (size_t)i0 * ld + (size_t)r;
-			if (i1 - i0 == 4 && j->dot2x4 && r + 1 < r1) {
-				float v[8];
-				j->dot2x4(j->cols, w, j->wrb, xa, j->xab, v);
-				for (int i = 0; i < 4; i++) {
-					o[i * ld] = v[i];
-					o[i * ld + 1] = v[4 + i];
-				}
-				if (j->bias)
-					for (int i = 0; i < 4; i++) {
-						o[i * ld] += j->bias[r];
-						o[i * ld + 1] += j->bias[r + 1];
-					}
-				r++;
-				continue;
-			}
 			if (i1 - i0 == 1 && j->dotw4 && r + 3 < r1) {
 				float v[4];
 				j->dotw4(j->cols, w, j->wrb, xa, v);
@@ -617,7 +601,6 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
 		.rows = w->rows, .n = n, .type = w->type,
 		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
-		.dot2x4 = c->k->dot2x4[w->type],
 		.dotw4 = c->k->dotw4[w->type],
 		.bias = bf,
 		.quant = kernel_act(w->type) == KACT_Q8 ? c->k->quant_q8 : c->k->quant_q8k,

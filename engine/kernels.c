@@ -358,12 +358,6 @@ static float ref_dot_f32(int n, const float *a, const float *b)
 	return s;
 }
 
-static void ref_scale_axpy(int n, float c, float a, const float *x, float *y)
-{
-	for (int i = 0; i < n; i++)
-		y[i] = y[i] * c + a * x[i];
-}
-
 static void ref_dot_rows(int n, const float *q, const float *const *rows,
 			 int cnt, float *s)
 {
@@ -402,7 +396,6 @@ static const KernelSet scalar_set = {
 		[DT_Q5_K] = dot_q5_k, [DT_Q6_K] = dot_q6_k,
 	},
 	.dot_f32 = ref_dot_f32,
-	.scale_axpy = ref_scale_axpy,
 	.dot_rows = ref_dot_rows,
 	.axpy_rows = ref_axpy_rows,
 	.exp_sub = ref_exp_sub,

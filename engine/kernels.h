@@ -58,11 +58,6 @@ typedef float (*kdot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*kdot4_fn)(int64_t n, const void *w, const void *x,
 			 size_t xstride, float *out);
 
-/* 2 weight rows (the second at w + wstride bytes) by 4 activation rows:
- * out[k*4 + r] = dot(weight row k, activation row r). */
-typedef void (*kdot2x4_fn)(int64_t n, const void *w, size_t wstride,
-			   const void *x, size_t xstride, float *out);
-
 /* 4 weight rows (row k at w + k*wstride bytes) by 1 activation row, the
  * decode mat-vec: out[k] = dot(weight row k, x), bit-identical to dot. */
 typedef void (*kdotw4_fn)(int64_t n, const void *w, size_t wstride,
@@ -109,7 +104,6 @@ typedef struct KernelSet {
 	const char *name;     /* "scalar", "avx2", "avx512" */
 	kdot_fn dot[DT_COUNT]; /* per weight type */
 	kdot4_fn dot4[DT_COUNT]; /* per weight type; NULL: call dot 4 times */
-	kdot2x4_fn dot2x4[DT_COUNT]; /* float types; NULL: use dot4 */
 	kdotw4_fn dotw4[DT_COUNT]; /* NULL: call dot per weight row */
 	kx16_fn x16[DT_COUNT]; /* on x16-repacked weights; NULL: none */
 	/* Prefill on float weights: gemm_w weight rows (row k at w + k*ws
@@ -125,8 +119,6 @@ typedef struct KernelSet {
 	void (*quant_q8k)(const float *x, void *out, int64_t n);
 	/* sum a[i]*b[i] (attention scores). */
 	float (*dot_f32)(int n, const float *a, const float *b);
-	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */
-	void (*scale_axpy)(int n, float c, float a, const float *x, float *y);
 	/* Attention over a block of cache rows (any addresses, so paged and
 	 * contiguous caches alike): s[p] = q . rows[p] over n floats, and
 	 * y = y*c, then y += e[p] * rows[p] for p = 0..cnt-1 in order. */

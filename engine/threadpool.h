@@ -2,8 +2,10 @@
  * threadpool.h - a persistent pool of worker threads for the CPU backend's
  * data-parallel loops (matmul rows, attention heads).
  *
- * tp_run() hands out task indices 0..n-1 through one atomic counter; the
- * calling thread works too, so a pool of N threads has N-1 workers. Idle
+ * tp_run() hands out task indices 0..n-1 through one atomic ticket (job
+ * number and next index, claimed by compare-and-swap) and returns once all
+ * tasks are done, not once every worker has looked; the calling thread
+ * works too, so a pool of N threads has N-1 workers. Idle
  * workers spin briefly (decode issues hundreds of small loops per token,
  * and waking a sleeping thread costs microseconds), then sleep on a futex.
  * Nothing is allocated per call. One tp_run() at a time (no nesting).
