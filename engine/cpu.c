@@ -18,6 +18,7 @@
 #define BIG_ALLOC (1u << 20)   /* from here on alloc uses mmap (lazy zero) */
 #define MAX_HEAD_DIM 1024      /* attention/rope keep a head on the stack */
 #define ATT_BLOCK 64           /* keys scored per online-softmax step */
+#define ATT_HEADS 4            /* query heads of one KV head per task */
 #define XTILE 4                /* activation rows per weight row (dot4) */
 #define ELT_CHUNK 16384        /* elements per task for swiglu/add */
 #define L2_BLOCK (256u << 10)  /* weight bytes per prefill task (in L2) */
@@ -688,7 +689,7 @@ static void cpu_rope_rows(Backend *b, float *x, int n, int stride,
 
 /* ---- attention ---- */
 
-/* attention, one task per (query row, head). */
+/* attention, one task per (query row, KV head, chunk of its query heads). */
 typedef struct {
 	float *out;               /* [n][n_heads*head_dim] */
 	const float *q, *kc, *vc; /* queries, K cache, V cache (backend.h) */
@@ -715,20 +716,28 @@ static inline size_t att_row(const int32_t *tb, int bs, int p)
 static void att_task(void *arg, int t, int thread)
 {
 	AttJob *j = arg;
-	int i = t / j->n_heads, h = t % j->n_heads;
+	int grp = j->n_heads / j->n_kv_heads; /* query heads per KV head */
+	int chunks = (grp + ATT_HEADS - 1) / ATT_HEADS;
+	int per_row = j->n_kv_heads * chunks;
+	int i = t / per_row, kvh = t % per_row / chunks;
+	int h0 = kvh * grp + t % chunks * ATT_HEADS;
+	int nh = kvh * grp + grp - h0 < ATT_HEADS ? kvh * grp + grp - h0 : ATT_HEADS;
 	int hd = j->head_dim, qdim = j->n_heads * hd;
 	int kvdim = j->n_kv_heads * hd;
-	int kvh = h / (j->n_heads / j->n_kv_heads);
-	const float *q = j->q + (size_t)i * qdim + (size_t)h * hd;
+	const float *q = j->q + (size_t)i * qdim + (size_t)h0 * hd;
 	const float *kb = j->kc + (size_t)kvh * hd, *vb = j->vc + (size_t)kvh * hd;
 	const int32_t *tb = j->pos ? j->tables + j->tab[i] : NULL;
 	int bs = j->bs;
 	int len = (j->pos ? j->pos[i] : j->pos0 + i) + 1;
-	float acc[MAX_HEAD_DIM], s[ATT_BLOCK];
+	float acc[ATT_HEADS][MAX_HEAD_DIM], s[ATT_BLOCK];
 	const float *kr[ATT_BLOCK], *vr[ATT_BLOCK]; /* this block's cache rows */
-	float m = -INFINITY, l = 0;
-	for (int e = 0; e < hd; e++)
-		acc[e] = 0;
+	float m[ATT_HEADS], l[ATT_HEADS];
+	for (int h = 0; h < nh; h++) {
+		m[h] = -INFINITY;
+		l[h] = 0;
+		for (int e = 0; e < hd; e++)
+			acc[h][e] = 0;
+	}
 	for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
 		int cnt = len - p0 < ATT_BLOCK ? len - p0 : ATT_BLOCK;
 		for (int p = 0; p < cnt; p++) {
@@ -736,26 +745,40 @@ static void att_task(void *arg, int t, int thread)
 			kr[p] = kb + row;
 			vr[p] = vb + row;
 		}
-		j->k->dot_rows(hd, q, kr, cnt, s);
-		float bm = -INFINITY;
-		for (int p = 0; p < cnt; p++) {
-			s[p] *= j->scale;
-			if (s[p] > bm)
-				bm = s[p];
+		/* the query heads sharing this KV head in turn, while the
+		 * block's K and V rows are in L1 */
+		for (int h = 0; h < nh; h++) {
+			j->k->dot_rows(hd, q + (size_t)h * hd, kr, cnt, s);
+			float bm = -INFINITY;
+			for (int p = 0; p < cnt; p++) {
+				s[p] *= j->scale;
+				if (s[p] > bm)
+					bm = s[p];
+			}
+			float nm = bm > m[h] ? bm : m[h];
+			float corr = expf(m[h] - nm); /* 0 on the first block */
+			l[h] *= corr;
+			j->k->exp_sub(s, cnt, nm);
+			for (int p = 0; p < cnt; p++)
+				l[h] += s[p];
+			j->k->axpy_rows(hd, corr, s, vr, cnt, acc[h]);
+			m[h] = nm;
 		}
-		float nm = bm > m ? bm : m;
-		float corr = expf(m - nm); /* 0 on the first block */
-		l *= corr;
-		j->k->exp_sub(s, cnt, nm);
-		for (int p = 0; p < cnt; p++)
-			l += s[p];
-		j->k->axpy_rows(hd, corr, s, vr, cnt, acc);
-		m = nm;
 	}
-	float *o = j->out + (size_t)i * qdim + (size_t)h * hd;
-	float il = 1.f / l;
-	for (int e = 0; e < hd; e++)
-		o[e] = acc[e] * il;
+	for (int h = 0; h < nh; h++) {
+		float *o = j->out + (size_t)i * qdim + (size_t)(h0 + h) * hd;
+		float il = 1.f / l[h];
+		for (int e = 0; e < hd; e++)
+			o[e] = acc[h][e] * il;
+	}
+}
+
+/* Tasks of an attention job: per query row, per KV head, per chunk of up
+ * to ATT_HEADS of its query heads. */
+static int att_tasks(int n, int n_heads, int n_kv_heads)
+{
+	int grp = n_heads / n_kv_heads;
+	return n * n_kv_heads * ((grp + ATT_HEADS - 1) / ATT_HEADS);
 }
 
 static int att_shape_ok(CpuBackend *c, int n, int n_heads, int n_kv_heads,
@@ -786,7 +809,7 @@ static void cpu_attention(Backend *b, float *out, const float *q,
 	AttJob j = {out, q, kc, vc, n, pos0, n_heads, n_kv_heads, head_dim,
 		    1.0f / sqrtf((float)head_dim), c->k, NULL, NULL, NULL, 1};
 	/* scores and weighted sum: 2 * head_dim per key, ~pos0 + n/2 keys */
-	run(c, n * n_heads, att_task, &j,
+	run(c, att_tasks(n, n_heads, n_kv_heads), att_task, &j,
 	    2.0 * n * n_heads * head_dim * ((double)pos0 + n / 2.0 + 1));
 }
 
@@ -813,7 +836,7 @@ static void cpu_attention_paged(Backend *b, float *out, const float *q,
 	AttJob j = {out, q, kc, vc, n, 0, n_heads, n_kv_heads, head_dim,
 		    1.0f / sqrtf((float)head_dim), c->k, pos, tab, tables,
 		    block_size};
-	run(c, n * n_heads, att_task, &j, 2.0 * n_heads * head_dim * keys);
+	run(c, att_tasks(n, n_heads, n_kv_heads), att_task, &j, 2.0 * n_heads * head_dim * keys);
 }
 
 static void cpu_kv_store(Backend *b, float *kc, float *vc, const float *k,
