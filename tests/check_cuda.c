@@ -693,6 +693,51 @@ START_TEST(test_elementwise)
 }
 END_TEST
 
+/* Larger first, lower index on ties, NaN last (the sampler's order). */
+static const float *topk_base;
+static int topk_cmp(const void *a, const void *b)
+{
+	int i = *(const int *)a, j = *(const int *)b;
+	float u = topk_base[i], v = topk_base[j];
+	if (isnan(u) != isnan(v))
+		return isnan(u) ? 1 : -1;
+	if (!isnan(u) && u != v)
+		return u > v ? -1 : 1;
+	return i < j ? -1 : 1;
+}
+
+static void check_topk(float *xd, const float *x, int rows, int cols, int k)
+{
+	float *vd = be->ops->alloc(be, sizeof(float) * rows * k);
+	int32_t *id = be->ops->alloc(be, sizeof(int32_t) * rows * k);
+	be->ops->topk_rows(be, vd, id, xd, rows, cols, k);
+	float *v = malloc(sizeof(float) * rows * k);
+	int32_t *ids = malloc(sizeof(int32_t) * rows * k);
+	int *ord = malloc(sizeof(int) * cols);
+	be->ops->to_host(be, v, vd, sizeof(float) * rows * k);
+	be->ops->to_host(be, ids, id, sizeof(int32_t) * rows * k);
+	sync_ok();
+	for (int r = 0; r < rows; r++) {
+		topk_base = x + (size_t)r * cols;
+		for (int i = 0; i < cols; i++)
+			ord[i] = i;
+		qsort(ord, cols, sizeof ord[0], topk_cmp);
+		for (int j = 0; j < k; j++) {
+			ck_assert_msg(ids[r * k + j] == ord[j], "topk k=%d row %d "
+				      "#%d: id %d, want %d", k, r, j,
+				      ids[r * k + j], ord[j]);
+			float w = topk_base[ord[j]], g = v[r * k + j];
+			ck_assert_msg(!memcmp(&w, &g, sizeof w) ||
+				      (isnan(w) && isnan(g)), "topk value");
+		}
+	}
+	be->ops->free(be, vd);
+	be->ops->free(be, id);
+	free(v);
+	free(ids);
+	free(ord);
+}
+
 START_TEST(test_argmax)
 {
 	NEED_GPU();
@@ -742,8 +787,21 @@ START_TEST(test_argmax)
 	for (int r = 0; r < R; r++)
 		ck_assert_msg(got[r] == want[r], "row %d: %d, want %d", r,
 			      got[r], want[r]);
-	be->ops->free(be, xd);
 	be->ops->free(be, od);
+	if (be->ops->topk_rows) {
+		/* coarse values in row 3: ties across the k-th place; -0 and
+		 * +0 tie like floats compare */
+		for (int i = 0; i < C; i++)
+			x[3 * C + i] = (float)((i * 7919) % 97) * 0.5f;
+		x[0 * C + 17] = -0.0f;
+		x[0 * C + 18] = 0.0f;
+		float *xd2 = dev_floats(x, (size_t)R * C);
+		const int ks[] = {1, 40, TOPK_MAX};
+		for (int ki = 0; ki < 3; ki++)
+			check_topk(xd2, x, R, C, ks[ki]);
+		be->ops->free(be, xd2);
+	}
+	be->ops->free(be, xd);
 	free(x);
 }
 END_TEST
