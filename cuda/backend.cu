@@ -243,6 +243,7 @@ static void c_to_host(Backend *b, void *dst, const void *src, size_t bytes)
 static void c_to_dev(Backend *b, void *dst, const void *src, size_t bytes)
 {
 	CudaBackend *c = cb(b);
+	c->xq_ok = 0;
 	cuda_flush(c);
 	/* From pageable memory the runtime stages the data before
 	 * returning, so src may be reused at once. */

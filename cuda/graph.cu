@@ -147,6 +147,7 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 	memcpy(&cur, r.blob.data() + r.offs[n - 2], sizeof cur);
 	if (cur != EPI_NONE)
 		return 0;
+	c->xq_ok = 0; /* the epilogue writes aux */
 	memcpy(r.blob.data() + r.offs[n - 2], &epi, sizeof epi);
 	memcpy(r.blob.data() + r.offs[n - 1], &aux, sizeof aux);
 	r.mv_out = NULL; /* one epilogue per launch */

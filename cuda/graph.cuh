@@ -107,6 +107,7 @@ static void cuda_launch(CudaBackend *c, void (*kernel)(KArgs...), dim3 grid,
 {
 	static_assert(sizeof...(KArgs) == sizeof...(Args),
 		      "argument count");
+	c->xq_ok = 0; /* any kernel may write the x that xq was made from */
 	if (c->graph->step_mode == STEP_REPLAY)
 		return; /* the step's graph holds it */
 	if (!c->graph->on) {

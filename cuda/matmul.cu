@@ -606,18 +606,29 @@ static void launch_q8x_any(CudaBackend *c, float *out, const float *x,
 	int cols = (int)w->cols;
 	size_t blocks = (size_t)n * cols / 32;
 	size_t need = (size_t)n * cols + blocks * sizeof(float2);
-	if (cuda_grow(c, &c->xq, &c->xq_bytes, need, "matvec x"))
-		return;
-	/* xds must be 8-byte aligned: n*cols is a multiple of 32 */
-	unsigned g = (unsigned)((blocks * 32 + 255) / 256);
-	cuda_launch(c, quantize_x_kernel, dim3(g), dim3(256), 0, "matvec x",
-		    (int8_t *)c->xq,
-		    (float2 *)((char *)c->xq + (size_t)n * cols), x, blocks);
+	/* q, k and v (gate and up) read the same x: round it once */
+	int reuse = c->xq_ok && c->xq_src == x && c->xq_n == n &&
+		    c->xq_cols == cols;
+	if (!reuse) {
+		if (cuda_grow(c, &c->xq, &c->xq_bytes, need, "matvec x"))
+			return;
+		/* xds must be 8-byte aligned: n*cols is a multiple of 32 */
+		unsigned g = (unsigned)((blocks * 32 + 255) / 256);
+		cuda_launch(c, quantize_x_kernel, dim3(g), dim3(256), 0,
+			    "matvec x", (int8_t *)c->xq,
+			    (float2 *)((char *)c->xq + (size_t)n * cols), x,
+			    blocks);
+	}
 	switch (c->mv_rows) {
 	case 1: launch_q8x<T, 1, 4>(c, out, w, bias, n); break;
 	case 4: launch_q8x<T, 4, 2>(c, out, w, bias, n); break;
 	default: launch_q8x<T, 2, 4>(c, out, w, bias, n); break;
 	}
+	/* the mat-vec's launch cleared xq_ok: nothing else ran since */
+	c->xq_ok = !c->has_err;
+	c->xq_src = x;
+	c->xq_n = n;
+	c->xq_cols = cols;
 }
 
 static void matvec_launch(CudaBackend *c, float *out, const float *x,
@@ -776,6 +787,7 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 	int rows = (int)w->rows, cols = (int)w->cols;
 	const float one = 1.0f, zero = 0.0f;
 	cublasStatus_t s;
+	c->xq_ok = 0; /* out may be the x that xq was made from */
 	cuda_flush(c); /* cuBLAS cannot join a recorded step */
 	if (w->type == DT_F32) {
 		s = cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
