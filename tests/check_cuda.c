@@ -453,6 +453,34 @@ START_TEST(test_rope)
 }
 END_TEST
 
+/* Double reference of causal GQA attention for one query row: ref
+ * [heads*hd] += softmax(q.K^T / sqrt(hd)) V over keys 0..L-1 of K, V
+ * [L][kvh*hd]; s: scratch of L doubles. */
+static void ref_attention_row(double *ref, const float *q, const float *K,
+			      const float *V, int L, int heads, int kvh,
+			      int hd, double *s)
+{
+	int kvd = kvh * hd;
+	for (int h = 0; h < heads; h++) {
+		int g = h / (heads / kvh);
+		double mx = -INFINITY, sum = 0;
+		for (int j = 0; j < L; j++) {
+			double d = 0;
+			for (int e = 0; e < hd; e++)
+				d += (double)q[h * hd + e] *
+				     K[(size_t)j * kvd + g * hd + e];
+			s[j] = d / sqrt(hd);
+			mx = s[j] > mx ? s[j] : mx;
+		}
+		for (int j = 0; j < L; j++)
+			sum += s[j] = exp(s[j] - mx);
+		for (int j = 0; j < L; j++)
+			for (int e = 0; e < hd; e++)
+				ref[h * hd + e] += s[j] / sum *
+						   V[(size_t)j * kvd + g * hd + e];
+	}
+}
+
 static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 {
 	int len = pos0 + n, qdim = heads * hd, kvd = kvh * hd;
@@ -468,25 +496,8 @@ static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 	double *ref = calloc((size_t)n * qdim, sizeof(double));
 	double *s = malloc(sizeof(double) * len);
 	for (int i = 0; i < n; i++)
-		for (int h = 0; h < heads; h++) {
-			int g = h / (heads / kvh), L = pos0 + i + 1;
-			double mx = -INFINITY, sum = 0;
-			for (int j = 0; j < L; j++) {
-				double d = 0;
-				for (int e = 0; e < hd; e++)
-					d += (double)q[(size_t)i * qdim + h * hd + e] *
-					     k[(size_t)j * kvd + g * hd + e];
-				s[j] = d / sqrt(hd);
-				if (s[j] > mx)
-					mx = s[j];
-			}
-			for (int j = 0; j < L; j++)
-				sum += s[j] = exp(s[j] - mx);
-			for (int j = 0; j < L; j++)
-				for (int e = 0; e < hd; e++)
-					ref[(size_t)i * qdim + h * hd + e] +=
-						s[j] / sum * v[(size_t)j * kvd + g * hd + e];
-		}
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  k, v, pos0 + i + 1, heads, kvh, hd, s);
 	double e = rel_err(o, ref, (size_t)n * qdim);
 	ck_assert_msg(e < 1e-4, "attention n=%d pos0=%d heads=%d/%d hd=%d: %g",
 		      n, pos0, heads, kvh, hd, e);
@@ -583,27 +594,10 @@ static void check_paged(int heads, int kvh, int hd, int bs)
 	float *o = host_floats(od, (size_t)n * qdim);
 	double *ref = calloc((size_t)n * qdim, sizeof(double));
 	double *sc = malloc(sizeof(double) * 80);
-	for (int i = 0; i < n; i++) {
-		const float *K = kv[0][seq_of[i]], *V = kv[1][seq_of[i]];
-		for (int h = 0; h < heads; h++) {
-			int g = h / (heads / kvh), L = pos[i] + 1;
-			double mx = -INFINITY, sum = 0;
-			for (int j = 0; j < L; j++) {
-				double d = 0;
-				for (int e = 0; e < hd; e++)
-					d += (double)q[(size_t)i * qdim + h * hd + e] *
-					     K[(size_t)j * kvd + g * hd + e];
-				sc[j] = d / sqrt(hd);
-				mx = sc[j] > mx ? sc[j] : mx;
-			}
-			for (int j = 0; j < L; j++)
-				sum += sc[j] = exp(sc[j] - mx);
-			for (int j = 0; j < L; j++)
-				for (int e = 0; e < hd; e++)
-					ref[(size_t)i * qdim + h * hd + e] +=
-						sc[j] / sum * V[(size_t)j * kvd + g * hd + e];
-		}
-	}
+	for (int i = 0; i < n; i++)
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  kv[0][seq_of[i]], kv[1][seq_of[i]], pos[i] + 1,
+				  heads, kvh, hd, sc);
 	double e = rel_err(o, ref, (size_t)n * qdim);
 	ck_assert_msg(e < 1e-5, "attention_paged heads %d/%d hd %d block %d: "
 		      "rel err %g", heads, kvh, hd, bs, e);
