@@ -95,6 +95,8 @@ static int update(CudaBackend *c)
 void cuda_flush(CudaBackend *c)
 {
 	GraphState *g = c->graph;
+	if (g->mv.n && !g->mv_emitting)
+		cuda_mv_emit(c);
 	if (!g->on)
 		return;
 	g->on = 0;
@@ -133,6 +135,8 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 		   int epi, float *aux)
 {
 	GraphState *g = c->graph;
+	if (g->mv.n && !g->mv_emitting)
+		cuda_mv_emit(c);
 	if (!g->on || !g->fuse || g->rec.empty())
 		return 0;
 	LaunchRec &r = g->rec.back();
