@@ -47,9 +47,8 @@ typedef struct {
 	const uint8_t *wx;    /* x16-repacked weights or NULL */
 	size_t wxb;           /* bytes per x16 row group */
 	kx16_fn x16;          /* kernel for wx */
-	int gemm;             /* 1: float prefill through k->gemm_f32 */
-	float **wide;         /* per thread: this task's rows widened to f32 */
-	const KernelSet *k;   /* gemm_f32, widen, dot on the f32 rows */
+	int gemm;             /* 1: float prefill through k->gemm */
+	const KernelSet *k;   /* for gemm */
 } MatJob;
 
 typedef struct CpuBackend {
@@ -68,8 +67,6 @@ typedef struct CpuBackend {
 	int mm_count;            /* how many are queued */
 	int mm_first[MM_FUSE + 1]; /* first task of each in the joint job */
 	float *bias_buf[MM_FUSE]; /* f32 copy of each one's bias */
-	float **wide;            /* per thread: widened weight rows (prefill) */
-	size_t wide_cap;         /* floats in each wide[i] */
 	size_t bias_cap[MM_FUSE]; /* floats in bias_buf[i] */
 } CpuBackend;
 
@@ -129,9 +126,6 @@ static void cpu_destroy(Backend *b)
 	free(c->vec);
 	for (int i = 0; i < MM_FUSE; i++)
 		free(c->bias_buf[i]);
-	for (int i = 0; c->wide && i < c->base.threads; i++)
-		free(c->wide[i]);
-	free(c->wide);
 	free(c);
 }
 
@@ -353,24 +347,15 @@ static void prep_task(void *arg, int i, int thread)
 		kernel_prepare_act(j->type, x, o, j->cols);
 }
 
-/* Float prefill: the task's weight rows (widened to f32 once, in L2, when
- * F16/BF16) through the GEMM tile, all activation rows; leftovers of a
- * tile through dot4/dot on the same f32 rows, which give the same numbers. */
-static void mat_gemm(const MatJob *j, int64_t r0, int64_t r1, int thread)
+/* Float prefill: the task's weight rows through the GEMM tile against all
+ * activation rows; rows left over from a tile through dot4/dot, which give
+ * the same numbers. */
+static void mat_gemm(const MatJob *j, int64_t r0, int64_t r1)
 {
 	const KernelSet *k = j->k;
-	size_t ld = (size_t)j->rows, ws = (size_t)j->cols;
+	size_t ld = (size_t)j->rows;
 	size_t xs = j->xab / sizeof(float);
-	const float *x = (const float *)j->xa, *wf;
-	if (j->type == DT_F32) {
-		wf = (const float *)(j->w + (size_t)r0 * j->wrb);
-	} else {
-		float *buf = j->wide[thread];
-		for (int64_t r = r0; r < r1; r++)
-			k->widen[j->type](j->w + (size_t)r * j->wrb,
-					  buf + (size_t)(r - r0) * ws, j->cols);
-		wf = buf;
-	}
+	const float *x = (const float *)j->xa;
 	int gw = k->gemm_w, gx = k->gemm_x;
 	for (int i0 = 0; i0 < j->n; i0 += gx) {
 		int nx = j->n - i0 < gx ? j->n - i0 : gx;
@@ -378,21 +363,20 @@ static void mat_gemm(const MatJob *j, int64_t r0, int64_t r1, int thread)
 		float *o = j->out + (size_t)i0 * ld;
 		int64_t r = r0;
 		for (; r + gw <= r1; r += gw)
-			k->gemm_f32(j->cols, wf + (size_t)(r - r0) * ws, ws, xi, xs,
-				    nx, o + r, ld);
+			k->gemm[j->type](j->cols, j->w + (size_t)r * j->wrb, j->wrb,
+					 xi, xs, nx, o + r, ld);
 		for (; r < r1; r++) {
-			const float *wr = wf + (size_t)(r - r0) * ws;
+			const uint8_t *wr = j->w + (size_t)r * j->wrb;
 			int i = 0;
 			for (; i + 4 <= nx; i += 4) {
 				float v[4];
-				k->dot4[DT_F32](j->cols, wr, xi + (size_t)i * xs,
-						j->xab, v);
+				j->dot4(j->cols, wr, xi + (size_t)i * xs, j->xab, v);
 				for (int q = 0; q < 4; q++)
 					o[(size_t)(i + q) * ld + r] = v[q];
 			}
 			for (; i < nx; i++)
 				o[(size_t)i * ld + r] =
-					k->dot[DT_F32](j->cols, wr, xi + (size_t)i * xs);
+					j->dot(j->cols, wr, xi + (size_t)i * xs);
 		}
 	}
 	if (j->bias)
@@ -408,7 +392,7 @@ static void mat_task(void *arg, int t, int thread)
 	if (r1 > j->rows)
 		r1 = j->rows;
 	if (j->gemm) {
-		mat_gemm(j, r0, r1, thread);
+		mat_gemm(j, r0, r1);
 		return;
 	}
 	size_t ld = (size_t)j->rows;
@@ -529,29 +513,10 @@ static int mm_plan(CpuBackend *c, MatJob *j, const Tensor *w)
 	int64_t fit = (int64_t)(L2_BLOCK / j->wrb);
 	if (j->n > XTILE && rb > fit)
 		rb = fit < 4 ? 4 : fit;
-	if (kernel_act(w->type) == KACT_F32 && c->k->gemm_f32 &&
-	    j->n >= c->k->gemm_x &&
-	    (w->type == DT_F32 || c->k->widen[w->type])) {
-		/* whole tiles of gemm_w rows per task */
-		int64_t gw = c->k->gemm_w;
+	if (c->k->gemm[w->type] && j->n >= c->k->gemm_x) {
+		int64_t gw = c->k->gemm_w; /* whole tiles of rows per task */
 		if (rb >= gw)
 			rb = rb / gw * gw;
-		if (w->type != DT_F32) {
-			size_t need = (size_t)rb * (size_t)w->cols;
-			if (need > c->wide_cap) {
-				for (int i = 0; i < th; i++) {
-					free(c->wide[i]);
-					c->wide[i] = NULL;
-				}
-				c->wide_cap = 0;
-				for (int i = 0; i < th; i++)
-					if (posix_memalign((void **)&c->wide[i], ALIGN,
-							   need * sizeof(float)))
-						return -1;
-				c->wide_cap = need;
-			}
-			j->wide = c->wide;
-		}
 		j->gemm = 1;
 		j->k = c->k;
 	}
@@ -663,11 +628,6 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		j->xab = (size_t)w->cols * sizeof(float);
 	}
 	int tasks = mm_plan(c, j, w);
-	if (tasks < 0) {
-		mm_flush(c);
-		fail(c, "cpu: matmul: out of memory for widened weight rows");
-		return;
-	}
 	if (c->mm_first[m] > INT32_MAX - tasks) {
 		mm_flush(c);
 		fail(c, "cpu: matmul: too many tasks");
@@ -1014,15 +974,9 @@ Backend *cpu_backend_create(int threads, char *err, size_t errlen)
 	}
 	c->base.ops = &cpu_ops;
 	c->base.threads = tp_threads(c->tp);
-	c->wide = calloc((size_t)c->base.threads, sizeof *c->wide);
-	if (!c->wide) {
-		snprintf(err, errlen, "cpu backend: out of memory");
-		tp_destroy(c->tp);
-		free(c);
-		return NULL;
-	}
+
 	c->k = kernels_get();
-	c->par_min_work = getenv("XPM") ? atof(getenv("XPM")) : PAR_MIN_WORK;
+	c->par_min_work = PAR_MIN_WORK;
 	set_desc(c);
 	return &c->base;
 }

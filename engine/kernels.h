@@ -112,14 +112,13 @@ typedef struct KernelSet {
 	kdot2x4_fn dot2x4[DT_COUNT]; /* float types; NULL: use dot4 */
 	kdotw4_fn dotw4[DT_COUNT]; /* NULL: call dot per weight row */
 	kx16_fn x16[DT_COUNT]; /* on x16-repacked weights; NULL: none */
-	/* Prefill on float weights: gemm_w f32 weight rows (row k at
-	 * w + k*ws floats) x nx (1..gemm_x) activation rows (row i at
-	 * x + i*xs): out[i*ldo + k], the numbers dot gives; NULL: none.
-	 * F16/BF16 rows are widened to f32 first (exact) by widen. */
-	void (*gemm_f32)(int64_t n, const float *w, size_t ws, const float *x,
-			 size_t xs, int nx, float *out, size_t ldo);
+	/* Prefill on float weights: gemm_w weight rows (row k at w + k*ws
+	 * bytes) x nx (1..gemm_x) activation rows (row i at x + i*xs
+	 * floats): out[i*ldo + k], the numbers dot gives; NULL: none. */
+	void (*gemm[DT_COUNT])(int64_t n, const void *w, size_t ws,
+			       const float *x, size_t xs, int nx, float *out,
+			       size_t ldo);
 	int gemm_w, gemm_x; /* its tile */
-	void (*widen[DT_COUNT])(const void *w, float *out, int64_t n);
 	/* Fast versions of kernel_prepare_act() for KACT_Q8 / KACT_Q8K rows,
 	 * bit-identical to it; NULL: use kernel_prepare_act(). */
 	void (*quant_q8)(const float *x, void *out, int64_t n);
