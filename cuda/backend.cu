@@ -84,6 +84,7 @@ int cuda_grow(CudaBackend *c, void **p, size_t *cap, size_t bytes,
 		*cap = 0;
 	}
 	size_t want = bytes + bytes / 4; /* headroom: sizes creep up */
+	c->buf_gen++;
 	cudaError_t e = cudaMalloc(p, want);
 	if (e != cudaSuccess) {
 		*p = NULL;
@@ -111,6 +112,7 @@ static void c_destroy(Backend *b)
 		if (c->stream)
 			cudaStreamSynchronize(c->stream);
 		cuda_graph_destroy(c);
+		cuda_steps_destroy(c);
 		delete c->graph;
 	}
 	if (c->stream)
@@ -241,6 +243,7 @@ static void c_to_host(Backend *b, void *dst, const void *src, size_t bytes)
 static void c_to_dev(Backend *b, void *dst, const void *src, size_t bytes)
 {
 	CudaBackend *c = cb(b);
+	c->xq_ok = 0;
 	cuda_flush(c);
 	/* From pageable memory the runtime stages the data before
 	 * returning, so src may be reused at once. */
@@ -270,19 +273,21 @@ static const BackendOps cuda_ops = {
 	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
-	/* paged KV ops: not offered by default (paged.cuh), so the daemon
-	 * runs one sequence at a time */
-	NULL,          NULL,
+	/* without the paged KV ops (INFERD_CUDA_PAGED=0) the daemon runs
+	 * one generate at a time */
+	NULL,          NULL,         NULL,         NULL,
+	NULL,          NULL,         NULL,
 };
 
-/* The same with the paged KV ops (INFERD_CUDA_PAGED=1): batching. */
+/* The same with the paged KV ops: batching (the default). */
 static const BackendOps cuda_ops_paged = {
 	"cuda",        c_destroy,      c_describe,   c_memory,
 	c_alloc,       c_free,         c_upload,     c_release,
 	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
-	cuda_kv_store, cuda_attention_paged,
+	cuda_kv_store, cuda_attention_paged, cuda_rope_rows, cuda_step_begin,
+	cuda_step_end, cuda_argmax_rows, cuda_topk_rows,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *
@@ -316,7 +321,7 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 	}
 	{
 		const char *pg = getenv("INFERD_CUDA_PAGED");
-		c->base.ops = pg && pg[0] == '1' ? &cuda_ops_paged : &cuda_ops;
+		c->base.ops = pg && pg[0] == '0' ? &cuda_ops : &cuda_ops_paged;
 	}
 	c->device = device;
 	c->graph = new (std::nothrow) GraphState();
@@ -330,6 +335,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		c->graph->enabled = !(g && !strcmp(g, "0"));
 		g = getenv("INFERD_CUDA_FUSE");
 		c->graph->fuse = !(g && !strcmp(g, "0"));
+		g = getenv("INFERD_CUDA_STEP_GRAPHS");
+		c->graph->step_enabled = !(g && !strcmp(g, "0"));
 	}
 	cudaDeviceProp prop;
 	const char *step = "cudaSetDevice";

@@ -95,6 +95,8 @@ static int update(CudaBackend *c)
 void cuda_flush(CudaBackend *c)
 {
 	GraphState *g = c->graph;
+	if (g->mv.n && !g->mv_emitting)
+		cuda_mv_emit(c);
 	if (!g->on)
 		return;
 	g->on = 0;
@@ -133,6 +135,8 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 		   int epi, float *aux)
 {
 	GraphState *g = c->graph;
+	if (g->mv.n && !g->mv_emitting)
+		cuda_mv_emit(c);
 	if (!g->on || !g->fuse || g->rec.empty())
 		return 0;
 	LaunchRec &r = g->rec.back();
@@ -147,6 +151,7 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 	memcpy(&cur, r.blob.data() + r.offs[n - 2], sizeof cur);
 	if (cur != EPI_NONE)
 		return 0;
+	c->xq_ok = 0; /* the epilogue writes aux */
 	memcpy(r.blob.data() + r.offs[n - 2], &epi, sizeof epi);
 	memcpy(r.blob.data() + r.offs[n - 1], &aux, sizeof aux);
 	r.mv_out = NULL; /* one epilogue per launch */
@@ -158,4 +163,100 @@ void cuda_graph_begin(CudaBackend *c)
 	cuda_flush(c);
 	if (c->graph->enabled)
 		c->graph->on = 1;
+}
+
+/* ---- whole batched steps ---- */
+
+#define STEP_MIN_ROWS 3 /* fewer rows take the mat-vec and the recorder */
+
+void cuda_steps_destroy(CudaBackend *c)
+{
+	for (StepGraph &e : c->graph->steps)
+		if (e.exec)
+			cudaGraphExecDestroy(e.exec);
+	c->graph->steps.clear();
+}
+
+void cuda_step_begin(Backend *b, int rows)
+{
+	CudaBackend *c = cb(b);
+	GraphState *g = c->graph;
+	g->step_mode = STEP_NONE;
+	if (!g->step_enabled || rows < STEP_MIN_ROWS || c->has_err)
+		return;
+	cuda_flush(c);
+	size_t i = 0;
+	while (i < g->steps.size() && g->steps[i].rows != rows)
+		i++;
+	if (i == g->steps.size()) {
+		if (i >= STEP_GRAPHS_MAX)
+			return;
+		g->steps.push_back(StepGraph{rows, 0, 0, NULL});
+	}
+	StepGraph &e = g->steps[i];
+	if (e.exec && e.gen == c->buf_gen) {
+		g->step_mode = STEP_REPLAY;
+		g->step_cur = i;
+		return;
+	}
+	if (e.exec) { /* a buffer moved since: record again */
+		cudaGraphExecDestroy(e.exec);
+		e.exec = NULL;
+		e.seen = 0;
+	}
+	if (!e.seen || e.gen != c->buf_gen) { /* run it as usual first */
+		e.seen = 1;
+		e.gen = c->buf_gen;
+		return;
+	}
+	if (cuda_fail(c, cudaStreamBeginCapture(c->stream,
+						cudaStreamCaptureModeThreadLocal),
+		      "step graph capture"))
+		return;
+	g->step_mode = STEP_CAPTURE;
+	g->step_cur = i;
+}
+
+void cuda_step_end(Backend *b)
+{
+	CudaBackend *c = cb(b);
+	GraphState *g = c->graph;
+	int mode = g->step_mode;
+	g->step_mode = STEP_NONE;
+	if (mode == STEP_NONE)
+		return;
+	StepGraph &e = g->steps[g->step_cur];
+	if (mode == STEP_REPLAY) {
+		if (!cuda_fail(c, cudaGraphLaunch(e.exec, c->stream),
+			       "step graph launch"))
+			g->step_replays++;
+		return;
+	}
+	cudaGraph_t gr = NULL;
+	cudaError_t err = cudaStreamEndCapture(c->stream, &gr);
+	if (err != cudaSuccess || !gr || c->has_err || e.gen != c->buf_gen) {
+		/* Nothing of this step ran. Its requests get the error, and
+		 * later steps run op by op: a capture that failed once would
+		 * fail again. */
+		cudaGetLastError();
+		if (gr)
+			cudaGraphDestroy(gr);
+		g->step_enabled = 0;
+		if (!c->has_err)
+			cuda_fail_msg(c, "capturing a batched step failed (%s); "
+				      "step graphs are off from now on",
+				      err != cudaSuccess ?
+				      cudaGetErrorString(err) : "buffers moved");
+		return;
+	}
+	cudaGraphExec_t ex = NULL;
+	err = cudaGraphInstantiate(&ex, gr, 0);
+	cudaGraphDestroy(gr);
+	if (cuda_fail(c, err, "step graph instantiate")) {
+		g->step_enabled = 0;
+		return;
+	}
+	e.exec = ex;
+	g->step_captures++;
+	cuda_fail(c, cudaGraphLaunch(ex, c->stream), "step graph launch");
 }

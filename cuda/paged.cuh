@@ -1,8 +1,8 @@
 /*
- * paged.cuh - the paged KV cache ops (BackendOps.kv_store and
- * attention_paged) for continuous batching (engine/batch.c). Not yet run
- * on a GPU: the backend offers them only with INFERD_CUDA_PAGED=1, so by
- * default inferd keeps running one generate at a time on CUDA.
+ * paged.cuh - the paged KV cache ops (BackendOps.kv_store,
+ * attention_paged, rope_rows) for continuous batching (engine/batch.c).
+ * INFERD_CUDA_PAGED=0 withholds them, so that inferd runs one generate at
+ * a time on CUDA (for comparison).
  */
 #ifndef INFERD_CUDA_PAGED_CUH
 #define INFERD_CUDA_PAGED_CUH

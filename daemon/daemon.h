@@ -52,6 +52,7 @@ typedef struct DaemonConfig {
 				    * clients (socket activation); 0 never */
 	int max_queue;             /* waiting requests per model */
 	int max_batch;             /* generates running together per model */
+	int batch_tokens;          /* rows of one batched forward pass (0 = 512) */
 	int max_conn_requests;     /* in flight per connection */
 	int max_uid_requests;      /* in flight per user */
 	int max_connections;       /* open connections at once */
@@ -127,7 +128,10 @@ typedef struct Slot {
 	char name[PROTO_MAX_NAME + 1]; /* client-visible name */
 	char path[PATH_MAX];       /* where it lives */
 	const char *format;        /* "gguf" or "hf" */
-	uint64_t est_bytes;        /* weight bytes on disk: the budget charge */
+	uint64_t est_bytes;        /* the budget charge: weights on disk, the
+				    * engine's KV cache, the batch's KV pool */
+	uint64_t pool_bytes;       /* of which the batch's KV pool (while it
+				    * exists) */
 	struct Daemon *d;          /* owner */
 	pthread_t thread;          /* the worker */
 	pthread_mutex_t mu;        /* guards everything below */
@@ -178,6 +182,8 @@ void worker_push(Slot *m, Request *r);
 void worker_stop(Slot *m);
 /* Run by workers: hand a reply frame (malloc'd, with its 4-byte header) to
  * the loop; final marks the request's last frame. Implemented in server.c. */
+/* Bytes charged to --mem-budget by models loaded or loading. */
+uint64_t daemon_mem_used(struct Daemon *d);
 void daemon_post(struct Daemon *d, Request *r, uint8_t *frame, size_t len,
 		 int final);
 /* Monotonic seconds. */

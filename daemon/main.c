@@ -32,6 +32,8 @@ static void usage(FILE *f)
 "  --max-queue N            waiting requests per model (default 32)\n"
 "  --max-batch N            generates run together per model (default 16;\n"
 "                           1 = one at a time)\n"
+"  --batch-tokens N         rows of one batched forward pass: decode tokens\n"
+"                           plus prompt chunks (default 512)\n"
 "  --max-conn-requests N    requests in flight per connection (default 16)\n"
 "  --max-uid-requests N     requests in flight per user (default 64)\n"
 "  --max-connections N      open connections at once (default 1024)\n"
@@ -168,6 +170,9 @@ static int set_option(DaemonConfig *cfg, const char *a, const char *v)
 			return 2;
 	} else if (!strcmp(a, "--max-batch")) {
 		if (num(a, v, 1, DAEMON_MAX_BATCH, &cfg->max_batch) < 0)
+			return 2;
+	} else if (!strcmp(a, "--batch-tokens")) {
+		if (num(a, v, 16, 65536, &cfg->batch_tokens) < 0)
 			return 2;
 	} else if (!strcmp(a, "--max-queue")) {
 		if (num(a, v, 0, 100000, &cfg->max_queue) < 0)

@@ -468,7 +468,7 @@ static const char *state_name(int s)
 	return s == MS_LOADED ? "loaded" : s == MS_LOADING ? "loading" : "unloaded";
 }
 
-static uint64_t mem_used(Daemon *d)
+uint64_t daemon_mem_used(Daemon *d)
 {
 	uint64_t used = 0;
 	for (int i = 0; i < d->nslots; i++) {
@@ -555,7 +555,7 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 		return;
 	}
 	if (r->op != OP_UNLOAD && state == MS_UNLOADED && d->cfg->mem_budget) {
-		uint64_t used = mem_used(d);
+		uint64_t used = daemon_mem_used(d);
 		if (used + m->est_bytes > d->cfg->mem_budget) {
 			snprintf(msg, sizeof msg, "model %s needs %.1f MiB but %.1f "
 				 "MiB of the %.1f MiB budget are in use (%.1f MiB "
@@ -867,7 +867,7 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	pk_str(&pk, "mem_budget");
 	msgpack_pack_uint64(&pk, d->cfg->mem_budget);
 	pk_str(&pk, "mem_used");
-	msgpack_pack_uint64(&pk, mem_used(d));
+	msgpack_pack_uint64(&pk, daemon_mem_used(d));
 	pk_str(&pk, "device_total");
 	msgpack_pack_uint64(&pk, dtotal);
 	pk_str(&pk, "device_free");
@@ -959,7 +959,7 @@ static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
 		"# HELP inferd_memory_budget_bytes --mem-budget (0: none).\n"
 		"# TYPE inferd_memory_budget_bytes gauge\n"
 		"inferd_memory_budget_bytes %llu\n",
-		(unsigned long long)mem_used(d),
+		(unsigned long long)daemon_mem_used(d),
 		(unsigned long long)d->cfg->mem_budget);
 	static const char *const gauges[][2] = {
 		{ "inferd_model_loaded", "1 when the model is loaded." },

@@ -219,6 +219,8 @@ static void unload(Slot *m)
 	m->batch = NULL;
 	pthread_mutex_lock(&m->mu);
 	m->batching = 0;
+	m->est_bytes -= m->pool_bytes;
+	m->pool_bytes = 0;
 	pthread_mutex_unlock(&m->mu);
 	engine_close(m->eng);
 	pthread_mutex_lock(&m->mu); /* the loop reads eng under mu */
@@ -614,7 +616,14 @@ static int ready(Slot *m, Request *r)
 	if (!m->batch && !getenv("INFERD_NO_BATCH") &&
 	    batcher_supported(m->eng)) {
 		/* INFERD_NO_BATCH: the one-at-a-time path, for comparison */
-		BatchOptions bo = {.max_seqs = BATCH_SEQS};
+		BatchOptions bo = {.max_seqs = BATCH_SEQS,
+				   .token_budget = daemon_cfg->batch_tokens};
+		if (daemon_cfg->mem_budget) { /* the pool gets what is left */
+			uint64_t used = daemon_mem_used(m->d);
+			bo.max_pool_bytes = daemon_cfg->mem_budget > used
+					    ? daemon_cfg->mem_budget - used
+					    : 1; /* one context */
+		}
 		if (batcher_create(m->eng, &bo, &m->batch, err, sizeof err) < 0)
 			fprintf(stderr, "inferd: %s: no batching (%s)\n",
 				m->name, err);
@@ -625,6 +634,10 @@ static int ready(Slot *m, Request *r)
 		}
 		pthread_mutex_lock(&m->mu);
 		m->batching = m->batch != NULL;
+		if (m->batch) {
+			m->pool_bytes = batcher_pool_bytes(m->batch);
+			m->est_bytes += m->pool_bytes;
+		}
 		pthread_mutex_unlock(&m->mu);
 	}
 	return 0;

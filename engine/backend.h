@@ -28,7 +28,7 @@
 
 #include "tensor.h"
 
-#define BACKEND_ABI_VERSION 2 /* bump when BackendOps changes layout */
+#define BACKEND_ABI_VERSION 3 /* bump when BackendOps changes layout */
 
 typedef struct Backend Backend;
 
@@ -114,8 +114,8 @@ typedef struct BackendOps {
 	int32_t (*argmax)(Backend *b, const float *x, int n);
 
 	/* ---- paged KV cache (batch.c). Optional: a backend without them
-	 * runs one sequence at a time through the ops above (CUDA offers
-	 * them only with INFERD_CUDA_PAGED=1: not yet run on a GPU). ----
+	 * runs one sequence at a time through the ops above (CUDA withholds
+	 * them with INFERD_CUDA_PAGED=0). ----
 	 * A pool holds KV rows ("slots") of many sequences: kc, vc are
 	 * [n_slots][kv_dim] for one layer. A sequence's positions map to
 	 * slots through its block table: position p lives in slot
@@ -138,7 +138,40 @@ typedef struct BackendOps {
 				const int32_t *pos, const int32_t *tab,
 				const int32_t *tables, int block_size, int n,
 				int n_heads, int n_kv_heads, int head_dim);
+
+	/* rope() for n rows of different sequences: row i sits at position
+	 * pos[i] (device int32 [n]), with rope()'s arithmetic per row. One
+	 * call per layer instead of one per sequence: a batch of 64 decode
+	 * rows would otherwise cost 128 launches a layer on a GPU. */
+	void (*rope_rows)(Backend *b, float *x, int n, int stride,
+			  int n_heads, int head_dim, const int32_t *pos,
+			  const float *inv_freq, int layout);
+
+	/* Optional (NULL when absent): the ops between step_begin and
+	 * step_end are one batched step whose launches depend on rows
+	 * alone - the same device buffers and shapes whenever rows is the
+	 * same, no host memory read in between - so a backend may record
+	 * them once and replay the recording (CUDA: a graph per row count,
+	 * cuBLAS included, instead of ~700 launches a step). */
+	void (*step_begin)(Backend *b, int rows);
+	void (*step_end)(Backend *b);
+
+	/* Optional: out[i] = argmax() of row i of x [n][cols] for n rows
+	 * (lowest index on ties, NaN never wins), into device int32 [n]:
+	 * greedy rows of a batch then need 4 bytes back, not a row of
+	 * logits each. */
+	void (*argmax_rows)(Backend *b, int32_t *out, const float *x, int n,
+			    int cols);
+
+	/* Optional: the k (<= TOPK_MAX) largest of each row of x [n][cols],
+	 * best first in the sampler's candidate order (larger value, lower
+	 * index on ties; NaN last), into device vals [n][k] and ids [n][k]:
+	 * a sampled row then needs k pairs back, not its logits. */
+	void (*topk_rows)(Backend *b, float *vals, int32_t *ids,
+			  const float *x, int n, int cols, int k);
 } BackendOps;
+
+#define TOPK_MAX 64 /* most candidates topk_rows returns per row */
 
 /* Every backend instance starts with this header; the rest is private. */
 struct Backend {

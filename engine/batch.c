@@ -77,6 +77,13 @@ struct Batcher {
 	/* device scratch, [budget] rows each */
 	float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
 	float *logits_dev;   /* [max_seqs][vocab] */
+	int32_t *d_next, *h_next; /* [max_seqs] argmax of each logits row */
+	float *d_tkv, *h_tkv;     /* [max_seqs][TOPK_MAX] best logits ... */
+	int32_t *d_tki, *h_tki;   /* ... and their ids, per logits row */
+	int tk;              /* candidates per row topk_rows gives (0: none) */
+	int next_copied;     /* the step brought h_next back */
+	int topk_copied;     /* ... h_tkv/h_tki */
+	int logits_copied;   /* ... the logits rows */
 	int32_t *d_pos, *d_tab, *d_slots; /* [budget] per-row metadata */
 	int32_t *d_tables;   /* [max_seqs*max_blk] block tables of a step */
 	/* host mirrors */
@@ -91,7 +98,15 @@ struct Batcher {
 	Cached cache[CACHE_MAX]; /* prefixes of finished sequences */
 	int n_cache;         /* entries in cache */
 	int fatal;           /* backend lost: every step fails */
+	/* INFERD_BATCH_STATS=1: a line on stderr every STATS_STEPS steps
+	 * with where a step's time went (the forward pass, waited for, and
+	 * the host's sampling after it), to find the next bottleneck */
+	int stats;           /* on */
+	long st_steps, st_rows; /* in this window */
+	double st_fwd, st_host; /* seconds */
 };
+
+#define STATS_STEPS 128 /* steps per INFERD_BATCH_STATS line */
 
 static double now(void)
 {
@@ -116,7 +131,7 @@ static void cache_drop(Batcher *b, int i);
 int batcher_supported(Engine *e)
 {
 	const BackendOps *op = engine_backend(e)->ops;
-	return op->kv_store && op->attention_paged;
+	return op->kv_store && op->attention_paged && op->rope_rows;
 }
 
 void batcher_free(Batcher *b)
@@ -138,7 +153,8 @@ void batcher_free(Batcher *b)
 	if (b->be) {
 		void *dev[] = {b->kpool, b->vpool, b->x, b->xb, b->q, b->k,
 			       b->v, b->att, b->hb, b->hb2, b->logits_dev,
-			       b->d_pos, b->d_tab, b->d_slots, b->d_tables};
+			       b->d_pos, b->d_tab, b->d_slots, b->d_tables,
+			       b->d_next, b->d_tkv, b->d_tki};
 		for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
 			if (dev[i])
 				b->be->ops->free(b->be, dev[i]);
@@ -152,6 +168,9 @@ void batcher_free(Batcher *b)
 	free(b->h_slots);
 	free(b->h_tables);
 	free(b->logits);
+	free(b->h_next);
+	free(b->h_tkv);
+	free(b->h_tki);
 	free(b->act);
 	free(b->items);
 	free(b);
@@ -175,6 +194,8 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		return -1;
 	}
 	b->e = e;
+	const char *st = getenv("INFERD_BATCH_STATS");
+	b->stats = st && st[0] == '1';
 	b->m = engine_model(e);
 	b->be = engine_backend(e);
 	const Config *c = &b->m->cfg;
@@ -203,6 +224,11 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		uint64_t total = 0, avail = 0;
 		op->memory(b->be, &total, &avail);
 		int64_t cap = (int64_t)(avail / 4 / block_bytes);
+		if (cap < nb)
+			nb = cap > blk_per_ctx ? cap : blk_per_ctx;
+	}
+	if (o->n_blocks <= 0 && o->max_pool_bytes && block_bytes) {
+		int64_t cap = (int64_t)(o->max_pool_bytes / block_bytes);
 		if (cap < nb)
 			nb = cap > blk_per_ctx ? cap : blk_per_ctx;
 	}
@@ -238,6 +264,11 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		 "ffn up"},
 		{(void **)&b->logits_dev,
 		 nbytes(b->max_seqs, c->vocab_size, 1, 4), "logits"},
+		{(void **)&b->d_next, nbytes(b->max_seqs, 1, 1, 4), "argmax"},
+		{(void **)&b->d_tkv, nbytes(b->max_seqs, TOPK_MAX, 1, 4),
+		 "top-k values"},
+		{(void **)&b->d_tki, nbytes(b->max_seqs, TOPK_MAX, 1, 4),
+		 "top-k ids"},
 		{(void **)&b->d_pos, nbytes(b->budget, 1, 1, 4), "positions"},
 		{(void **)&b->d_tab, nbytes(b->budget, 1, 1, 4), "row tables"},
 		{(void **)&b->d_slots, nbytes(b->budget, 1, 1, 4), "slots"},
@@ -262,10 +293,15 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	b->h_slots = malloc(sizeof(int32_t) * (size_t)b->budget);
 	b->h_tables = malloc(sizeof(int32_t) * tabn);
 	b->logits = malloc(nbytes(b->max_seqs, c->vocab_size, 1, 4));
+	b->h_next = malloc(sizeof(int32_t) * (size_t)b->max_seqs);
+	b->h_tkv = malloc(nbytes(b->max_seqs, TOPK_MAX, 1, 4));
+	b->h_tki = malloc(nbytes(b->max_seqs, TOPK_MAX, 1, 4));
+	b->tk = op->topk_rows && c->vocab_size >= TOPK_MAX ? TOPK_MAX : 0;
 	b->act = calloc((size_t)b->max_seqs, sizeof *b->act);
 	b->items = calloc((size_t)b->max_seqs, sizeof *b->items);
 	if (!b->free_ids || !b->ref || !b->cref || !b->h_tok || !b->h_pos || !b->h_tab ||
 	    !b->h_slots || !b->h_tables || !b->logits || !b->act ||
+	    !b->h_next || !b->h_tkv || !b->h_tki ||
 	    !b->items) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -291,6 +327,11 @@ int batcher_free_blocks(const Batcher *b)
 	return n;
 }
 int batcher_n_blocks(const Batcher *b) { return b->n_blocks; }
+size_t batcher_pool_bytes(const Batcher *b)
+{
+	return nbytes((size_t)b->m->cfg.n_layers, (size_t)b->n_blocks * b->bs,
+		      (size_t)b->kv_dim, 2 * sizeof(float));
+}
 int batcher_block_size(const Batcher *b) { return b->bs; }
 int batcher_seq_ctx(const Batcher *b) { return b->seq_ctx; }
 void *batchseq_ud(const BatchSeq *s) { return s->ud; }
@@ -711,6 +752,16 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	/* x = embed(tokens) */
 	op->embed(be, b->x, &w->tok_embd, b->h_tok, rows);
 
+	/* A step of decode rows only launches the same work whenever it has
+	 * as many rows (pointers fixed, positions and tables in device
+	 * memory): the backend may replay it from a recording. */
+	int all_decode = 1;
+	for (int i = 0; i < b->n_items; i++)
+		all_decode &= b->items[i].logit && b->items[i].n == 1;
+	int replayable = all_decode && op->step_begin && op->step_end;
+	if (replayable)
+		op->step_begin(be, rows);
+
 	for (int l = 0; l < c->n_layers; l++) {
 		const LayerWeights *L = &w->layers[l];
 		float *kc = b->kpool + (size_t)l * slots * kv_dim;
@@ -722,16 +773,11 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		op->matmul(be, b->k, b->xb, &L->wk, bias(&L->bk), rows);
 		op->matmul(be, b->v, b->xb, &L->wv, bias(&L->bv), rows);
 
-		/* rope(q, k), each sequence at its own positions */
-		for (int i = 0; i < b->n_items; i++) {
-			const Item *it = &b->items[i];
-			op->rope(be, b->q + (size_t)it->row0 * q_dim, it->n,
-				 q_dim, c->n_heads, hd, it->pos0, inv_freq,
-				 c->rope_layout);
-			op->rope(be, b->k + (size_t)it->row0 * kv_dim, it->n,
-				 kv_dim, c->n_kv_heads, hd, it->pos0, inv_freq,
-				 c->rope_layout);
-		}
+		/* rope(q, k), each row at its own sequence's position */
+		op->rope_rows(be, b->q, rows, q_dim, c->n_heads, hd, b->d_pos,
+			      inv_freq, c->rope_layout);
+		op->rope_rows(be, b->k, rows, kv_dim, c->n_kv_heads, hd,
+			      b->d_pos, inv_freq, c->rope_layout);
 
 		/* K, V into their cache slots; x += attention(q, cache) Wo */
 		op->kv_store(be, kc, vc, b->k, b->v, b->d_slots, rows, kv_dim);
@@ -752,7 +798,11 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 
 	/* logits = rmsnorm(x) Wout, for the last row of each finished chunk */
 	int nl = 0;
-	for (int i = 0; i < b->n_items; i++) {
+	if (all_decode) { /* every row, in order: one launch */
+		nl = b->n_items;
+		op->rmsnorm(be, b->xb, b->x, &w->out_norm, nl, dim, eps);
+	}
+	for (int i = 0; i < b->n_items && !all_decode; i++) {
 		const Item *it = &b->items[i];
 		if (!it->logit)
 			continue;
@@ -763,9 +813,45 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	}
 	if (nl > 0) {
 		op->matmul(be, b->logits_dev, b->xb, &w->output, NULL, nl);
+		/* always, so that a replayed step holds the same work */
+		if (op->argmax_rows)
+			op->argmax_rows(be, b->d_next, b->logits_dev, nl,
+					c->vocab_size);
+		if (b->tk)
+			op->topk_rows(be, b->d_tkv, b->d_tki, b->logits_dev,
+				      nl, c->vocab_size, b->tk);
+	}
+	if (replayable)
+		op->step_end(be);
+	/* A greedy row needs its argmax, a top-k row its candidates; the
+	 * logits come back only for a row that needs more (8 MB for 64 rows
+	 * of a 32000 vocabulary). */
+	int full = 0, topk = 0;
+	for (int i = 0; i < b->n_items; i++) {
+		const GenRun *g = &b->items[i].s->g;
+		if (!b->items[i].logit ||
+		    (op->argmax_rows && genrun_plain_greedy(g)))
+			continue;
+		if (b->tk && genrun_topk(g))
+			topk = 1;
+		else
+			full = 1;
+	}
+	b->next_copied = nl > 0 && op->argmax_rows;
+	b->topk_copied = nl > 0 && topk;
+	b->logits_copied = nl > 0 && full;
+	if (b->next_copied)
+		op->to_host(be, b->h_next, b->d_next,
+			    sizeof(int32_t) * (size_t)nl);
+	if (b->topk_copied) {
+		op->to_host(be, b->h_tkv, b->d_tkv,
+			    sizeof(float) * (size_t)nl * b->tk);
+		op->to_host(be, b->h_tki, b->d_tki,
+			    sizeof(int32_t) * (size_t)nl * b->tk);
+	}
+	if (b->logits_copied)
 		op->to_host(be, b->logits, b->logits_dev,
 			    sizeof(float) * (size_t)nl * c->vocab_size);
-	}
 	int fatal = 0;
 	char e[256];
 	if (op->sync(be, &fatal, e, sizeof e) != 0) {
@@ -794,6 +880,7 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 	int rows = plan(b);
 	if (rows == 0)
 		return 0;
+	double t0 = b->stats ? now() : 0;
 	if (forward_batch(b, rows, err, errlen) != 0) {
 		for (int i = 0; i < b->n_items; i++)
 			finish(b, b->items[i].s, FINISH_ERROR);
@@ -801,6 +888,7 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 			finish(b, b->act[0], FINISH_ERROR);
 		return -1;
 	}
+	double t1 = b->stats ? now() : 0;
 	int nl = 0;
 	int vocab = b->m->cfg.vocab_size;
 	for (int i = 0; i < b->n_items; i++) {
@@ -809,15 +897,42 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 		s->n_kv += it->n;
 		if (!it->logit)
 			continue;
-		float *lg = b->logits + (size_t)nl++ * vocab;
+		float *lg = b->logits + (size_t)nl * vocab;
 		int32_t next = 0;
-		finish_reason fin = genrun_step(&s->g, lg, &next);
+		finish_reason fin;
+		if (b->next_copied && genrun_plain_greedy(&s->g))
+			fin = genrun_step_id(&s->g, b->h_next[nl], &next);
+		else if (b->topk_copied && genrun_topk(&s->g))
+			fin = genrun_step_topk(&s->g,
+					       b->h_tkv + (size_t)nl * b->tk,
+					       b->h_tki + (size_t)nl * b->tk,
+					       &next);
+		else
+			fin = genrun_step(&s->g, lg, &next);
+		nl++;
 		if (!s->t_first)
 			s->t_first = now();
 		if (fin == FINISH_NONE)
 			s->toks[s->n_toks++] = next;
 		else
 			finish(b, s, fin);
+	}
+	if (b->stats) {
+		double t2 = now();
+		b->st_steps++;
+		b->st_rows += rows;
+		b->st_fwd += t1 - t0;
+		b->st_host += t2 - t1;
+		if (b->st_steps == STATS_STEPS) {
+			fprintf(stderr, "batch: %ld steps, %.1f rows/step, "
+				"%d running: forward %.2f ms/step, sampling "
+				"%.2f ms/step\n", b->st_steps,
+				(double)b->st_rows / b->st_steps, b->n_act,
+				b->st_fwd * 1e3 / b->st_steps,
+				b->st_host * 1e3 / b->st_steps);
+			b->st_steps = b->st_rows = 0;
+			b->st_fwd = b->st_host = 0;
+		}
 	}
 	return rows;
 }

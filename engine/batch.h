@@ -52,6 +52,9 @@ typedef struct BatchOptions {
 			   * capped at a quarter of free device memory */
 	int max_seqs;     /* sequences at once; <= 0 = 16 */
 	int token_budget; /* rows of one forward pass; <= 0 = 512 */
+	size_t max_pool_bytes; /* with n_blocks <= 0: the pool's bytes at
+				* most (0 = no cap), but never less than one
+				* context (inferd: what --mem-budget leaves) */
 } BatchOptions;
 
 /* 1 when e's backend has the paged-cache ops (kv_store, attention_paged). */
@@ -101,6 +104,7 @@ int batcher_active(const Batcher *b);      /* sequences not finished */
 /* Blocks free now, counting those only the prefix cache holds. */
 int batcher_free_blocks(const Batcher *b);
 int batcher_n_blocks(const Batcher *b);    /* blocks in the pool */
+size_t batcher_pool_bytes(const Batcher *b); /* device bytes of K and V */
 int batcher_block_size(const Batcher *b);  /* tokens per block */
 int batcher_seq_ctx(const Batcher *b);     /* most tokens of a sequence */
 

@@ -21,9 +21,35 @@
 #define XTILE 4                /* activation rows per weight row (dot4) */
 #define ELT_CHUNK 16384        /* elements per task for swiglu/add */
 #define L2_BLOCK (256u << 10)  /* weight bytes per prefill task (in L2) */
+#define MM_FUSE 4              /* matmuls on one x run as one job */
 #define PAR_MIN_WORK 262144.0 /* multiply-adds below which an op runs on
 				* the calling thread: waking workers costs
 				* more (tiny models, busy machines) */
+
+/* matmul, one task per block of rb weight rows (x16: rb row groups). */
+typedef struct {
+	float *out;           /* [n][rows] */
+	const uint8_t *w;     /* weight rows */
+	size_t wrb;           /* bytes per weight row */
+	const uint8_t *xa;    /* prepared activation rows */
+	size_t xab;           /* bytes per prepared row */
+	const float *x;       /* raw activations (for prepare) */
+	int64_t cols, rows;   /* weight shape */
+	int n;                /* activation rows */
+	int rb;               /* weight rows per task */
+	dtype type;           /* weight type */
+	kdot_fn dot;          /* kernel */
+	kdot4_fn dot4;        /* 4-row kernel or NULL */
+	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
+	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
+	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
+	const float *bias;    /* [rows] or NULL */
+	const uint8_t *wx;    /* x16-repacked weights or NULL */
+	size_t wxb;           /* bytes per x16 row group */
+	kx16_fn x16;          /* kernel for wx */
+	int gemm;             /* 1: float prefill through k->gemm */
+	const KernelSet *k;   /* for gemm */
+} MatJob;
 
 typedef struct CpuBackend {
 	Backend base;            /* ops + threads */
@@ -36,9 +62,12 @@ typedef struct CpuBackend {
 	size_t act_cap;          /* bytes in act */
 	float *vec;              /* f32 copy of a norm weight (rmsnorm) */
 	size_t vec_cap;          /* floats in vec */
-	float *vec2;             /* f32 copy of a bias (matmul) */
-	size_t vec2_cap;         /* floats in vec2 */
 	double par_min_work;     /* ops smaller than this run inline */
+	MatJob mm[MM_FUSE];      /* queued matmuls sharing one x (cpu_matmul) */
+	int mm_count;            /* how many are queued */
+	int mm_first[MM_FUSE + 1]; /* first task of each in the joint job */
+	float *bias_buf[MM_FUSE]; /* f32 copy of each one's bias */
+	size_t bias_cap[MM_FUSE]; /* floats in bias_buf[i] */
 } CpuBackend;
 
 /* Header stored in front of every alloc() block, so free knows how. */
@@ -82,6 +111,8 @@ static void run(CpuBackend *c, int n, tp_fn fn, void *arg, double work)
 	tp_run(c->tp, n, fn, arg);
 }
 
+static void mm_flush(CpuBackend *c);
+
 /* ---- housekeeping ops ---- */
 
 static void cpu_destroy(Backend *b)
@@ -89,10 +120,12 @@ static void cpu_destroy(Backend *b)
 	CpuBackend *c = (CpuBackend *)b;
 	if (!c)
 		return;
+	mm_flush(c);
 	tp_destroy(c->tp);
 	free(c->act);
 	free(c->vec);
-	free(c->vec2);
+	for (int i = 0; i < MM_FUSE; i++)
+		free(c->bias_buf[i]);
 	free(c);
 }
 
@@ -153,6 +186,7 @@ static void *cpu_alloc(Backend *b, size_t bytes)
 
 static void cpu_free(Backend *b, void *p)
 {
+	mm_flush((CpuBackend *)b);
 	if (!p)
 		return;
 	AllocHdr *h = (AllocHdr *)p - 1;
@@ -162,21 +196,42 @@ static void cpu_free(Backend *b, void *p)
 		free(h);
 }
 
+/* The math ops read t->data, the mmap, directly; only weights with an
+ * x16 kernel at this SIMD level get a repacked copy in t->dev (allocated:
+ * the mmap stays read-only), the same size as the original for Q4_x. */
 static int cpu_upload(Backend *b, Tensor *t, char *err, size_t errlen)
 {
-	(void)err;
-	(void)errlen;
-	t->dev = NULL; /* the math ops read t->data, the mmap, directly */
+	CpuBackend *c = (CpuBackend *)b;
+	t->dev = NULL;
+	size_t bytes = t->data && t->type < DT_COUNT && c->k->x16[t->type]
+			       ? kernel_x16_bytes(t->type, t->rows, t->cols)
+			       : 0;
+	if (!bytes)
+		return 0;
+	void *p = NULL;
+	if (posix_memalign(&p, ALIGN, bytes)) {
+		snprintf(err, errlen, "cpu: out of memory repacking %s (%zu bytes)",
+			 t->name ? t->name : "?", bytes);
+		return -1;
+	}
+	if (kernel_x16_pack(t->type, t->data, t->rows, t->cols, p) != 0) {
+		free(p); /* a scale x16 cannot hold exactly: keep the original */
+		return 0;
+	}
+	t->dev = p;
 	return 0;
 }
 
 static void cpu_release(Backend *b, Tensor *t)
 {
+	mm_flush((CpuBackend *)b);
+	free(t->dev);
 	t->dev = NULL;
 }
 
 static void cpu_copy(Backend *b, void *dst, const void *src, size_t bytes)
 {
+	mm_flush((CpuBackend *)b);
 	if (bytes)
 		memmove(dst, src, bytes);
 }
@@ -184,6 +239,7 @@ static void cpu_copy(Backend *b, void *dst, const void *src, size_t bytes)
 static int cpu_sync(Backend *b, int *fatal, char *err, size_t errlen)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	if (fatal)
 		*fatal = 0;
 	if (!c->failed)
@@ -226,6 +282,7 @@ static void cpu_embed(Backend *b, float *out, const Tensor *table,
 		      const int32_t *ids, int n)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	size_t rb = dtype_row_bytes(table->type, table->cols);
 	if (!table->data || !rb) {
 		fail(c, "cpu: embed: bad table %s", table->name ? table->name : "?");
@@ -268,6 +325,7 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 			const Tensor *w, int n, int dim, float eps)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	const float *wf = vec_f32(c, w, dim, &c->vec, &c->vec_cap);
 	if (!wf)
 		return;
@@ -277,25 +335,6 @@ static void cpu_rmsnorm(Backend *b, float *out, const float *x,
 
 /* ---- matmul ---- */
 
-/* matmul, one task per block of rb weight rows. */
-typedef struct {
-	float *out;           /* [n][rows] */
-	const uint8_t *w;     /* weight rows */
-	size_t wrb;           /* bytes per weight row */
-	const uint8_t *xa;    /* prepared activation rows */
-	size_t xab;           /* bytes per prepared row */
-	const float *x;       /* raw activations (for prepare) */
-	int64_t cols, rows;   /* weight shape */
-	int n;                /* activation rows */
-	int rb;               /* weight rows per task */
-	dtype type;           /* weight type */
-	kdot_fn dot;          /* kernel */
-	kdot4_fn dot4;        /* 4-row kernel or NULL */
-	kdot2x4_fn dot2x4;    /* 2 x 4 tile kernel or NULL */
-	kdotw4_fn dotw4;      /* 4 weight rows x 1 activation row, or NULL */
-	void (*quant)(const float *, void *, int64_t); /* SIMD prepare or NULL */
-	const float *bias;    /* [rows] or NULL */
-} MatJob;
 
 static void prep_task(void *arg, int i, int thread)
 {
@@ -308,12 +347,54 @@ static void prep_task(void *arg, int i, int thread)
 		kernel_prepare_act(j->type, x, o, j->cols);
 }
 
+/* Float prefill: the task's weight rows through the GEMM tile against all
+ * activation rows; rows left over from a tile through dot4/dot, which give
+ * the same numbers. */
+static void mat_gemm(const MatJob *j, int64_t r0, int64_t r1)
+{
+	const KernelSet *k = j->k;
+	size_t ld = (size_t)j->rows;
+	size_t xs = j->xab / sizeof(float);
+	const float *x = (const float *)j->xa;
+	int gw = k->gemm_w, gx = k->gemm_x;
+	for (int i0 = 0; i0 < j->n; i0 += gx) {
+		int nx = j->n - i0 < gx ? j->n - i0 : gx;
+		const float *xi = x + (size_t)i0 * xs;
+		float *o = j->out + (size_t)i0 * ld;
+		int64_t r = r0;
+		for (; r + gw <= r1; r += gw)
+			k->gemm[j->type](j->cols, j->w + (size_t)r * j->wrb, j->wrb,
+					 xi, xs, nx, o + r, ld);
+		for (; r < r1; r++) {
+			const uint8_t *wr = j->w + (size_t)r * j->wrb;
+			int i = 0;
+			for (; i + 4 <= nx; i += 4) {
+				float v[4];
+				j->dot4(j->cols, wr, xi + (size_t)i * xs, j->xab, v);
+				for (int q = 0; q < 4; q++)
+					o[(size_t)(i + q) * ld + r] = v[q];
+			}
+			for (; i < nx; i++)
+				o[(size_t)i * ld + r] =
+					j->dot(j->cols, wr, xi + (size_t)i * xs);
+		}
+	}
+	if (j->bias)
+		for (int i = 0; i < j->n; i++)
+			for (int64_t r = r0; r < r1; r++)
+				j->out[(size_t)i * ld + r] += j->bias[r];
+}
+
 static void mat_task(void *arg, int t, int thread)
 {
 	MatJob *j = arg;
 	int64_t r0 = (int64_t)t * j->rb, r1 = r0 + j->rb;
 	if (r1 > j->rows)
 		r1 = j->rows;
+	if (j->gemm) {
+		mat_gemm(j, r0, r1);
+		return;
+	}
 	size_t ld = (size_t)j->rows;
 	for (int i0 = 0; i0 < j->n; i0 += XTILE) {
 		int i1 = i0 + XTILE < j->n ? i0 + XTILE : j->n;
@@ -363,6 +444,129 @@ static void mat_task(void *arg, int t, int thread)
 	}
 }
 
+/* x16 path: task t covers row groups [t*rb, t*rb + rb). */
+static void mat_x16_task(void *arg, int t, int thread)
+{
+	MatJob *j = arg;
+	int64_t g0 = (int64_t)t * j->rb, g1 = g0 + j->rb;
+	int64_t ng = (j->rows + KX16_ROWS - 1) / KX16_ROWS;
+	if (g1 > ng)
+		g1 = ng;
+	size_t ld = (size_t)j->rows;
+	for (int i0 = 0; i0 < j->n; i0 += KX16_MAXR) {
+		int nr = j->n - i0 < KX16_MAXR ? j->n - i0 : KX16_MAXR;
+		const uint8_t *xa = j->xa + (size_t)i0 * j->xab;
+		for (int64_t g = g0; g < g1; g++) {
+			int64_t r0 = g * KX16_ROWS;
+			int nc = j->rows - r0 < KX16_ROWS ? (int)(j->rows - r0)
+							  : KX16_ROWS;
+			float *o = j->out + (size_t)i0 * ld + (size_t)r0;
+			j->x16(j->cols, j->wx + (size_t)g * j->wxb, xa, j->xab,
+			       nr, o, ld, nc);
+			if (j->bias)
+				for (int i = 0; i < nr; i++)
+					for (int c = 0; c < nc; c++)
+						o[i * ld + c] += j->bias[r0 + c];
+		}
+	}
+}
+
+/* One job of the matmuls in c->mm, back to back in one task space: task
+ * t belongs to the member whose [first, first + tasks) holds it. */
+static void group_task(void *arg, int t, int thread)
+{
+	CpuBackend *c = arg;
+	int m = 0;
+	while (t >= c->mm_first[m + 1])
+		m++;
+	MatJob *j = &c->mm[m];
+	if (j->x16)
+		mat_x16_task(j, t - c->mm_first[m], thread);
+	else
+		mat_task(j, t - c->mm_first[m], thread);
+}
+
+/* Task split of one matmul: j->rb and the number of tasks. */
+static int mm_plan(CpuBackend *c, MatJob *j, const Tensor *w)
+{
+	int th = tp_threads(c->tp);
+	if (w->dev && c->k->x16[w->type]) {
+		int64_t ng = (w->rows + KX16_ROWS - 1) / KX16_ROWS;
+		int64_t gb = ng / ((int64_t)th * 4);
+		if (gb < 1)
+			gb = 1;
+		j->wx = w->dev;
+		j->wxb = kernel_x16_bytes(w->type, KX16_ROWS, w->cols);
+		j->x16 = c->k->x16[w->type];
+		j->rb = (int)gb;
+		return (int)((ng + gb - 1) / gb);
+	}
+	/* Enough tasks to balance threads, few enough that each weight row
+	 * block is worth a dispatch. */
+	int64_t rb = w->rows / ((int64_t)th * 8);
+	if (rb < 1)
+		rb = 1;
+	if (rb > 64)
+		rb = 64;
+	/* Prefill: keep a task's weight rows within L2 while every
+	 * activation row passes over them. */
+	int64_t fit = (int64_t)(L2_BLOCK / j->wrb);
+	if (j->n > XTILE && rb > fit)
+		rb = fit < 4 ? 4 : fit;
+	if (c->k->gemm[w->type] && j->n >= c->k->gemm_x) {
+		int64_t gw = c->k->gemm_w; /* whole tiles of rows per task */
+		if (rb >= gw)
+			rb = rb / gw * gw;
+		j->gemm = 1;
+		j->k = c->k;
+	}
+	j->rb = (int)rb;
+	return (int)((w->rows + rb - 1) / rb);
+}
+
+/* Run the pending matmuls (they share x): its rows are prepared once for
+ * all of them, then one pool job computes every output. */
+static void mm_flush(CpuBackend *c)
+{
+	int cnt = c->mm_count;
+	if (!cnt)
+		return;
+	c->mm_count = 0;
+	MatJob *j0 = &c->mm[0];
+	if (kernel_act(j0->type) != KACT_F32) {
+		MatJob *j = j0;
+		j->xab = kernel_act_bytes(j->type, j->cols);
+		j->xab = (j->xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+		if ((size_t)j->n > SIZE_MAX / j->xab) {
+			fail(c, "cpu: matmul: n %d too large", j->n);
+			return;
+		}
+		void *a = grow(c->act, &c->act_cap, (size_t)j->n * j->xab);
+		if (!a) {
+			fail(c, "cpu: matmul: out of memory for %d activation rows",
+			     j->n);
+			return;
+		}
+		c->act = a;
+		j->xa = a;
+		run(c, j->n, prep_task, j, 8.0 * j->n * (double)j->cols);
+		for (int m = 1; m < cnt; m++) {
+			c->mm[m].xa = j->xa;
+			c->mm[m].xab = j->xab;
+		}
+	}
+	double work = 0;
+	for (int m = 0; m < cnt; m++)
+		work += (double)c->mm[m].n * (double)c->mm[m].rows *
+			(double)c->mm[m].cols;
+	run(c, c->mm_first[cnt], group_task, c, work);
+}
+
+/* Matmuls are queued while they read the same x (q, k and v; gate and
+ * up) and run as one job at the next op that is not such a matmul: one
+ * hand-off to the workers instead of three, the activation quantised once,
+ * and the small k/v products no longer run alone on one thread. Every
+ * other op and sync() flushes first, so call order is kept. */
 static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		       const Tensor *bias, int n)
 {
@@ -370,16 +574,46 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 	size_t wrb = dtype_row_bytes(w->type, w->cols);
 	if (!w->data || !wrb || w->rows <= 0 || n <= 0 ||
 	    w->rows > INT32_MAX) {
+		mm_flush(c);
 		fail(c, "cpu: matmul: bad weight %s (%s, %lld x %lld) or n %d",
 		     w->name ? w->name : "?", dtype_name(w->type),
 		     (long long)w->rows, (long long)w->cols, n);
 		return;
 	}
+	/* joins the queue only when it reads the same x the same way and
+	 * does not write what a queued one reads or writes */
+	if (c->mm_count) {
+		const MatJob *p = &c->mm[0];
+		int ok = c->mm_count < MM_FUSE && p->x == x && p->n == n &&
+			 p->cols == w->cols &&
+			 kernel_act(p->type) == kernel_act(w->type);
+		const char *o0 = (const char *)out;
+		const char *o1 = o0 + (size_t)n * (size_t)w->rows * sizeof(float);
+		const char *x0 = (const char *)x;
+		const char *x1 = x0 + (size_t)n * (size_t)w->cols * sizeof(float);
+		if (ok && o0 < x1 && x0 < o1)
+			ok = 0;
+		for (int m = 0; ok && m < c->mm_count; m++) {
+			const char *q0 = (const char *)c->mm[m].out;
+			const char *q1 = q0 + (size_t)n * (size_t)c->mm[m].rows *
+						      sizeof(float);
+			if (o0 < q1 && q0 < o1)
+				ok = 0;
+		}
+		if (!ok)
+			mm_flush(c);
+	}
 	const float *bf = NULL;
-	if (bias && bias->data &&
-	    !(bf = vec_f32(c, bias, w->rows, &c->vec2, &c->vec2_cap)))
-		return;
-	MatJob j = {
+	if (bias && bias->data) {
+		/* each queued matmul keeps its own f32 bias copy */
+		int m = c->mm_count;
+		if (!(bf = vec_f32(c, bias, w->rows, &c->bias_buf[m],
+				   &c->bias_cap[m])))
+			return;
+	}
+	int m = c->mm_count;
+	MatJob *j = &c->mm[m];
+	*j = (MatJob){
 		.out = out, .w = w->data, .wrb = wrb, .x = x, .cols = w->cols,
 		.rows = w->rows, .n = n, .type = w->type,
 		.dot = c->k->dot[w->type], .dot4 = c->k->dot4[w->type],
@@ -390,83 +624,83 @@ static void cpu_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 	};
 	if (kernel_act(w->type) == KACT_F32) {
 		/* float weights take the activations as they are */
-		j.xa = (const uint8_t *)x;
-		j.xab = (size_t)w->cols * sizeof(float);
-	} else {
-		j.xab = kernel_act_bytes(w->type, w->cols);
-		j.xab = (j.xab + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-		if ((size_t)n > SIZE_MAX / j.xab) {
-			fail(c, "cpu: matmul: n %d too large", n);
-			return;
-		}
-		void *a = grow(c->act, &c->act_cap, (size_t)n * j.xab);
-		if (!a) {
-			fail(c, "cpu: matmul: out of memory for %d activation rows", n);
-			return;
-		}
-		c->act = a;
-		j.xa = a;
-		run(c, n, prep_task, &j, 8.0 * n * (double)w->cols);
+		j->xa = (const uint8_t *)x;
+		j->xab = (size_t)w->cols * sizeof(float);
 	}
-	/* Enough tasks to balance threads, few enough that each weight row
-	 * block is worth a dispatch. */
-	int th = tp_threads(c->tp);
-	int64_t rb = w->rows / ((int64_t)th * 8);
-	if (rb < 1)
-		rb = 1;
-	if (rb > 64)
-		rb = 64;
-	/* Prefill: keep a task's weight rows within L2 while every
-	 * activation row passes over them. */
-	int64_t fit = (int64_t)(L2_BLOCK / wrb);
-	if (n > XTILE && rb > fit)
-		rb = fit < 4 ? 4 : fit;
-	j.rb = (int)rb;
-	int tasks = (int)((w->rows + rb - 1) / rb);
-	run(c, tasks, mat_task, &j, (double)n * (double)w->rows * (double)w->cols);
+	int tasks = mm_plan(c, j, w);
+	if (c->mm_first[m] > INT32_MAX - tasks) {
+		mm_flush(c);
+		fail(c, "cpu: matmul: too many tasks");
+		return;
+	}
+	c->mm_first[m + 1] = c->mm_first[m] + tasks;
+	c->mm_count = m + 1;
 }
 
 /* ---- rope ---- */
 
-static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
-		     int head_dim, int pos0, const float *inv_freq, int layout)
+/* Rotate one row of n_heads heads at position pos (the angle in f32 like
+ * HF, positions * inv_freq in float, its cos/sin to full precision). */
+static void rope_row(float *row, int n_heads, int head_dim, int pos,
+		     const float *inv_freq, int layout)
 {
-	CpuBackend *c = (CpuBackend *)b;
 	int half = head_dim / 2;
+	float cs[MAX_HEAD_DIM / 2], sn[MAX_HEAD_DIM / 2];
+	for (int k = 0; k < half; k++) {
+		float a = (float)pos * inv_freq[k];
+		cs[k] = (float)cos((double)a);
+		sn[k] = (float)sin((double)a);
+	}
+	for (int h = 0; h < n_heads; h++) {
+		float *v = row + (size_t)h * head_dim;
+		if (layout == ROPE_HALF) {
+			for (int k = 0; k < half; k++) {
+				float a0 = v[k], a1 = v[k + half];
+				v[k] = a0 * cs[k] - a1 * sn[k];
+				v[k + half] = a0 * sn[k] + a1 * cs[k];
+			}
+		} else {
+			for (int k = 0; k < half; k++) {
+				float a0 = v[2 * k], a1 = v[2 * k + 1];
+				v[2 * k] = a0 * cs[k] - a1 * sn[k];
+				v[2 * k + 1] = a0 * sn[k] + a1 * cs[k];
+			}
+		}
+	}
+}
+
+static int rope_args_ok(CpuBackend *c, int head_dim, int layout)
+{
 	if (head_dim <= 0 || head_dim % 2 || head_dim > MAX_HEAD_DIM ||
 	    (layout != ROPE_HALF && layout != ROPE_INTERLEAVED)) {
 		fail(c, "cpu: rope: bad head_dim %d or layout %d", head_dim,
 		     layout);
+		return 0;
+	}
+	return 1;
+}
+
+static void cpu_rope(Backend *b, float *x, int n, int stride, int n_heads,
+		     int head_dim, int pos0, const float *inv_freq, int layout)
+{
+	mm_flush((CpuBackend *)b); /* queued matmuls write x */
+	if (!rope_args_ok((CpuBackend *)b, head_dim, layout))
 		return;
-	}
-	float cs[MAX_HEAD_DIM / 2], sn[MAX_HEAD_DIM / 2];
-	for (int i = 0; i < n; i++) {
-		/* The angle in f32 like HF (positions * inv_freq in float),
-		 * its cos/sin to full precision. */
-		float pos = (float)(pos0 + i);
-		for (int k = 0; k < half; k++) {
-			float a = pos * inv_freq[k];
-			cs[k] = (float)cos((double)a);
-			sn[k] = (float)sin((double)a);
-		}
-		float *row = x + (size_t)i * (size_t)stride;
-		for (int h = 0; h < n_heads; h++) {
-			float *v = row + (size_t)h * head_dim;
-			if (layout == ROPE_HALF) {
-				for (int k = 0; k < half; k++) {
-					float a0 = v[k], a1 = v[k + half];
-					v[k] = a0 * cs[k] - a1 * sn[k];
-					v[k + half] = a0 * sn[k] + a1 * cs[k];
-				}
-			} else {
-				for (int k = 0; k < half; k++) {
-					float a0 = v[2 * k], a1 = v[2 * k + 1];
-					v[2 * k] = a0 * cs[k] - a1 * sn[k];
-					v[2 * k + 1] = a0 * sn[k] + a1 * cs[k];
-				}
-			}
-		}
-	}
+	for (int i = 0; i < n; i++)
+		rope_row(x + (size_t)i * (size_t)stride, n_heads, head_dim,
+			 pos0 + i, inv_freq, layout);
+}
+
+static void cpu_rope_rows(Backend *b, float *x, int n, int stride,
+			  int n_heads, int head_dim, const int32_t *pos,
+			  const float *inv_freq, int layout)
+{
+	mm_flush((CpuBackend *)b); /* queued matmuls write x */
+	if (!rope_args_ok((CpuBackend *)b, head_dim, layout))
+		return;
+	for (int i = 0; i < n; i++)
+		rope_row(x + (size_t)i * (size_t)stride, n_heads, head_dim,
+			 pos[i], inv_freq, layout);
 }
 
 /* ---- attention ---- */
@@ -478,7 +712,7 @@ typedef struct {
 	int n, pos0;              /* query rows, position of the first */
 	int n_heads, n_kv_heads, head_dim; /* shape */
 	float scale;              /* 1/sqrt(head_dim) */
-	const KernelSet *k;       /* dot and scale_axpy */
+	const KernelSet *k;       /* dot_rows, exp_sub, axpy_rows */
 	const int32_t *pos;       /* paged: [n] positions, NULL = pos0 + i */
 	const int32_t *tab;       /* paged: [n] block table offsets */
 	const int32_t *tables;    /* paged: the block tables */
@@ -508,29 +742,31 @@ static void att_task(void *arg, int t, int thread)
 	int bs = j->bs;
 	int len = (j->pos ? j->pos[i] : j->pos0 + i) + 1;
 	float acc[MAX_HEAD_DIM], s[ATT_BLOCK];
+	const float *kr[ATT_BLOCK], *vr[ATT_BLOCK]; /* this block's cache rows */
 	float m = -INFINITY, l = 0;
 	for (int e = 0; e < hd; e++)
 		acc[e] = 0;
 	for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
 		int cnt = len - p0 < ATT_BLOCK ? len - p0 : ATT_BLOCK;
+		for (int p = 0; p < cnt; p++) {
+			size_t row = att_row(tb, bs, p0 + p) * kvdim;
+			kr[p] = kb + row;
+			vr[p] = vb + row;
+		}
+		j->k->dot_rows(hd, q, kr, cnt, s);
 		float bm = -INFINITY;
 		for (int p = 0; p < cnt; p++) {
-			s[p] = j->k->dot_f32(hd, q, kb + att_row(tb, bs, p0 + p) *
-							    kvdim) *
-			       j->scale;
+			s[p] *= j->scale;
 			if (s[p] > bm)
 				bm = s[p];
 		}
 		float nm = bm > m ? bm : m;
 		float corr = expf(m - nm); /* 0 on the first block */
 		l *= corr;
-		for (int p = 0; p < cnt; p++) {
-			float e = expf(s[p] - nm);
-			l += e;
-			j->k->scale_axpy(hd, p == 0 ? corr : 1.f, e,
-					 vb + att_row(tb, bs, p0 + p) * kvdim,
-					 acc);
-		}
+		j->k->exp_sub(s, cnt, nm);
+		for (int p = 0; p < cnt; p++)
+			l += s[p];
+		j->k->axpy_rows(hd, corr, s, vr, cnt, acc);
 		m = nm;
 	}
 	float *o = j->out + (size_t)i * qdim + (size_t)h * hd;
@@ -557,6 +793,7 @@ static void cpu_attention(Backend *b, float *out, const float *q,
 			  int n_heads, int n_kv_heads, int head_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	if (!att_shape_ok(c, n, n_heads, n_kv_heads, head_dim))
 		return;
 	if (pos0 < 0) {
@@ -577,6 +814,7 @@ static void cpu_attention_paged(Backend *b, float *out, const float *q,
 				int n_heads, int n_kv_heads, int head_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	if (!att_shape_ok(c, n, n_heads, n_kv_heads, head_dim))
 		return;
 	double keys = 0;
@@ -600,6 +838,7 @@ static void cpu_kv_store(Backend *b, float *kc, float *vc, const float *k,
 			 int kv_dim)
 {
 	CpuBackend *c = (CpuBackend *)b;
+	mm_flush(c);
 	size_t row = (size_t)kv_dim * sizeof(float);
 	for (int i = 0; i < n; i++) {
 		if (slots[i] < 0) {
@@ -621,6 +860,7 @@ typedef struct {
 	const float *y; /* second operand (up for swiglu) */
 	size_t count;   /* elements */
 	int op;         /* 0 swiglu, 1 add */
+	const KernelSet *k; /* silu_mul */
 } EltJob;
 
 static void elt_task(void *arg, int t, int thread)
@@ -632,8 +872,7 @@ static void elt_task(void *arg, int t, int thread)
 	float *x = j->x;
 	const float *y = j->y;
 	if (j->op == 0)
-		for (size_t i = a; i < e; i++)
-			x[i] = x[i] / (1.f + expf(-x[i])) * y[i];
+		j->k->silu_mul(x + a, y + a, e - a);
 	else
 		for (size_t i = a; i < e; i++)
 			x[i] += y[i];
@@ -641,7 +880,8 @@ static void elt_task(void *arg, int t, int thread)
 
 static void elt(CpuBackend *c, float *x, const float *y, size_t count, int op)
 {
-	EltJob j = {x, y, count, op};
+	mm_flush(c);
+	EltJob j = {x, y, count, op, c->k};
 	size_t tasks = (count + ELT_CHUNK - 1) / ELT_CHUNK;
 	if (tasks > INT32_MAX) {
 		fail(c, "cpu: element-wise op over %zu elements", count);
@@ -662,6 +902,7 @@ static void cpu_add(Backend *b, float *x, const float *y, size_t count)
 
 static int32_t cpu_argmax(Backend *b, const float *x, int n)
 {
+	mm_flush((CpuBackend *)b);
 	int32_t best = 0;
 	for (int i = 1; i < n; i++)
 		if (x[i] > x[best] || (x[best] != x[best] && x[i] == x[i]))
@@ -691,6 +932,7 @@ static const BackendOps cpu_ops = {
 	.argmax = cpu_argmax,
 	.kv_store = cpu_kv_store,
 	.attention_paged = cpu_attention_paged,
+	.rope_rows = cpu_rope_rows,
 };
 
 static void set_desc(CpuBackend *c)
@@ -732,6 +974,7 @@ Backend *cpu_backend_create(int threads, char *err, size_t errlen)
 	}
 	c->base.ops = &cpu_ops;
 	c->base.threads = tp_threads(c->tp);
+
 	c->k = kernels_get();
 	c->par_min_work = PAR_MIN_WORK;
 	set_desc(c);

@@ -149,6 +149,18 @@ int genrun_init(GenRun *g, const Tokenizer *tok, int n_vocab, int ctx,
  * its text. FINISH_NONE: feed *next and call again; anything else: the
  * generation is over (call genrun_end with it). */
 finish_reason genrun_step(GenRun *g, float *logits, int32_t *next);
+/* 1 when the next token is the plain argmax of the logits (greedy, no
+ * penalties, no logit bias), so that it can be picked where the logits
+ * are (argmax_rows) and given to genrun_step_id. */
+int genrun_plain_greedy(const GenRun *g);
+/* genrun_step with the token already chosen. */
+finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next);
+/* k (1..TOPK_MAX) when the next token depends on the k best logits alone
+ * (sampler_takes_topk, no logit bias), else 0; then genrun_step_topk takes
+ * the candidates a backend's topk_rows picked (vals/ids, best first). */
+int genrun_topk(const GenRun *g);
+finish_reason genrun_step_topk(GenRun *g, const float *vals,
+			       const int32_t *ids, int32_t *next);
 /* Release held text as the finish reason allows and set res->finish. */
 void genrun_end(GenRun *g, finish_reason fin);
 void genrun_free(GenRun *g);

@@ -103,6 +103,78 @@ void kernel_prepare_act(dtype t, const float *x, void *out, int64_t n)
 	}
 }
 
+/* ---- x16 repacking (layout in kernels.h) ---- */
+
+/* Bytes of one block of KX16_ROWS rows: quants, then d[16], m[16]. */
+static size_t x16_block_bytes(dtype t)
+{
+	switch (t) {
+	case DT_Q4_0:
+	case DT_Q4_1:
+		return 4 * 64 + 2 * 2 * KX16_ROWS;
+	case DT_Q8_0:
+		return 8 * 64 + 2 * 2 * KX16_ROWS;
+	default:
+		return 0;
+	}
+}
+
+size_t kernel_x16_bytes(dtype t, int64_t rows, int64_t n)
+{
+	size_t bb = x16_block_bytes(t);
+	if (!bb || rows <= 0 || n <= 0 || n % 32)
+		return 0;
+	size_t groups = (size_t)((rows + KX16_ROWS - 1) / KX16_ROWS), r;
+	if (__builtin_mul_overflow(groups, (size_t)(n / 32), &r) ||
+	    __builtin_mul_overflow(r, bb, &r))
+		return 0;
+	return r;
+}
+
+int kernel_x16_pack(dtype t, const void *w, int64_t rows, int64_t n,
+		    void *out)
+{
+	size_t bb = x16_block_bytes(t), rb = dtype_row_bytes(t, n);
+	size_t sb = dtype_block_bytes(t);
+	int64_t nb = n / 32, qbytes = t == DT_Q8_0 ? 512 : 256;
+	uint8_t *o = out;
+	for (int64_t g0 = 0; g0 < rows; g0 += KX16_ROWS)
+		for (int64_t b = 0; b < nb; b++, o += bb) {
+			memset(o, 0, bb);
+			for (int c = 0; c < KX16_ROWS && g0 + c < rows; c++) {
+				const uint8_t *p = (const uint8_t *)w +
+						   (size_t)(g0 + c) * rb +
+						   (size_t)b * sb;
+				uint16_t d = rd16(p), m;
+				float df = fp16_to_f32(d);
+				if (t == DT_Q4_1) {
+					m = rd16(p + 2);
+					for (int j = 0; j < 4; j++)
+						memcpy(o + 64 * j + 4 * c,
+						       p + 4 + 4 * j, 4);
+				} else if (t == DT_Q4_0) {
+					m = f32_to_fp16(-8.f * df);
+					for (int j = 0; j < 4; j++)
+						memcpy(o + 64 * j + 4 * c,
+						       p + 2 + 4 * j, 4);
+				} else {
+					m = f32_to_fp16(-128.f * df);
+					for (int k = 0; k < 32; k++)
+						o[64 * (k / 4) + 4 * c + k % 4] =
+							(uint8_t)(p[2 + k] ^ 0x80);
+				}
+				/* the offset must be exact, or the x16
+				 * numbers drift from the original's */
+				if (t != DT_Q4_1 &&
+				    fp16_to_f32(m) != (t == DT_Q4_0 ? -8.f : -128.f) * df)
+					return -1;
+				memcpy(o + qbytes + 2 * c, &d, 2);
+				memcpy(o + qbytes + 2 * KX16_ROWS + 2 * c, &m, 2);
+			}
+		}
+	return 0;
+}
+
 /* ---- portable reference dots ---- */
 
 static float dot_f32(int64_t n, const void *w, const void *x)
@@ -292,6 +364,35 @@ static void ref_scale_axpy(int n, float c, float a, const float *x, float *y)
 		y[i] = y[i] * c + a * x[i];
 }
 
+static void ref_dot_rows(int n, const float *q, const float *const *rows,
+			 int cnt, float *s)
+{
+	for (int p = 0; p < cnt; p++)
+		s[p] = ref_dot_f32(n, q, rows[p]);
+}
+
+static void ref_axpy_rows(int n, float c, const float *e,
+			  const float *const *rows, int cnt, float *y)
+{
+	for (int i = 0; i < n; i++)
+		y[i] *= c;
+	for (int p = 0; p < cnt; p++)
+		for (int i = 0; i < n; i++)
+			y[i] += e[p] * rows[p][i];
+}
+
+static void ref_exp_sub(float *s, int n, float m)
+{
+	for (int i = 0; i < n; i++)
+		s[i] = expf(s[i] - m);
+}
+
+static void ref_silu_mul(float *g, const float *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		g[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
 static const KernelSet scalar_set = {
 	.name = "scalar",
 	.dot = {
@@ -302,6 +403,10 @@ static const KernelSet scalar_set = {
 	},
 	.dot_f32 = ref_dot_f32,
 	.scale_axpy = ref_scale_axpy,
+	.dot_rows = ref_dot_rows,
+	.axpy_rows = ref_axpy_rows,
+	.exp_sub = ref_exp_sub,
+	.silu_mul = ref_silu_mul,
 };
 
 const KernelSet *kernels_scalar(void)

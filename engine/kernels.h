@@ -68,6 +68,42 @@ typedef void (*kdot2x4_fn)(int64_t n, const void *w, size_t wstride,
 typedef void (*kdotw4_fn)(int64_t n, const void *w, size_t wstride,
 			  const void *x, float *out);
 
+/* Repacked ("x16") weights for the prefill GEMM and the decode mat-vec of
+ * the 32-element block types Q4_0, Q4_1 and Q8_0: 16 weight rows are
+ * interleaved so that one 64-byte vector holds 4 consecutive elements of
+ * each of the 16 rows, and VNNI (vpdpbusd) multiplies it by 4 bytes of one
+ * activation row broadcast to every lane: 16 output columns at once, with
+ * no horizontal sums. Every weight is stored unsigned (u = q, q + 8 for
+ * Q4_0 as 0..15 nibbles, q + 128 for Q8_0) with a per-row block scale d
+ * and offset m, value = d*u + m, so one kernel serves all three types:
+ * the m term is m * (dx * sum(qx)), the KQ8 's' field.
+ *
+ * Layout: row groups of KX16_ROWS rows one after the other (the last one
+ * padded with zero rows), each a run of n/32 blocks of
+ *   4-bit: 4 x 64 bytes, vector j lane c = bytes 4j..4j+3 of row c's
+ *          nibbles (low nibbles elements 4j.., high nibbles 16+4j..),
+ *   8-bit: 8 x 64 bytes, vector g lane c = elements 4g..4g+3 of row c,
+ *   then f16 d[16] and f16 m[16].
+ * Same size as the original for Q4_x (320 bytes per 16 x 32), +6% for
+ * Q8_0 (576 for 544). */
+#define KX16_ROWS 16
+
+/* Bytes of the x16 copy of a [rows][n] weight of type t, or 0 when the
+ * type has no x16 form or n is not a whole number of blocks. */
+size_t kernel_x16_bytes(dtype t, int64_t rows, int64_t n);
+/* Repack w into out (kernel_x16_bytes() of it). -1 when an offset m does
+ * not fit an f16 (a Q4_0/Q8_0 scale over 8188/511): keep the original. */
+int kernel_x16_pack(dtype t, const void *w, int64_t rows, int64_t n,
+		    void *out);
+
+/* nr (1..KX16_MAXR) activation rows (KQ8, row r at x + r*xs bytes) times
+ * one row group of x16 weights (n elements per row): out[r*ldo + c] for
+ * the first nc (1..16) rows c of the group. A row's result does not depend
+ * on nr, so a sequence gets the same numbers batched or alone. */
+#define KX16_MAXR 8
+typedef void (*kx16_fn)(int64_t n, const void *wp, const void *x, size_t xs,
+			int nr, float *out, size_t ldo, int nc);
+
 /* A set of kernels for one instruction-set level. */
 typedef struct KernelSet {
 	const char *name;     /* "scalar", "avx2", "avx512" */
@@ -75,6 +111,14 @@ typedef struct KernelSet {
 	kdot4_fn dot4[DT_COUNT]; /* per weight type; NULL: call dot 4 times */
 	kdot2x4_fn dot2x4[DT_COUNT]; /* float types; NULL: use dot4 */
 	kdotw4_fn dotw4[DT_COUNT]; /* NULL: call dot per weight row */
+	kx16_fn x16[DT_COUNT]; /* on x16-repacked weights; NULL: none */
+	/* Prefill on float weights: gemm_w weight rows (row k at w + k*ws
+	 * bytes) x nx (1..gemm_x) activation rows (row i at x + i*xs
+	 * floats): out[i*ldo + k], the numbers dot gives; NULL: none. */
+	void (*gemm[DT_COUNT])(int64_t n, const void *w, size_t ws,
+			       const float *x, size_t xs, int nx, float *out,
+			       size_t ldo);
+	int gemm_w, gemm_x; /* its tile */
 	/* Fast versions of kernel_prepare_act() for KACT_Q8 / KACT_Q8K rows,
 	 * bit-identical to it; NULL: use kernel_prepare_act(). */
 	void (*quant_q8)(const float *x, void *out, int64_t n);
@@ -83,6 +127,17 @@ typedef struct KernelSet {
 	float (*dot_f32)(int n, const float *a, const float *b);
 	/* y[i] = y[i]*c + a*x[i] (attention: rescale and accumulate V). */
 	void (*scale_axpy)(int n, float c, float a, const float *x, float *y);
+	/* Attention over a block of cache rows (any addresses, so paged and
+	 * contiguous caches alike): s[p] = q . rows[p] over n floats, and
+	 * y = y*c, then y += e[p] * rows[p] for p = 0..cnt-1 in order. */
+	void (*dot_rows)(int n, const float *q, const float *const *rows,
+			 int cnt, float *s);
+	void (*axpy_rows)(int n, float c, const float *e,
+			  const float *const *rows, int cnt, float *y);
+	/* s[i] = exp(s[i] - m) (attention weights of a block of keys). */
+	void (*exp_sub)(float *s, int n, float m);
+	/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]. */
+	void (*silu_mul)(float *g, const float *u, size_t n);
 } KernelSet;
 
 const KernelSet *kernels_scalar(void);

@@ -1,10 +1,16 @@
 /*
  * threadpool.c - see threadpool.h.
  *
- * Protocol: the caller publishes fn/arg/n, resets the task counter, sets
- * `pending` to the worker count and bumps `gen` (the futex workers wait
- * on). Each worker runs tasks until the counter passes n, then decrements
- * `pending`; the last one wakes the caller if it went to sleep on it.
+ * Protocol: a job is published as one 64-bit ticket, the job number in
+ * the high half and the next task index in the low half. Anyone (caller
+ * or worker) claims a task with a compare-and-swap that checks the job
+ * number too, so a worker that wakes up late can never claim a task of
+ * the job after the one it saw. Completion counts tasks, not workers: the
+ * caller returns as soon as every task is done, so a worker the kernel
+ * has descheduled (a shared, busy machine) delays a job only if it holds
+ * a claimed task, not merely by not having looked yet. The job's fn, arg
+ * and n stay valid while a claimed task of it is unfinished, which is all
+ * a worker reads them for.
  */
 #include "threadpool.h"
 
@@ -26,13 +32,13 @@
 struct ThreadPool {
 	int n;                 /* threads including the caller */
 	pthread_t *th;         /* n - 1 workers */
-	_Atomic uint32_t gen;  /* job generation; futex word for workers */
-	_Atomic uint32_t pending; /* workers still in the current job */
-	_Atomic int next;      /* next task index to hand out */
+	_Atomic uint64_t ticket; /* job number << 32 | next task index */
+	_Atomic uint32_t gen;  /* job number; futex word for idle workers */
+	_Atomic uint32_t done; /* tasks of the current job finished */
 	_Atomic int stop;      /* 1: workers exit */
 	_Atomic int sleepers;  /* workers in futex_wait on gen: wake needed */
-	_Atomic int caller_sleeping; /* caller in futex_wait on pending */
-	int ntasks;            /* tasks in the current job */
+	_Atomic int caller_sleeping; /* caller in futex_wait on done */
+	_Atomic int ntasks;    /* tasks in the current job */
 	tp_fn fn;              /* current job */
 	void *arg;             /* its argument */
 };
@@ -59,12 +65,27 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static void run_tasks(ThreadPool *p, int id)
+/* Claim and run tasks of job g until none is left (or the job is over). */
+static void run_tasks(ThreadPool *p, uint32_t g, int id)
 {
-	int t;
-	while ((t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed)) <
-	       p->ntasks)
-		p->fn(p->arg, t, id);
+	for (;;) {
+		uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+		if ((uint32_t)(t >> 32) != g)
+			return;
+		int n = atomic_load_explicit(&p->ntasks, memory_order_relaxed);
+		if ((int64_t)(uint32_t)t >= n)
+			return;
+		if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1,
+							   memory_order_acq_rel,
+							   memory_order_relaxed))
+			continue;
+		/* task (uint32_t)t of job g is ours: the job cannot end
+		 * before we finish it, so fn and arg are still its own */
+		p->fn(p->arg, (int)(uint32_t)t, id);
+		if (atomic_fetch_add(&p->done, 1) + 1 == (uint32_t)n &&
+		    id != 0 && atomic_load(&p->caller_sleeping))
+			futex_wake(&p->done);
+	}
 }
 
 static void *worker(void *a)
@@ -88,10 +109,7 @@ static void *worker(void *a)
 		seen = g;
 		if (atomic_load(&p->stop))
 			return NULL;
-		run_tasks(p, wa.id);
-		if (atomic_fetch_sub(&p->pending, 1) == 1 &&
-		    atomic_load(&p->caller_sleeping))
-			futex_wake(&p->pending);
+		run_tasks(p, g, wa.id);
 	}
 }
 
@@ -158,23 +176,28 @@ void tp_run(ThreadPool *p, int n, tp_fn fn, void *arg)
 			fn(arg, t, 0);
 		return;
 	}
+	/* the previous job is complete, so no worker reads these now */
 	p->fn = fn;
 	p->arg = arg;
-	p->ntasks = n;
-	atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
-	atomic_fetch_add(&p->gen, 1);
+	atomic_store_explicit(&p->ntasks, n, memory_order_relaxed);
+	atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+	uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+	atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
+	atomic_store_explicit(&p->gen, g, memory_order_release);
 	if (atomic_load(&p->sleepers))
 		futex_wake(&p->gen);
-	run_tasks(p, 0);
-	uint32_t left;
+	run_tasks(p, g, 0);
+	uint32_t d;
 	int spins = 0;
-	while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0) {
+	while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != (uint32_t)n) {
 		if (++spins < SPIN_ITERS)
 			cpu_relax();
 		else {
 			atomic_store(&p->caller_sleeping, 1);
-			futex_wait(&p->pending, left);
+			/* recheck after announcing, then sleep while unchanged */
+			d = atomic_load(&p->done);
+			if (d != (uint32_t)n)
+				futex_wait(&p->done, d);
 			atomic_store(&p->caller_sleeping, 0);
 		}
 	}

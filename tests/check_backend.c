@@ -356,6 +356,16 @@ START_TEST(threadpool_runs_each_task_once)
 		if (rep % 100 == 0)
 			usleep(20000); /* let the workers fall asleep */
 	}
+	/* many tiny jobs, where the caller often finishes every task before
+	 * a worker looks: no task may run twice, late, or not at all */
+	for (int rep = 0; rep < 20000; rep++) {
+		int n = 2 + rep % 3;
+		tp_run(p, n, pool_task, &a);
+		for (int i = 0; i < n; i++)
+			ck_assert_int_eq(atomic_load(&hits[i]), 1);
+		for (int i = 0; i < n; i++)
+			atomic_store(&hits[i], 0);
+	}
 	tp_run(p, T, pool_task, &a);
 	for (int i = 0; i < T; i++)
 		ck_assert_int_eq(atomic_load(&hits[i]), 1);

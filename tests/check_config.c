@@ -213,6 +213,7 @@ START_TEST(test_config_every_option)
 		 "socket = %s\nsocket-mode = 0600\nmodel = c2=%s\nmodels-dir = %s\n"
 		 "db = %s\nlog-prompts = false\nlog-file = %s\nmem-budget = 1G\n"
 		 "keep-alive = 60\nshutdown-timeout = 5\nexit-idle = 0\nmax-queue = 4\nmax-batch = 4\n"
+		 "batch-tokens = 64\n"
 		 "max-conn-requests = 4\nmax-uid-requests = 8\nmax-connections = 16\n"
 		 "max-tokens = 6\nbackend = cpu\nthreads = 1\nctx = 64\n",
 		 d.sock, test_data("models/tiny-llama2"), models, d.db, logf);

@@ -453,6 +453,34 @@ START_TEST(test_rope)
 }
 END_TEST
 
+/* Double reference of causal GQA attention for one query row: ref
+ * [heads*hd] += softmax(q.K^T / sqrt(hd)) V over keys 0..L-1 of K, V
+ * [L][kvh*hd]; s: scratch of L doubles. */
+static void ref_attention_row(double *ref, const float *q, const float *K,
+			      const float *V, int L, int heads, int kvh,
+			      int hd, double *s)
+{
+	int kvd = kvh * hd;
+	for (int h = 0; h < heads; h++) {
+		int g = h / (heads / kvh);
+		double mx = -INFINITY, sum = 0;
+		for (int j = 0; j < L; j++) {
+			double d = 0;
+			for (int e = 0; e < hd; e++)
+				d += (double)q[h * hd + e] *
+				     K[(size_t)j * kvd + g * hd + e];
+			s[j] = d / sqrt(hd);
+			mx = s[j] > mx ? s[j] : mx;
+		}
+		for (int j = 0; j < L; j++)
+			sum += s[j] = exp(s[j] - mx);
+		for (int j = 0; j < L; j++)
+			for (int e = 0; e < hd; e++)
+				ref[h * hd + e] += s[j] / sum *
+						   V[(size_t)j * kvd + g * hd + e];
+	}
+}
+
 static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 {
 	int len = pos0 + n, qdim = heads * hd, kvd = kvh * hd;
@@ -468,25 +496,8 @@ static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 	double *ref = calloc((size_t)n * qdim, sizeof(double));
 	double *s = malloc(sizeof(double) * len);
 	for (int i = 0; i < n; i++)
-		for (int h = 0; h < heads; h++) {
-			int g = h / (heads / kvh), L = pos0 + i + 1;
-			double mx = -INFINITY, sum = 0;
-			for (int j = 0; j < L; j++) {
-				double d = 0;
-				for (int e = 0; e < hd; e++)
-					d += (double)q[(size_t)i * qdim + h * hd + e] *
-					     k[(size_t)j * kvd + g * hd + e];
-				s[j] = d / sqrt(hd);
-				if (s[j] > mx)
-					mx = s[j];
-			}
-			for (int j = 0; j < L; j++)
-				sum += s[j] = exp(s[j] - mx);
-			for (int j = 0; j < L; j++)
-				for (int e = 0; e < hd; e++)
-					ref[(size_t)i * qdim + h * hd + e] +=
-						s[j] / sum * v[(size_t)j * kvd + g * hd + e];
-		}
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  k, v, pos0 + i + 1, heads, kvh, hd, s);
 	double e = rel_err(o, ref, (size_t)n * qdim);
 	ck_assert_msg(e < 1e-4, "attention n=%d pos0=%d heads=%d/%d hd=%d: %g",
 		      n, pos0, heads, kvh, hd, e);
@@ -509,6 +520,132 @@ START_TEST(test_attention)
 	check_attention(1, 5000, 8, 8, 64);
 	check_attention(3, 300, 4, 4, 128);  /* few rows: decode path */
 	check_attention(2, 70, 4, 1, 16);
+}
+END_TEST
+
+static int32_t *dev_ints(const int32_t *src, size_t n)
+{
+	int32_t *d = be->ops->alloc(be, n * sizeof(int32_t));
+	ck_assert_ptr_nonnull(d);
+	be->ops->to_dev(be, d, src, n * sizeof(int32_t));
+	return d;
+}
+
+/* The paged-cache ops of batching: K/V of three sequences stored through
+ * their block tables (blocks handed out in reverse, so no sequence is
+ * contiguous), then attention of the last rows of each, against a
+ * double reference over each sequence's own keys; rope_rows against
+ * rope() row by row (same kernel arithmetic: equal bits). */
+static void check_paged(int heads, int kvh, int hd, int bs)
+{
+	enum { S = 3 };
+	const int lens[S] = {1, 37, 70}, last[S] = {1, 3, 2};
+	int qdim = heads * hd, kvd = kvh * hd, nblk = 0, tabn = 0, n = 0;
+	int nbs[S], boff[S];
+	for (int s = 0; s < S; s++) {
+		nbs[s] = (lens[s] + bs - 1) / bs;
+		boff[s] = tabn;
+		tabn += nbs[s];
+		n += last[s];
+	}
+	nblk = tabn + 2;
+	int32_t *tables = malloc(sizeof(int32_t) * tabn);
+	for (int k = 0; k < tabn; k++)
+		tables[k] = nblk - 1 - k; /* reverse order */
+	float *kv[2][S];
+	int nst = 0;
+	for (int s = 0; s < S; s++) {
+		kv[0][s] = rand_floats((size_t)lens[s] * kvd, 1.0);
+		kv[1][s] = rand_floats((size_t)lens[s] * kvd, 1.0);
+		nst += lens[s];
+	}
+	/* every position of every sequence into its slot */
+	float *kall = malloc(sizeof(float) * nst * kvd);
+	float *vall = malloc(sizeof(float) * nst * kvd);
+	int32_t *slots = malloc(sizeof(int32_t) * nst);
+	int32_t *pos = malloc(sizeof(int32_t) * n), *tab = malloc(sizeof(int32_t) * n);
+	int r = 0, qi = 0, seq_of[64];
+	for (int s = 0; s < S; s++) {
+		for (int p = 0; p < lens[s]; p++, r++) {
+			memcpy(kall + (size_t)r * kvd, kv[0][s] + (size_t)p * kvd,
+			       sizeof(float) * kvd);
+			memcpy(vall + (size_t)r * kvd, kv[1][s] + (size_t)p * kvd,
+			       sizeof(float) * kvd);
+			slots[r] = tables[boff[s] + p / bs] * bs + p % bs;
+		}
+		for (int j = 0; j < last[s]; j++, qi++) {
+			pos[qi] = lens[s] - last[s] + j;
+			tab[qi] = boff[s];
+			seq_of[qi] = s;
+		}
+	}
+	size_t pool = (size_t)nblk * bs * kvd;
+	float *kc = dev_floats(NULL, pool), *vc = dev_floats(NULL, pool);
+	float *kd = dev_floats(kall, (size_t)nst * kvd);
+	float *vd = dev_floats(vall, (size_t)nst * kvd);
+	int32_t *sd = dev_ints(slots, nst), *pd = dev_ints(pos, n);
+	int32_t *td = dev_ints(tab, n), *tbd = dev_ints(tables, tabn);
+	be->ops->kv_store(be, kc, vc, kd, vd, sd, nst, kvd);
+	float *q = rand_floats((size_t)n * qdim, 1.0);
+	float *qd = dev_floats(q, (size_t)n * qdim);
+	float *od = dev_floats(NULL, (size_t)n * qdim);
+	be->ops->attention_paged(be, od, qd, kc, vc, pd, td, tbd, bs, n, heads,
+				 kvh, hd);
+	float *o = host_floats(od, (size_t)n * qdim);
+	double *ref = calloc((size_t)n * qdim, sizeof(double));
+	double *sc = malloc(sizeof(double) * 80);
+	for (int i = 0; i < n; i++)
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  kv[0][seq_of[i]], kv[1][seq_of[i]], pos[i] + 1,
+				  heads, kvh, hd, sc);
+	double e = rel_err(o, ref, (size_t)n * qdim);
+	ck_assert_msg(e < 1e-5, "attention_paged heads %d/%d hd %d block %d: "
+		      "rel err %g", heads, kvh, hd, bs, e);
+
+	/* rope_rows == rope at each row's position, bit for bit */
+	float inv[128];
+	for (int k = 0; k < hd / 2; k++)
+		inv[k] = powf(10000.0f, -2.0f * k / hd);
+	float *invd = dev_floats(inv, hd / 2);
+	for (int layout = 0; layout < 2; layout++) {
+		float *x1 = dev_floats(q, (size_t)n * qdim);
+		float *x2 = dev_floats(q, (size_t)n * qdim);
+		be->ops->rope_rows(be, x1, n, qdim, heads, hd, pd, invd, layout);
+		for (int i = 0; i < n; i++)
+			be->ops->rope(be, x2 + (size_t)i * qdim, 1, qdim, heads, hd,
+				      pos[i], invd, layout);
+		float *a = host_floats(x1, (size_t)n * qdim);
+		float *b = host_floats(x2, (size_t)n * qdim);
+		ck_assert_msg(!memcmp(a, b, sizeof(float) * n * qdim),
+			      "rope_rows differs from rope (layout %d)", layout);
+		be->ops->free(be, x1);
+		be->ops->free(be, x2);
+		free(a);
+		free(b);
+	}
+	void *bufs[] = {kc, vc, kd, vd, sd, pd, td, tbd, qd, od, invd};
+	for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++)
+		be->ops->free(be, bufs[k]);
+	for (int s = 0; s < S; s++) {
+		free(kv[0][s]);
+		free(kv[1][s]);
+	}
+	free(tables); free(kall); free(vall); free(slots); free(pos);
+	free(tab); free(q); free(o); free(ref); free(sc);
+}
+
+START_TEST(test_paged)
+{
+	NEED_GPU();
+	if (!be->ops->attention_paged)
+		TEST_SKIP("the CUDA backend offers no paged ops "
+			  "(INFERD_CUDA_PAGED=0)");
+	check_paged(4, 2, 16, 16);   /* the tiny test models' shape */
+	check_paged(8, 8, 64, 16);
+	check_paged(32, 32, 128, 16); /* Llama-2-7B */
+	check_paged(8, 2, 128, 4);
+	check_paged(6, 3, 80, 16);    /* odd head_dim */
+	check_paged(2, 1, 256, 32);
 }
 END_TEST
 
@@ -550,6 +687,51 @@ START_TEST(test_elementwise)
 }
 END_TEST
 
+/* Larger first, lower index on ties, NaN last (the sampler's order). */
+static const float *topk_base;
+static int topk_cmp(const void *a, const void *b)
+{
+	int i = *(const int *)a, j = *(const int *)b;
+	float u = topk_base[i], v = topk_base[j];
+	if (isnan(u) != isnan(v))
+		return isnan(u) ? 1 : -1;
+	if (!isnan(u) && u != v)
+		return u > v ? -1 : 1;
+	return i < j ? -1 : 1;
+}
+
+static void check_topk(float *xd, const float *x, int rows, int cols, int k)
+{
+	float *vd = be->ops->alloc(be, sizeof(float) * rows * k);
+	int32_t *id = be->ops->alloc(be, sizeof(int32_t) * rows * k);
+	be->ops->topk_rows(be, vd, id, xd, rows, cols, k);
+	float *v = malloc(sizeof(float) * rows * k);
+	int32_t *ids = malloc(sizeof(int32_t) * rows * k);
+	int *ord = malloc(sizeof(int) * cols);
+	be->ops->to_host(be, v, vd, sizeof(float) * rows * k);
+	be->ops->to_host(be, ids, id, sizeof(int32_t) * rows * k);
+	sync_ok();
+	for (int r = 0; r < rows; r++) {
+		topk_base = x + (size_t)r * cols;
+		for (int i = 0; i < cols; i++)
+			ord[i] = i;
+		qsort(ord, cols, sizeof ord[0], topk_cmp);
+		for (int j = 0; j < k; j++) {
+			ck_assert_msg(ids[r * k + j] == ord[j], "topk k=%d row %d "
+				      "#%d: id %d, want %d", k, r, j,
+				      ids[r * k + j], ord[j]);
+			float w = topk_base[ord[j]], g = v[r * k + j];
+			ck_assert_msg(!memcmp(&w, &g, sizeof w) ||
+				      (isnan(w) && isnan(g)), "topk value");
+		}
+	}
+	be->ops->free(be, vd);
+	be->ops->free(be, id);
+	free(v);
+	free(ids);
+	free(ord);
+}
+
 START_TEST(test_argmax)
 {
 	NEED_GPU();
@@ -567,6 +749,54 @@ START_TEST(test_argmax)
 		free(x);
 	}
 	sync_ok();
+	if (!be->ops->argmax_rows)
+		return;
+	/* rows: random; a tie (lowest index wins); NaNs (never win); all
+	 * -inf (index 0, like the CPU sampler's argmax) */
+	enum { R = 5, C = 32000 };
+	float *x = rand_floats((size_t)R * C, 10.0);
+	x[1 * C + 700] = x[1 * C + 9000] = 50.0f;
+	for (int i = 0; i < C; i += 3)
+		x[2 * C + i] = NAN;
+	x[2 * C + 5] = 60.0f;
+	for (int i = 0; i < C; i++)
+		x[4 * C + i] = -INFINITY;
+	int want[R];
+	for (int r = 0; r < R; r++) {
+		int b = -1;
+		for (int i = 0; i < C; i++)
+			if (!isnan(x[r * C + i]) &&
+			    (b < 0 || x[r * C + i] > x[r * C + b]))
+				b = i;
+		want[r] = b < 0 ? 0 : b;
+	}
+	ck_assert_int_eq(want[1], 700);
+	ck_assert_int_eq(want[2], 5);
+	ck_assert_int_eq(want[4], 0);
+	float *xd = dev_floats(x, (size_t)R * C);
+	int32_t *od = be->ops->alloc(be, R * sizeof(int32_t)), got[R];
+	be->ops->argmax_rows(be, od, xd, R, C);
+	be->ops->to_host(be, got, od, sizeof got);
+	sync_ok();
+	for (int r = 0; r < R; r++)
+		ck_assert_msg(got[r] == want[r], "row %d: %d, want %d", r,
+			      got[r], want[r]);
+	be->ops->free(be, od);
+	if (be->ops->topk_rows) {
+		/* coarse values in row 3: ties across the k-th place; -0 and
+		 * +0 tie like floats compare */
+		for (int i = 0; i < C; i++)
+			x[3 * C + i] = (float)((i * 7919) % 97) * 0.5f;
+		x[0 * C + 17] = -0.0f;
+		x[0 * C + 18] = 0.0f;
+		float *xd2 = dev_floats(x, (size_t)R * C);
+		const int ks[] = {1, 40, TOPK_MAX};
+		for (int ki = 0; ki < 3; ki++)
+			check_topk(xd2, x, R, C, ks[ki]);
+		be->ops->free(be, xd2);
+	}
+	be->ops->free(be, xd);
+	free(x);
 }
 END_TEST
 
@@ -751,6 +981,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_rmsnorm);
 	tcase_add_test(tc, test_rope);
 	tcase_add_test(tc, test_attention);
+	tcase_add_test(tc, test_paged);
 	tcase_add_test(tc, test_elementwise);
 	tcase_add_test(tc, test_argmax);
 	tcase_add_test(tc, test_embed);

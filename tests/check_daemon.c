@@ -1189,6 +1189,25 @@ START_TEST(test_memory_budget)
 	ck_assert_msg(strstr(m, want) != NULL, "%s\nwant: %s", m, want);
 	ck_assert_int_eq(infer_unload(c, "l2"), 0);
 	ck_assert_int_eq(infer_load(c, "l3", INFER_KEEP_DEFAULT), 0);
+	/* The first generate makes the batch's KV pool from what the budget
+	 * leaves (16-token blocks of 3 layers x 32 floats x K,V) and charges
+	 * it: 158 blocks, then l2 no longer fits. */
+	infer_gen_params p;
+	infer_gen_params_init(&p);
+	p.model = "l3";
+	p.prompt = "Once upon a time";
+	p.max_tokens = 4;
+	infer_gen_result res;
+	ck_assert_int_eq(infer_generate(c, &p, NULL, NULL, &res), 0);
+	double block = 16.0 * 3 * 32 * 2 * 4;
+	long long blocks = (long long)((12.0 * 1048576 - (w3 + kv3)) / block);
+	ck_assert_int_eq(blocks, 158);
+	ck_assert_int_eq(model_bytes(c, "l3"),
+			 (long long)(w3 + kv3 + blocks * block));
+	ck_assert_int_eq(infer_load(c, "l2", INFER_KEEP_DEFAULT), INFER_EMEMORY);
+	ck_assert_int_eq(infer_unload(c, "l3"), 0); /* the pool goes too */
+	ck_assert_int_eq(model_bytes(c, "l3"), (long long)(w3 + kv3));
+	ck_assert_int_eq(infer_load(c, "l2", INFER_KEEP_DEFAULT), 0);
 	infer_close(c);
 	ck_assert_int_eq(t_stop(&d), 0);
 	t_cleanup(&d);

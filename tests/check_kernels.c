@@ -410,6 +410,85 @@ START_TEST(dot_all_levels)
 }
 END_TEST
 
+/* The vector exp behind softmax weights and silu, at every level,
+ * against libm in double: a few ulp, and a block length that is not a
+ * multiple of the vector width (the masked tail). */
+START_TEST(exp_silu_all_levels)
+{
+	for (int lv = 0; lv < 3; lv++) {
+		const KernelSet *k = kernels_by_name(levels[lv]);
+		if (!k)
+			continue;
+		enum { N = 203 };
+		float s[N], g[N], u[N], g0[N];
+		for (int i = 0; i < N; i++) {
+			s[i] = i < 200 ? -(float)i * 0.45f : -200.f;
+			g[i] = g0[i] = frand(-30, 30) * (i % 3 ? 1.f : 0.05f);
+			u[i] = frand(-2, 2);
+		}
+		s[5] = 0.37f; /* above the max: exp > 1 */
+		float m = 0.25f, s0[N];
+		memcpy(s0, s, sizeof s);
+		k->exp_sub(s, N, m);
+		k->silu_mul(g, u, N);
+		for (int i = 0; i < N; i++) {
+			double want = exp((double)(s0[i] - m)); /* float difference, as the op */
+			ck_assert_msg(fabs(s[i] - want) <= 3e-7 * want + 1e-37,
+				      "%s exp_sub[%d] of %g: %.9g vs %.9g",
+				      levels[lv], i, s0[i], s[i], want);
+			double sw = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * u[i];
+			ck_assert_msg(fabs(g[i] - sw) <= 5e-7 * fabs(sw) + 1e-30,
+				      "%s silu_mul[%d] of %g: %.9g vs %.9g",
+				      levels[lv], i, g0[i], g[i], sw);
+		}
+	}
+}
+END_TEST
+
+/* Attention's block kernels at every level against double sums: scores
+ * of rows at arbitrary addresses, and the rescaled weighted sum. Head
+ * sizes 64 and 72 (a tail past the vector width), 7 rows. */
+START_TEST(att_rows_all_levels)
+{
+	for (int lv = 0; lv < 3; lv++) {
+		const KernelSet *k = kernels_by_name(levels[lv]);
+		if (!k)
+			continue;
+		for (int n = 64; n <= 72; n += 8) {
+			enum { CNT = 7 };
+			float q[72], store[CNT * 80], y[72], y0[72], e[CNT], sc[CNT];
+			const float *rows[CNT];
+			for (int i = 0; i < CNT * 80; i++)
+				store[i] = frand(-1, 1);
+			for (int p = 0; p < CNT; p++) {
+				rows[p] = store + ((p * 3) % CNT) * 80; /* not in order */
+				e[p] = frand(0, 1);
+			}
+			for (int i = 0; i < n; i++) {
+				q[i] = frand(-1, 1);
+				y[i] = y0[i] = frand(-1, 1);
+			}
+			k->dot_rows(n, q, rows, CNT, sc);
+			k->axpy_rows(n, 0.75f, e, rows, CNT, y);
+			for (int p = 0; p < CNT; p++) {
+				double want = 0;
+				for (int i = 0; i < n; i++)
+					want += (double)q[i] * rows[p][i];
+				ck_assert_msg(fabs(sc[p] - want) < 1e-5, "%s dot_rows n %d row %d",
+					      levels[lv], n, p);
+			}
+			for (int i = 0; i < n; i++) {
+				double want = 0.75 * y0[i];
+				for (int p = 0; p < CNT; p++)
+					want += (double)e[p] * rows[p][i];
+				ck_assert_msg(fabs(y[i] - want) < 1e-5, "%s axpy_rows n %d [%d]",
+					      levels[lv], n, i);
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(matmul_all_levels)
 {
 	char err[256];
@@ -458,6 +537,19 @@ START_TEST(matmul_all_levels)
 							      levels[lv], dtype_name(t),
 							      n, i, r, got, want);
 					}
+				/* each row as alone (n = 1): the same bits,
+				 * whichever tile served it in the batch */
+				float *one = o->alloc(b, sizeof(float) * rows);
+				for (int i = 0; i < n; i++) {
+					o->matmul(b, one, x + i * cols, &w,
+						  use_bias ? &bias : NULL, 1);
+					ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+					ck_assert_msg(memcmp(one, out + i * rows,
+							     sizeof(float) * rows) == 0,
+						      "%s %s n %d row %d: batched != alone",
+						      levels[lv], dtype_name(t), n, i);
+				}
+				o->free(b, one);
 				o->free(b, x);
 				o->free(b, out);
 			}
@@ -466,6 +558,92 @@ START_TEST(matmul_all_levels)
 	}
 	o->destroy(b);
 	}
+}
+END_TEST
+
+/* The x16-repacked path (upload() repacks Q4_0/Q4_1/Q8_0 when the level
+ * has the kernel): against the double reference, with 37 rows (a padded
+ * last row group) and 1, 5 and 9 activation rows; and a row's numbers do
+ * not depend on how many rows share the matmul (batched = alone). */
+START_TEST(matmul_x16_repacked)
+{
+	char err[256];
+	static const dtype x16_types[] = {DT_Q8_0, DT_Q4_0, DT_Q4_1};
+	int ran = 0;
+	for (int th = 1; th <= 2; th++) {
+		Backend *b = cpu_backend_create(th, err, sizeof err);
+		ck_assert_msg(b, "%s", err);
+		cpu_backend_set_par_min(b, 0);
+		const BackendOps *o = b->ops;
+		for (int ti = 0; ti < 3; ti++) {
+			dtype t = x16_types[ti];
+			int rows = 37, cols = 32 * 11;
+			uint8_t *wd = rand_weights(t, rows, cols);
+			Tensor w = {.name = "w", .type = t, .rows = rows,
+				    .cols = cols, .data = wd,
+				    .nbytes = rows * dtype_row_bytes(t, cols)};
+			ck_assert_msg(o->upload(b, &w, err, sizeof err) == 0, "%s", err);
+			if (!w.dev) { /* no x16 kernel on this CPU */
+				free(wd);
+				continue;
+			}
+			ran++;
+			int n = 9;
+			float *x = o->alloc(b, sizeof(float) * n * cols);
+			float *out = o->alloc(b, sizeof(float) * n * rows);
+			float *one = o->alloc(b, sizeof(float) * rows);
+			for (int i = 0; i < n * cols; i++)
+				x[i] = frand(-2, 2);
+			o->matmul(b, out, x, &w, NULL, n);
+			ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+			size_t rb = dtype_row_bytes(t, cols);
+			for (int i = 0; i < n; i++) {
+				for (int r = 0; r < rows; r++) {
+					double want, tol;
+					ref_dot(t, wd + r * rb, x + i * cols, cols,
+						&want, &tol);
+					ck_assert_msg(fabs(out[i * rows + r] - want) <= tol,
+						      "x16 %s [%d][%d]: %g vs %g",
+						      dtype_name(t), i, r,
+						      out[i * rows + r], want);
+				}
+				o->matmul(b, one, x + i * cols, &w, NULL, 1);
+				ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+				ck_assert_msg(memcmp(one, out + i * rows,
+						     sizeof(float) * rows) == 0,
+					      "x16 %s row %d: alone != batched",
+					      dtype_name(t), i);
+			}
+			/* a forced level without x16 kernels reads the
+			 * original and agrees within the tolerance */
+			ck_assert_int_eq(cpu_backend_set_simd(b, "scalar"), 0);
+			o->matmul(b, one, x, &w, NULL, 1);
+			ck_assert_int_eq(o->sync(b, NULL, err, sizeof err), 0);
+			for (int r = 0; r < rows; r++) {
+				double want, tol;
+				ref_dot(t, wd + r * rb, x, cols, &want, &tol);
+				ck_assert(fabs(one[r] - want) <= tol);
+			}
+			ck_assert_int_eq(cpu_backend_set_simd(b, "avx512"), 0);
+			o->release(b, &w);
+			ck_assert_ptr_null(w.dev);
+			o->free(b, x);
+			o->free(b, out);
+			o->free(b, one);
+			free(wd);
+		}
+		o->destroy(b);
+	}
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
+		ck_assert_int_eq(ran, 6);
+	/* a Q8_0 scale whose -128*d offset overflows an f16 is not packed */
+	uint8_t blk[34] = {0};
+	put16(blk, f32_to_fp16(1000.f));
+	uint8_t out16[576];
+	ck_assert_int_eq(kernel_x16_bytes(DT_Q8_0, 1, 32), sizeof out16);
+	ck_assert_int_eq(kernel_x16_pack(DT_Q8_0, blk, 1, 32, out16), -1);
+	ck_assert_int_eq(kernel_x16_bytes(DT_Q4_K, 16, 256), 0);
 }
 END_TEST
 
@@ -551,6 +729,9 @@ int main(void)
 	tcase_add_test(tc, deq_q6_k);
 	tcase_add_test(tc, dot_all_levels);
 	tcase_add_test(tc, matmul_all_levels);
+	tcase_add_test(tc, exp_silu_all_levels);
+	tcase_add_test(tc, att_rows_all_levels);
+	tcase_add_test(tc, matmul_x16_repacked);
 	tcase_add_test(tc, matmul_error_reported);
 	tcase_add_test(tc, simd_env_selects_level);
 	tcase_add_test(tc, quant_act_identical);

@@ -7,6 +7,15 @@
  *   make build/batch_bench
  *   build/batch_bench [--model PATH] [--threads N] [--tokens N]
  *                     [--clients 1,8,16] [--inferd PATH] [--no-batch]
+ *                     [--backend cpu|cuda] [--prompt-words N] [--ctx N]
+ *                     [--max-batch N] [--batch-tokens N]
+ *                     [--log-file PATH]   (inferd's messages; default none)
+ *
+ * --prompt-words N gives every client a prompt of its own number and N
+ * words of prose (~1.2 tokens a word with a Llama-2 vocabulary; the
+ * PROMPT_TOK column says what the daemon counted); the number comes
+ * first, so no two prompts share a KV block and prefix sharing cannot
+ * flatter the figure. Without it the prompts are four short sentences.
  *
  * --no-batch runs inferd with INFERD_NO_BATCH=1: one generate at a time
  * through engine_generate, the daemon as it was before batching (and, with
@@ -38,6 +47,8 @@ static char sock[128];
 /* One client's request and outcome. */
 typedef struct Job {
 	int idx;        /* client number (picks its prompt) */
+	const char *prompt; /* its own long prompt, or NULL */
+	int n_prompt;   /* prompt tokens the daemon counted */
 	int tokens;     /* max_tokens */
 	int n;          /* tokens received */
 	double ttft;    /* seconds to the first token */
@@ -66,13 +77,14 @@ static void *client(void *arg)
 	infer_gen_params p;
 	infer_gen_params_init(&p);
 	p.model = "m";
-	p.prompt = prompts[j->idx % 4];
+	p.prompt = j->prompt ? j->prompt : prompts[j->idx % 4];
 	p.temperature = 0;
 	p.max_tokens = j->tokens;
 	p.ignore_eos = 1;
 	infer_gen_result res;
 	j->t0 = now();
 	j->rc = infer_generate(c, &p, count_tok, j, &res);
+	j->n_prompt = j->rc == 0 ? res.prompt_tokens : 0;
 	infer_close(c);
 	return NULL;
 }
@@ -80,7 +92,9 @@ static void *client(void *arg)
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *inferd = NULL, *clist = "1,8,16";
-	int threads = 2, tokens = 64, nobatch = 0;
+	const char *backend = "cpu", *ctx = "1024", *maxb = "64", *btok = NULL,
+		   *logf = "/dev/null";
+	int threads = 2, tokens = 64, nobatch = 0, words = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--model") && v)
@@ -93,6 +107,18 @@ int main(int argc, char **argv)
 			clist = argv[++i];
 		else if (!strcmp(a, "--inferd") && v)
 			inferd = argv[++i];
+		else if (!strcmp(a, "--backend") && v)
+			backend = argv[++i];
+		else if (!strcmp(a, "--prompt-words") && v)
+			words = atoi(argv[++i]);
+		else if (!strcmp(a, "--ctx") && v)
+			ctx = argv[++i];
+		else if (!strcmp(a, "--max-batch") && v)
+			maxb = argv[++i];
+		else if (!strcmp(a, "--batch-tokens") && v)
+			btok = argv[++i];
+		else if (!strcmp(a, "--log-file") && v)
+			logf = argv[++i];
 		else if (!strcmp(a, "--no-batch"))
 			nobatch = 1;
 		else {
@@ -114,8 +140,23 @@ int main(int argc, char **argv)
 		snprintf(def + off, sizeof def - off, "inferd");
 		inferd = def;
 	}
-	if (tokens < 1 || threads < 1)
+	if (tokens < 1 || threads < 1 || words < 0 || words > 100000)
 		return 2;
+	static char *long_prompts[MAXC];
+	for (int i = 0; words > 0 && i < MAXC; i++) {
+		static const char *const prose[] = {
+			"the", "river", "runs", "past", "old", "mills",
+			"where", "children", "once", "played", "in", "summer",
+			"light", "and", "farmers", "carried", "grain", "to",
+			"market", "towns"};
+		size_t cap = (size_t)words * 12 + 32, len;
+		if (!(long_prompts[i] = malloc(cap)))
+			return 1;
+		len = (size_t)snprintf(long_prompts[i], cap, "%d:", i);
+		for (int k = 0; k < words; k++)
+			len += (size_t)snprintf(long_prompts[i] + len, cap - len,
+						" %s", prose[(k + i) % 20]);
+	}
 	char dir[] = "/tmp/batch-bench-XXXXXX";
 	if (!mkdtemp(dir))
 		return 1;
@@ -131,10 +172,11 @@ int main(int argc, char **argv)
 		/* without --max-batch under --no-batch, so that an inferd
 		 * from before batching (which lacks it) can be measured */
 		execl(inferd, inferd, "--socket", sock, "--db", db, "--model",
-		      mspec, "--threads", th, "--ctx", "1024", "--backend", "cpu",
+		      mspec, "--threads", th, "--ctx", ctx, "--backend", backend,
 		      "--max-queue", "256", "--max-uid-requests", "512",
-		      "--log-file", "/dev/null",
-		      nobatch ? (char *)NULL : "--max-batch", "64", (char *)NULL);
+		      "--log-file", logf,
+		      nobatch ? (char *)NULL : "--max-batch", maxb,
+		      btok ? "--batch-tokens" : (char *)NULL, btok, (char *)NULL);
 		_exit(127);
 	}
 	infer_client *c = NULL;
@@ -144,11 +186,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "batch_bench: inferd did not come up\n");
 		return 1;
 	}
-	printf("batch_bench: %s, %d thread%s, %d tokens per client, %s\n",
-	       model, threads, threads > 1 ? "s" : "", tokens,
-	       nobatch ? "one at a time (INFERD_NO_BATCH)" : "batched");
-	printf("%8s %10s %12s %14s\n", "CLIENTS", "WALL_S", "GEN_TOK/S",
-	       "MEDIAN_TTFT_MS");
+	printf("batch_bench: %s, backend %s, %d thread%s, %d tokens per "
+	       "client, %s\n", model, backend, threads, threads > 1 ? "s" : "",
+	       tokens, nobatch ? "one at a time (INFERD_NO_BATCH)" : "batched");
+	printf("%8s %10s %12s %14s %10s\n", "CLIENTS", "WALL_S", "GEN_TOK/S",
+	       "MEDIAN_TTFT_MS", "PROMPT_TOK");
 	static Job jobs[MAXC];
 	pthread_t tids[MAXC];
 	for (const char *p = clist; *p;) {
@@ -157,7 +199,8 @@ int main(int argc, char **argv)
 			return 2;
 		double t0 = now();
 		for (int i = 0; i < n; i++) {
-			jobs[i] = (Job){ .idx = i, .tokens = tokens };
+			jobs[i] = (Job){ .idx = i, .tokens = tokens,
+					 .prompt = long_prompts[i] };
 			pthread_create(&tids[i], NULL, client, &jobs[i]);
 		}
 		for (int i = 0; i < n; i++)
@@ -181,8 +224,8 @@ int main(int argc, char **argv)
 				tt[k] = tt[k - 1];
 				tt[k - 1] = x;
 			}
-		printf("%8d %10.2f %12.1f %14.1f\n", n, wall, total / wall,
-		       tt[n / 2] * 1e3);
+		printf("%8d %10.2f %12.1f %14.1f %10d\n", n, wall,
+		       total / wall, tt[n / 2] * 1e3, jobs[0].n_prompt);
 		fflush(stdout);
 		p = strchr(p, ',');
 		if (!p)
