@@ -243,6 +243,7 @@ static void c_to_host(Backend *b, void *dst, const void *src, size_t bytes)
 static void c_to_dev(Backend *b, void *dst, const void *src, size_t bytes)
 {
 	CudaBackend *c = cb(b);
+	c->xq_ok = 0;
 	cuda_flush(c);
 	/* From pageable memory the runtime stages the data before
 	 * returning, so src may be reused at once. */
@@ -275,7 +276,7 @@ static const BackendOps cuda_ops = {
 	/* without the paged KV ops (INFERD_CUDA_PAGED=0) the daemon runs
 	 * one generate at a time */
 	NULL,          NULL,         NULL,         NULL,
-	NULL,          NULL,
+	NULL,          NULL,         NULL,
 };
 
 /* The same with the paged KV ops: batching (the default). */
@@ -286,7 +287,7 @@ static const BackendOps cuda_ops_paged = {
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
 	cuda_kv_store, cuda_attention_paged, cuda_rope_rows, cuda_step_begin,
-	cuda_step_end, cuda_argmax_rows,
+	cuda_step_end, cuda_argmax_rows, cuda_topk_rows,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *

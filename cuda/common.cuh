@@ -48,6 +48,10 @@ typedef struct CudaBackend {
 	int mv_old;            /* INFERD_CUDA_MV=old: first mat-vec kernels */
 	void *xq;              /* int8 x + scales for the integer mat-vec */
 	size_t xq_bytes;       /* capacity of xq */
+	const float *xq_src;   /* the x that xq holds, [xq_n][xq_cols] ... */
+	int xq_n, xq_cols;
+	int xq_ok;             /* ... valid: only its mat-vec launched since
+				* (q/k/v and gate/up share one rounding) */
 	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
 	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
 	cudaEvent_t graph_done; /* after the last graph launch */

@@ -195,3 +195,135 @@ void cuda_argmax_rows(Backend *b, int32_t *out, const float *x, int n,
 	cuda_launch(c, argmax_kernel, dim3((unsigned)n), dim3(1024), 0,
 		    "argmax_rows", x, cols, out, (size_t)cols);
 }
+
+/* ---- top-k per row ----
+ * A block per row finds the k-th largest value by radix select on
+ * order-preserving 32-bit keys (4 passes of 8 bits over the row, a
+ * 256-bin histogram each), then gathers the keys above it and, of those
+ * equal to it, the lowest indices (threads own contiguous index ranges, so
+ * a prefix sum over their tie counts ranks ties by index), and sorts the k
+ * pairs in shared memory. */
+#define TK_THREADS 1024
+
+__device__ __forceinline__ uint32_t tk_key(float v)
+{
+	uint32_t u = __float_as_uint(v);
+	if (isnan(v))
+		return 0; /* below every number */
+	if (v == 0.0f)
+		return 0x80000000u; /* -0 ties with +0, as float compares */
+	return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(TK_THREADS)
+	topk_kernel(float *vals, int32_t *ids, const float *x, int cols, int k)
+{
+	__shared__ uint32_t hist[256];
+	__shared__ uint32_t sel[2];     /* prefix found so far, k left */
+	__shared__ int ties[TK_THREADS]; /* per-thread tie counts, then ranks */
+	__shared__ float sv[TOPK_MAX];
+	__shared__ int si[TOPK_MAX];
+	__shared__ int n_above;
+	const float *row = x + (size_t)blockIdx.x * cols;
+	int t = threadIdx.x;
+	if (t == 0) {
+		sel[0] = 0;
+		sel[1] = (uint32_t)k;
+		n_above = 0;
+	}
+	/* radix select: after pass p the top 8(p+1) bits of the k-th key */
+	for (int pass = 0; pass < 4; pass++) {
+		int shift = 24 - 8 * pass;
+		uint32_t hmask = pass ? 0xffffffffu << (shift + 8) : 0;
+		for (int b = t; b < 256; b += blockDim.x)
+			hist[b] = 0;
+		__syncthreads();
+		uint32_t prefix = sel[0];
+		for (int i = t; i < cols; i += blockDim.x) {
+			uint32_t key = tk_key(row[i]);
+			if ((key & hmask) == prefix)
+				atomicAdd(&hist[(key >> shift) & 255u], 1u);
+		}
+		__syncthreads();
+		if (t == 0) {
+			uint32_t left = sel[1];
+			int d = 255;
+			for (; d > 0; d--) {
+				if (hist[d] >= left)
+					break;
+				left -= hist[d];
+			}
+			sel[0] = prefix | ((uint32_t)d << shift);
+			sel[1] = left; /* how many equal to the k-th key we take */
+		}
+		__syncthreads();
+	}
+	uint32_t kth = sel[0];
+	int take_eq = (int)sel[1];
+	/* contiguous index ranges per thread, so ties rank by index */
+	int per = (cols + blockDim.x - 1) / blockDim.x;
+	int i0 = t * per, i1 = min(cols, i0 + per);
+	int eq = 0;
+	for (int i = i0; i < i1; i++)
+		eq += tk_key(row[i]) == kth;
+	ties[t] = eq;
+	__syncthreads();
+	if (t == 0) { /* exclusive prefix sum (1024 entries: cheap) */
+		int acc = 0;
+		for (int j = 0; j < (int)blockDim.x; j++) {
+			int v = ties[j];
+			ties[j] = acc;
+			acc += v;
+		}
+	}
+	__syncthreads();
+	int rank = ties[t];
+	for (int i = i0; i < i1; i++) {
+		float v = row[i];
+		uint32_t key = tk_key(v);
+		int slot = -1;
+		if (key > kth)
+			slot = atomicAdd(&n_above, 1);
+		else if (key == kth && rank++ < take_eq)
+			slot = k - take_eq + (rank - 1);
+		if (slot >= 0 && slot < k) {
+			sv[slot] = v;
+			si[slot] = i;
+		}
+	}
+	__syncthreads();
+	if (t == 0) { /* insertion sort of k <= 64 pairs: candidate order */
+		for (int a = 1; a < k; a++) {
+			float v = sv[a];
+			int id = si[a];
+			uint32_t kv = tk_key(v);
+			int b = a - 1;
+			while (b >= 0 && (tk_key(sv[b]) < kv ||
+					  (tk_key(sv[b]) == kv && si[b] > id))) {
+				sv[b + 1] = sv[b];
+				si[b + 1] = si[b];
+				b--;
+			}
+			sv[b + 1] = v;
+			si[b + 1] = id;
+		}
+	}
+	__syncthreads();
+	for (int j = t; j < k; j += blockDim.x) {
+		vals[(size_t)blockIdx.x * k + j] = sv[j];
+		ids[(size_t)blockIdx.x * k + j] = si[j];
+	}
+}
+
+void cuda_topk_rows(Backend *b, float *vals, int32_t *ids, const float *x,
+		    int n, int cols, int k)
+{
+	CudaBackend *c = cb(b);
+	if (n <= 0 || n > 65535 || k <= 0 || k > TOPK_MAX || cols < k) {
+		cuda_fail_msg(c, "topk_rows: bad shape %d x %d, k %d", n, cols,
+			      k);
+		return;
+	}
+	cuda_launch(c, topk_kernel, dim3((unsigned)n), dim3(TK_THREADS), 0,
+		    "topk_rows", vals, ids, x, cols, k);
+}

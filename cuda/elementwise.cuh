@@ -14,4 +14,6 @@ void cuda_add(Backend *b, float *x, const float *y, size_t count);
 int32_t cuda_argmax(Backend *b, const float *x, int n);
 void cuda_argmax_rows(Backend *b, int32_t *out, const float *x, int n,
 		      int cols);
+void cuda_topk_rows(Backend *b, float *vals, int32_t *ids, const float *x,
+		    int n, int cols, int k);
 #endif

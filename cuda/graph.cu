@@ -95,6 +95,8 @@ static int update(CudaBackend *c)
 void cuda_flush(CudaBackend *c)
 {
 	GraphState *g = c->graph;
+	if (g->mv.n && !g->mv_emitting)
+		cuda_mv_emit(c);
 	if (!g->on)
 		return;
 	g->on = 0;
@@ -133,6 +135,8 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 		   int epi, float *aux)
 {
 	GraphState *g = c->graph;
+	if (g->mv.n && !g->mv_emitting)
+		cuda_mv_emit(c);
 	if (!g->on || !g->fuse || g->rec.empty())
 		return 0;
 	LaunchRec &r = g->rec.back();
@@ -147,6 +151,7 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 	memcpy(&cur, r.blob.data() + r.offs[n - 2], sizeof cur);
 	if (cur != EPI_NONE)
 		return 0;
+	c->xq_ok = 0; /* the epilogue writes aux */
 	memcpy(r.blob.data() + r.offs[n - 2], &epi, sizeof epi);
 	memcpy(r.blob.data() + r.offs[n - 1], &aux, sizeof aux);
 	r.mv_out = NULL; /* one epilogue per launch */

@@ -61,6 +61,25 @@ struct StepGraph {
 enum { STEP_NONE, STEP_CAPTURE, STEP_REPLAY }; /* GraphState.step_mode */
 #define STEP_GRAPHS_MAX 256 /* row counts kept */
 
+/* Up to three one-row F32/F16/BF16 mat-vecs of the same x recorded in a
+ * row (q, k, v) become one launch (matmul.cu: a k or v of a small model
+ * alone is a few microseconds of ramp for 1 MB). They wait here until a
+ * third arrives (then: one merged launch) or anything else is launched
+ * (then: one launch each, so the last can still take an epilogue). */
+struct MvSeg {
+	float *out;          /* its output */
+	const uint8_t *w;    /* its weight rows */
+	const float *bias;   /* or NULL */
+	int rows;            /* weight rows */
+};
+struct MvPending {
+	int n;               /* segments waiting */
+	int type;            /* their weight type (all the same) */
+	int cols;            /* and width */
+	const float *x;      /* their shared input */
+	MvSeg seg[3];
+};
+
 /* The recorder and the cached graph; lives in CudaBackend. */
 struct GraphState {
 	int enabled;                  /* INFERD_CUDA_GRAPHS != 0 */
@@ -72,6 +91,8 @@ struct GraphState {
 	cudaGraph_t graph;            /* cached graph, or NULL */
 	cudaGraphExec_t exec;         /* its executable, or NULL */
 	long launches, rebuilds;      /* statistics */
+	MvPending mv;                 /* mat-vecs waiting to be merged */
+	int mv_emitting;              /* emitting them (no recursion) */
 	int step_enabled;             /* INFERD_CUDA_STEP_GRAPHS != 0 */
 	int step_mode;                /* STEP_*: what the current step does */
 	size_t step_cur;              /* its entry in steps */
@@ -87,6 +108,9 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 /* Mark the last recorded launch as a fusable one-row mat-vec. */
 void cuda_mark_matvec(CudaBackend *c, const float *out, size_t rows,
 		      const float *in, size_t cols);
+
+/* Record the waiting mat-vecs (matmul.cu) before anything else. */
+void cuda_mv_emit(CudaBackend *c);
 
 /* Issue what was recorded (graph launch) and stop recording. */
 void cuda_flush(CudaBackend *c);
@@ -107,8 +131,11 @@ static void cuda_launch(CudaBackend *c, void (*kernel)(KArgs...), dim3 grid,
 {
 	static_assert(sizeof...(KArgs) == sizeof...(Args),
 		      "argument count");
+	c->xq_ok = 0; /* any kernel may write the x that xq was made from */
 	if (c->graph->step_mode == STEP_REPLAY)
 		return; /* the step's graph holds it */
+	if (c->graph->mv.n && !c->graph->mv_emitting)
+		cuda_mv_emit(c); /* recorded launches keep the call order */
 	if (!c->graph->on) {
 		kernel<<<grid, block, smem, c->stream>>>(args...);
 		CUDA_LAUNCHED(c, what);

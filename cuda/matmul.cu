@@ -345,16 +345,14 @@ static void launch_matvec(CudaBackend *c, float *out, const float *x,
  * using any of them, so a warp keeps U*R*512 bytes in flight; weights are
  * read with the streaming hint so they do not evict x from L1/L2. */
 template <int T, int R, int U>
-__global__ void __launch_bounds__(MV_WARPS * 32)
-	matvec_float_kernel(float *__restrict__ out,
-			    const float *__restrict__ x,
-			    const uint8_t *__restrict__ w, const float *bias,
-			    int rows, int cols, size_t row_bytes, int epi,
-			    float *aux)
+__device__ __forceinline__ void
+mv_float_block(float *__restrict__ out, const float *__restrict__ x,
+	       const uint8_t *__restrict__ w, const float *bias, int rows,
+	       int cols, size_t row_bytes, int epi, float *aux, int bx)
 {
 	constexpr int UE = T == DT_F32 ? 4 : 8; /* elements per 16 bytes */
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
+	int row0 = (bx * MV_WARPS + warp) * R;
 	if (row0 >= rows)
 		return;
 	x += (size_t)blockIdx.y * cols;
@@ -427,6 +425,41 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 			mv_store(out, row0 + r,
 				 s + (bias ? bias[row0 + r] : 0.0f), epi, aux);
 	}
+}
+
+template <int T, int R, int U>
+__global__ void __launch_bounds__(MV_WARPS * 32)
+	matvec_float_kernel(float *__restrict__ out,
+			    const float *__restrict__ x,
+			    const uint8_t *__restrict__ w, const float *bias,
+			    int rows, int cols, size_t row_bytes, int epi,
+			    float *aux)
+{
+	mv_float_block<T, R, U>(out, x, w, bias, rows, cols, row_bytes, epi,
+				aux, blockIdx.x);
+}
+
+/* Three one-row mat-vecs of the same x in one launch (graph.cuh,
+ * MvPending): blocks [0, end[0]) are the first's, and so on; each row's
+ * arithmetic is the single kernel's. */
+struct MvSegs {
+	float *out[3];
+	const uint8_t *w[3];
+	const float *bias[3];
+	int rows[3];
+	int end[3]; /* cumulative blocks */
+};
+
+template <int T, int U>
+__global__ void __launch_bounds__(MV_WARPS * 32)
+	matvec_float3_kernel(MvSegs sg, const float *__restrict__ x, int cols,
+			     size_t row_bytes)
+{
+	int bx = blockIdx.x, s = bx < sg.end[0] ? 0 : bx < sg.end[1] ? 1 : 2;
+	if (s)
+		bx -= sg.end[s - 1];
+	mv_float_block<T, 1, U>(sg.out[s], x, sg.w[s], sg.bias[s], sg.rows[s],
+				cols, row_bytes, EPI_NONE, NULL, bx);
 }
 
 /* ---- integer mat-vec for Q8_0/Q4_0/Q4_1 ----------------------------- */
@@ -606,18 +639,29 @@ static void launch_q8x_any(CudaBackend *c, float *out, const float *x,
 	int cols = (int)w->cols;
 	size_t blocks = (size_t)n * cols / 32;
 	size_t need = (size_t)n * cols + blocks * sizeof(float2);
-	if (cuda_grow(c, &c->xq, &c->xq_bytes, need, "matvec x"))
-		return;
-	/* xds must be 8-byte aligned: n*cols is a multiple of 32 */
-	unsigned g = (unsigned)((blocks * 32 + 255) / 256);
-	cuda_launch(c, quantize_x_kernel, dim3(g), dim3(256), 0, "matvec x",
-		    (int8_t *)c->xq,
-		    (float2 *)((char *)c->xq + (size_t)n * cols), x, blocks);
+	/* q, k and v (gate and up) read the same x: round it once */
+	int reuse = c->xq_ok && c->xq_src == x && c->xq_n == n &&
+		    c->xq_cols == cols;
+	if (!reuse) {
+		if (cuda_grow(c, &c->xq, &c->xq_bytes, need, "matvec x"))
+			return;
+		/* xds must be 8-byte aligned: n*cols is a multiple of 32 */
+		unsigned g = (unsigned)((blocks * 32 + 255) / 256);
+		cuda_launch(c, quantize_x_kernel, dim3(g), dim3(256), 0,
+			    "matvec x", (int8_t *)c->xq,
+			    (float2 *)((char *)c->xq + (size_t)n * cols), x,
+			    blocks);
+	}
 	switch (c->mv_rows) {
 	case 1: launch_q8x<T, 1, 4>(c, out, w, bias, n); break;
 	case 4: launch_q8x<T, 4, 2>(c, out, w, bias, n); break;
 	default: launch_q8x<T, 2, 4>(c, out, w, bias, n); break;
 	}
+	/* the mat-vec's launch cleared xq_ok: nothing else ran since */
+	c->xq_ok = !c->has_err;
+	c->xq_src = x;
+	c->xq_n = n;
+	c->xq_cols = cols;
 }
 
 static void matvec_launch(CudaBackend *c, float *out, const float *x,
@@ -667,8 +711,8 @@ static void matvec_launch(CudaBackend *c, float *out, const float *x,
 
 /* While a step is recorded, a one-row mat-vec may absorb the add or
  * swiglu that follows it (graph.cuh): mark its launch for that. */
-static void matvec(CudaBackend *c, float *out, const float *x,
-		   const Tensor *w, const float *bias, int n)
+static void matvec_marked(CudaBackend *c, float *out, const float *x,
+			  const Tensor *w, const float *bias, int n)
 {
 	GraphState *g = c->graph;
 	size_t before = g->on ? g->rec.size() : 0;
@@ -677,6 +721,81 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 	    g->rec.back().func != (const void *)quantize_x_kernel)
 		cuda_mark_matvec(c, out, (size_t)w->rows, x,
 				 (size_t)w->cols);
+}
+
+template <int T>
+static void launch_float3(CudaBackend *c, const MvPending *p)
+{
+	MvSegs sg;
+	int blocks = 0;
+	for (int i = 0; i < 3; i++) {
+		sg.out[i] = p->seg[i].out;
+		sg.w[i] = p->seg[i].w;
+		sg.bias[i] = p->seg[i].bias;
+		sg.rows[i] = p->seg[i].rows;
+		blocks += (p->seg[i].rows + MV_WARPS - 1) / MV_WARPS;
+		sg.end[i] = blocks;
+	}
+	cuda_launch(c, matvec_float3_kernel<T, 8>, dim3((unsigned)blocks),
+		    dim3(MV_WARPS * 32), 0, "matvec", sg, p->x, p->cols,
+		    dtype_row_bytes((dtype)T, p->cols));
+}
+
+void cuda_mv_emit(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	MvPending p = g->mv;
+	g->mv.n = 0;
+	g->mv_emitting = 1;
+	if (p.n == 3) {
+		switch (p.type) {
+		case DT_F32: launch_float3<DT_F32>(c, &p); break;
+		case DT_F16: launch_float3<DT_F16>(c, &p); break;
+		default: launch_float3<DT_BF16>(c, &p); break;
+		}
+	} else {
+		for (int i = 0; i < p.n; i++) {
+			Tensor w;
+			memset(&w, 0, sizeof w);
+			w.type = (dtype)p.type;
+			w.rows = p.seg[i].rows;
+			w.cols = p.cols;
+			w.dev = (void *)p.seg[i].w;
+			matvec_marked(c, p.seg[i].out, p.x, &w, p.seg[i].bias,
+				      1);
+		}
+	}
+	g->mv_emitting = 0;
+}
+
+/* One-row F32/F16/BF16 mat-vecs of a recorded step wait in g->mv so that
+ * q, k and v go out as one launch (graph.cuh, MvPending). */
+static void matvec(CudaBackend *c, float *out, const float *x,
+		   const Tensor *w, const float *bias, int n)
+{
+	GraphState *g = c->graph;
+	int t = w->type, ue = unit_elems(t);
+	int cols = (int)w->cols;
+	if (g->on && n == 1 && !c->mv_old && c->mv_rows <= 1 &&
+	    (t == DT_F32 || t == DT_F16 || t == DT_BF16) &&
+	    (uintptr_t)x % 16 == 0 && cols % ue == 0) {
+		MvPending *p = &g->mv;
+		if (p->n && (p->x != x || p->type != t || p->cols != cols))
+			cuda_mv_emit(c);
+		p->seg[p->n].out = out;
+		p->seg[p->n].w = (const uint8_t *)w->dev;
+		p->seg[p->n].bias = bias;
+		p->seg[p->n].rows = (int)w->rows;
+		p->x = x;
+		p->type = t;
+		p->cols = cols;
+		if (++p->n == 3)
+			cuda_mv_emit(c);
+		return;
+	}
+	if (g->mv.n)
+		cuda_mv_emit(c);
+	matvec_marked(c, out, x, w, bias, n);
 }
 
 /* ---- prefill ------------------------------------------------------- */
@@ -776,6 +895,7 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 	int rows = (int)w->rows, cols = (int)w->cols;
 	const float one = 1.0f, zero = 0.0f;
 	cublasStatus_t s;
+	c->xq_ok = 0; /* out may be the x that xq was made from */
 	cuda_flush(c); /* cuBLAS cannot join a recorded step */
 	if (w->type == DT_F32) {
 		s = cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,

@@ -162,7 +162,16 @@ typedef struct BackendOps {
 	 * logits each. */
 	void (*argmax_rows)(Backend *b, int32_t *out, const float *x, int n,
 			    int cols);
+
+	/* Optional: the k (<= TOPK_MAX) largest of each row of x [n][cols],
+	 * best first in the sampler's candidate order (larger value, lower
+	 * index on ties; NaN last), into device vals [n][k] and ids [n][k]:
+	 * a sampled row then needs k pairs back, not its logits. */
+	void (*topk_rows)(Backend *b, float *vals, int32_t *ids,
+			  const float *x, int n, int cols, int k);
 } BackendOps;
+
+#define TOPK_MAX 64 /* most candidates topk_rows returns per row */
 
 /* Every backend instance starts with this header; the rest is private. */
 struct Backend {

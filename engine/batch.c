@@ -78,7 +78,12 @@ struct Batcher {
 	float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
 	float *logits_dev;   /* [max_seqs][vocab] */
 	int32_t *d_next, *h_next; /* [max_seqs] argmax of each logits row */
-	int logits_copied;   /* the step brought the logits rows back */
+	float *d_tkv, *h_tkv;     /* [max_seqs][TOPK_MAX] best logits ... */
+	int32_t *d_tki, *h_tki;   /* ... and their ids, per logits row */
+	int tk;              /* candidates per row topk_rows gives (0: none) */
+	int next_copied;     /* the step brought h_next back */
+	int topk_copied;     /* ... h_tkv/h_tki */
+	int logits_copied;   /* ... the logits rows */
 	int32_t *d_pos, *d_tab, *d_slots; /* [budget] per-row metadata */
 	int32_t *d_tables;   /* [max_seqs*max_blk] block tables of a step */
 	/* host mirrors */
@@ -149,7 +154,7 @@ void batcher_free(Batcher *b)
 		void *dev[] = {b->kpool, b->vpool, b->x, b->xb, b->q, b->k,
 			       b->v, b->att, b->hb, b->hb2, b->logits_dev,
 			       b->d_pos, b->d_tab, b->d_slots, b->d_tables,
-			       b->d_next};
+			       b->d_next, b->d_tkv, b->d_tki};
 		for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
 			if (dev[i])
 				b->be->ops->free(b->be, dev[i]);
@@ -164,6 +169,8 @@ void batcher_free(Batcher *b)
 	free(b->h_tables);
 	free(b->logits);
 	free(b->h_next);
+	free(b->h_tkv);
+	free(b->h_tki);
 	free(b->act);
 	free(b->items);
 	free(b);
@@ -258,6 +265,10 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		{(void **)&b->logits_dev,
 		 nbytes(b->max_seqs, c->vocab_size, 1, 4), "logits"},
 		{(void **)&b->d_next, nbytes(b->max_seqs, 1, 1, 4), "argmax"},
+		{(void **)&b->d_tkv, nbytes(b->max_seqs, TOPK_MAX, 1, 4),
+		 "top-k values"},
+		{(void **)&b->d_tki, nbytes(b->max_seqs, TOPK_MAX, 1, 4),
+		 "top-k ids"},
 		{(void **)&b->d_pos, nbytes(b->budget, 1, 1, 4), "positions"},
 		{(void **)&b->d_tab, nbytes(b->budget, 1, 1, 4), "row tables"},
 		{(void **)&b->d_slots, nbytes(b->budget, 1, 1, 4), "slots"},
@@ -283,11 +294,14 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	b->h_tables = malloc(sizeof(int32_t) * tabn);
 	b->logits = malloc(nbytes(b->max_seqs, c->vocab_size, 1, 4));
 	b->h_next = malloc(sizeof(int32_t) * (size_t)b->max_seqs);
+	b->h_tkv = malloc(nbytes(b->max_seqs, TOPK_MAX, 1, 4));
+	b->h_tki = malloc(nbytes(b->max_seqs, TOPK_MAX, 1, 4));
+	b->tk = op->topk_rows && c->vocab_size >= TOPK_MAX ? TOPK_MAX : 0;
 	b->act = calloc((size_t)b->max_seqs, sizeof *b->act);
 	b->items = calloc((size_t)b->max_seqs, sizeof *b->items);
 	if (!b->free_ids || !b->ref || !b->cref || !b->h_tok || !b->h_pos || !b->h_tab ||
 	    !b->h_slots || !b->h_tables || !b->logits || !b->act ||
-	    !b->h_next ||
+	    !b->h_next || !b->h_tkv || !b->h_tki ||
 	    !b->items) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -803,19 +817,38 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		if (op->argmax_rows)
 			op->argmax_rows(be, b->d_next, b->logits_dev, nl,
 					c->vocab_size);
+		if (b->tk)
+			op->topk_rows(be, b->d_tkv, b->d_tki, b->logits_dev,
+				      nl, c->vocab_size, b->tk);
 	}
 	if (replayable)
 		op->step_end(be);
-	/* greedy rows need their argmax only: the logits come back when
-	 * some row samples (8 MB for 64 rows of a 32000 vocabulary) */
-	int full = !op->argmax_rows;
-	for (int i = 0; i < b->n_items && !full; i++)
-		full = b->items[i].logit &&
-		       !genrun_plain_greedy(&b->items[i].s->g);
+	/* A greedy row needs its argmax, a top-k row its candidates; the
+	 * logits come back only for a row that needs more (8 MB for 64 rows
+	 * of a 32000 vocabulary). */
+	int full = 0, topk = 0;
+	for (int i = 0; i < b->n_items; i++) {
+		const GenRun *g = &b->items[i].s->g;
+		if (!b->items[i].logit ||
+		    (op->argmax_rows && genrun_plain_greedy(g)))
+			continue;
+		if (b->tk && genrun_topk(g))
+			topk = 1;
+		else
+			full = 1;
+	}
+	b->next_copied = nl > 0 && op->argmax_rows;
+	b->topk_copied = nl > 0 && topk;
 	b->logits_copied = nl > 0 && full;
-	if (nl > 0 && op->argmax_rows)
+	if (b->next_copied)
 		op->to_host(be, b->h_next, b->d_next,
 			    sizeof(int32_t) * (size_t)nl);
+	if (b->topk_copied) {
+		op->to_host(be, b->h_tkv, b->d_tkv,
+			    sizeof(float) * (size_t)nl * b->tk);
+		op->to_host(be, b->h_tki, b->d_tki,
+			    sizeof(int32_t) * (size_t)nl * b->tk);
+	}
 	if (b->logits_copied)
 		op->to_host(be, b->logits, b->logits_dev,
 			    sizeof(float) * (size_t)nl * c->vocab_size);
@@ -866,10 +899,16 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 			continue;
 		float *lg = b->logits + (size_t)nl * vocab;
 		int32_t next = 0;
-		finish_reason fin =
-			b->logits_copied ? genrun_step(&s->g, lg, &next)
-					 : genrun_step_id(&s->g, b->h_next[nl],
-							  &next);
+		finish_reason fin;
+		if (b->next_copied && genrun_plain_greedy(&s->g))
+			fin = genrun_step_id(&s->g, b->h_next[nl], &next);
+		else if (b->topk_copied && genrun_topk(&s->g))
+			fin = genrun_step_topk(&s->g,
+					       b->h_tkv + (size_t)nl * b->tk,
+					       b->h_tki + (size_t)nl * b->tk,
+					       &next);
+		else
+			fin = genrun_step(&s->g, lg, &next);
 		nl++;
 		if (!s->t_first)
 			s->t_first = now();

@@ -22,6 +22,8 @@ struct Engine {
 	int32_t *cached; /* [ctx] the tokens whose K/V the cache holds */
 	int n_cached;  /* valid entries of cached (a prefix of the cache) */
 	int no_reuse;  /* 1: always prefill the whole prompt */
+	float *tk_vals;   /* [TOPK_MAX] device: topk_rows of the logits ... */
+	int32_t *tk_ids;  /* ... and their ids (made on first use) */
 };
 
 static double now(void)
@@ -104,6 +106,10 @@ void engine_close(Engine *e)
 	if (!e)
 		return;
 	state_free(&e->st, &e->model);
+	if (e->tk_vals)
+		e->be->ops->free(e->be, e->tk_vals);
+	if (e->tk_ids)
+		e->be->ops->free(e->be, e->tk_ids);
 	if (e->loaded)
 		model_free(&e->model);
 	if (e->be)
@@ -310,6 +316,19 @@ int genrun_plain_greedy(const GenRun *g)
 	       s->freq_penalty == 0.0f && s->presence_penalty == 0.0f;
 }
 
+int genrun_topk(const GenRun *g)
+{
+	int k = sampler_takes_topk(&g->smp);
+	return g->p->n_logit_bias == 0 && k <= TOPK_MAX ? k : 0;
+}
+
+finish_reason genrun_step_topk(GenRun *g, const float *vals,
+			       const int32_t *ids, int32_t *next)
+{
+	return genrun_step_id(g, sampler_sample_topk(&g->smp, vals, ids),
+			      next);
+}
+
 finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next)
 {
 	const GenParams *p = g->p;
@@ -378,6 +397,56 @@ void genrun_free(GenRun *g)
 	g->smp_ok = 0;
 }
 
+/* Where the next token is picked: from the host copy of the logits, by
+ * the backend's argmax (greedy), or from its top-k candidates. */
+enum { PICK_HOST, PICK_ARGMAX, PICK_TOPK };
+
+static int device_pick(Engine *e, const GenRun *g)
+{
+	const BackendOps *op = e->be->ops;
+	if (op->argmax && genrun_plain_greedy(g))
+		return PICK_ARGMAX;
+	if (op->topk_rows && genrun_topk(g) &&
+	    e->model.cfg.vocab_size >= TOPK_MAX) {
+		if (!e->tk_vals)
+			e->tk_vals = op->alloc(e->be, sizeof(float) * TOPK_MAX);
+		if (!e->tk_ids)
+			e->tk_ids = op->alloc(e->be, sizeof(int32_t) * TOPK_MAX);
+		if (e->tk_vals && e->tk_ids)
+			return PICK_TOPK;
+	}
+	return PICK_HOST;
+}
+
+static finish_reason pick_step(Engine *e, GenRun *g, int pick, int32_t *next,
+			       char *err, size_t errlen)
+{
+	if (pick == PICK_HOST)
+		return genrun_step(g, e->st.logits, next);
+	const BackendOps *op = e->be->ops;
+	int vocab = e->model.cfg.vocab_size;
+	int32_t id = 0, ids[TOPK_MAX];
+	float vals[TOPK_MAX];
+	if (pick == PICK_ARGMAX) {
+		id = op->argmax(e->be, e->st.logits_dev, vocab);
+	} else {
+		op->topk_rows(e->be, e->tk_vals, e->tk_ids, e->st.logits_dev, 1,
+			      vocab, TOPK_MAX);
+		op->to_host(e->be, vals, e->tk_vals, sizeof vals);
+		op->to_host(e->be, ids, e->tk_ids, sizeof ids);
+	}
+	int fatal = 0;
+	char m[256];
+	if (op->sync(e->be, &fatal, m, sizeof m) != 0) {
+		e->st.fatal |= fatal != 0;
+		snprintf(err, errlen, "%s backend%s: %s", op->name,
+			 fatal ? " (fatal)" : "", m);
+		return FINISH_ERROR;
+	}
+	return pick == PICK_ARGMAX ? genrun_step_id(g, id, next)
+				   : genrun_step_topk(g, vals, ids, next);
+}
+
 int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 		    const GenParams *p, engine_text_fn cb, void *ud,
 		    GenResult *res, char *err, size_t errlen)
@@ -394,6 +463,9 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 	if (genrun_init(&g, e->model.tok, e->model.cfg.vocab_size, e->ctx,
 			prompt, n_prompt, p, cb, ud, res, err, errlen) != 0)
 		return -1;
+	/* A token picked where the logits are: they need not cross the bus */
+	int pick = device_pick(e, &g);
+	e->st.logits_on_device = pick != PICK_HOST;
 
 	int rc = 0;
 	double t0 = g.t0;
@@ -419,7 +491,11 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 	finish_reason fin = FINISH_NONE;
 	while (fin == FINISH_NONE) {
 		int32_t id;
-		fin = genrun_step(&g, e->st.logits, &id);
+		fin = pick_step(e, &g, pick, &id, err, errlen);
+		if (fin == FINISH_ERROR) {
+			rc = -1;
+			break;
+		}
 		if (fin == FINISH_NONE && feed(e, &id, 1, err, errlen) != 0) {
 			fin = FINISH_ERROR;
 			rc = -1;
@@ -428,6 +504,7 @@ int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,
 	genrun_end(&g, fin);
 	res->t_decode = now() - t1;
 out:
+	e->st.logits_on_device = 0;
 	genrun_free(&g);
 	return rc;
 }
@@ -459,15 +536,24 @@ int engine_bench(Engine *e, int n_prompt, int n_gen, double *prefill_tps,
 		return -1;
 	*prefill_tps = n_prompt / (t1 - t0);
 	int32_t id = 0;
+	const BackendOps *op = e->be->ops;
+	/* greedy like a plain generate: argmax where the logits are */
+	e->st.logits_on_device = op->argmax != NULL;
 	for (int i = 0; i < n_gen; i++) {
 		const float *l = e->st.logits;
 		id = 0;
-		for (int j = 1; j < n_vocab; j++)
-			if (l[j] > l[id])
-				id = j;
-		if (forward(&e->model, &e->st, &id, 1, err, errlen))
+		if (op->argmax)
+			id = op->argmax(e->be, e->st.logits_dev, n_vocab);
+		else
+			for (int j = 1; j < n_vocab; j++)
+				if (l[j] > l[id])
+					id = j;
+		if (forward(&e->model, &e->st, &id, 1, err, errlen)) {
+			e->st.logits_on_device = 0;
 			return -1;
+		}
 	}
+	e->st.logits_on_device = 0;
 	double t2 = now();
 	*decode_tps = n_gen > 0 ? n_gen / (t2 - t1) : 0.0;
 	return 0;

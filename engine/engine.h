@@ -155,6 +155,12 @@ finish_reason genrun_step(GenRun *g, float *logits, int32_t *next);
 int genrun_plain_greedy(const GenRun *g);
 /* genrun_step with the token already chosen. */
 finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next);
+/* k (1..TOPK_MAX) when the next token depends on the k best logits alone
+ * (sampler_takes_topk, no logit bias), else 0; then genrun_step_topk takes
+ * the candidates a backend's topk_rows picked (vals/ids, best first). */
+int genrun_topk(const GenRun *g);
+finish_reason genrun_step_topk(GenRun *g, const float *vals,
+			       const int32_t *ids, int32_t *next);
 /* Release held text as the finish reason allows and set res->finish. */
 void genrun_end(GenRun *g, finish_reason fin);
 void genrun_free(GenRun *g);

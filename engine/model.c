@@ -310,8 +310,9 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 	op->rmsnorm(be, s->xb, s->x + (size_t)(n - 1) * dim, &w->out_norm, 1,
 		    dim, eps);
 	op->matmul(be, s->logits_dev, s->xb, &w->output, NULL, 1);
-	op->to_host(be, s->logits, s->logits_dev,
-		    sizeof(float) * (size_t)c->vocab_size);
+	if (!s->logits_on_device)
+		op->to_host(be, s->logits, s->logits_dev,
+			    sizeof(float) * (size_t)c->vocab_size);
 
 	int fatal = 0;
 	char e[256];

@@ -150,6 +150,8 @@ typedef struct State {
 	float *hb2;        /* [max_batch][hidden_dim] up */
 	float *logits_dev; /* [vocab] on the device */
 	float *logits;     /* [vocab] host copy of the last row's logits */
+	int logits_on_device; /* 1: forward() leaves them in logits_dev only
+			       * (the engine picks the token there) */
 	float *kcache;     /* [n_layers][ctx][kv_dim] */
 	float *vcache;     /* [n_layers][ctx][kv_dim] */
 	float *inv_freq;   /* [head_dim/2] RoPE inverse frequencies (device) */

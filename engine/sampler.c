@@ -270,38 +270,13 @@ static int32_t argmax_lowest(const float *x, int n)
 	return 0; /* all NaN or -inf */
 }
 
-/* Penalties, then the filters; leaves the kept candidates in cand[0..n)
- * with their probabilities (normalised over the kept set) in .logit, in
- * candidate order when need_order or top-p asked for it (otherwise in an
- * order fixed by the inputs). Returns n (1 for greedy). */
-static int prepare(Sampler *s, float *logits, int need_order)
+/* cand[0..n): the survivors of top-k (sorted when sorted), still with
+ * their logits: softmax with temperature, min-p, top-p, normalisation. */
+static int probs(Sampler *s, int n, int sorted, int need_order)
 {
 	const SamplerParams *p = &s->p;
 	Cand *c = s->cand;
-	int n = s->n_vocab;
-
-	apply_penalties(s, logits);
-	if (!(p->temperature > 0.0f)) {
-		c[0].id = argmax_lowest(logits, n);
-		c[0].logit = 1.0f;
-		return 1;
-	}
-	for (int i = 0; i < n; i++) {
-		c[i].logit = logits[i];
-		c[i].id = i;
-	}
-	int top_k_cut = p->top_k > 0 && p->top_k < n;
-	if (top_k_cut) {
-		/* Quickselect leaves the survivors in an order that depends
-		 * on every logit, so noise far below any probability that
-		 * matters (a GPU batch against the same request alone) would
-		 * change the sums below and send the same draw to another
-		 * token. Sorted, the order follows the logits alone (without
-		 * top-k the candidates stay in id order, also stable). */
-		select_top(c, n, p->top_k);
-		n = p->top_k;
-		sort_cands(c, n);
-	}
+	int top_k_cut = sorted;
 	/* Softmax with temperature over the top-k survivors. */
 	float mx = c[0].logit;
 	for (int i = 1; i < n; i++)
@@ -340,9 +315,43 @@ static int prepare(Sampler *s, float *logits, int need_order)
 	return n;
 }
 
-int32_t sampler_sample(Sampler *s, float *logits)
+/* Penalties, then the filters; leaves the kept candidates in cand[0..n)
+ * with their probabilities (normalised over the kept set) in .logit, in
+ * candidate order when need_order or top-p asked for it (otherwise in an
+ * order fixed by the inputs). Returns n (1 for greedy). */
+static int prepare(Sampler *s, float *logits, int need_order)
 {
-	int n = prepare(s, logits, 0);
+	const SamplerParams *p = &s->p;
+	Cand *c = s->cand;
+	int n = s->n_vocab;
+
+	apply_penalties(s, logits);
+	if (!(p->temperature > 0.0f)) {
+		c[0].id = argmax_lowest(logits, n);
+		c[0].logit = 1.0f;
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		c[i].logit = logits[i];
+		c[i].id = i;
+	}
+	int top_k_cut = p->top_k > 0 && p->top_k < n;
+	if (top_k_cut) {
+		/* Quickselect leaves the survivors in an order that depends
+		 * on every logit, so noise far below any probability that
+		 * matters (a GPU batch against the same request alone) would
+		 * change the sums below and send the same draw to another
+		 * token. Sorted, the order follows the logits alone (without
+		 * top-k the candidates stay in id order, also stable). */
+		select_top(c, n, p->top_k);
+		n = p->top_k;
+		sort_cands(c, n);
+	}
+	return probs(s, n, top_k_cut, need_order);
+}
+
+static int32_t draw(Sampler *s, int n)
+{
 	Cand *c = s->cand;
 	if (n == 1)
 		return c[0].id;
@@ -353,6 +362,32 @@ int32_t sampler_sample(Sampler *s, float *logits)
 			return c[i].id;
 	}
 	return c[n - 1].id; /* rounding left r just above the sum */
+}
+
+int32_t sampler_sample(Sampler *s, float *logits)
+{
+	return draw(s, prepare(s, logits, 0));
+}
+
+int sampler_takes_topk(const Sampler *s)
+{
+	const SamplerParams *p = &s->p;
+	int penalties = (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) ||
+			p->freq_penalty != 0.0f || p->presence_penalty != 0.0f;
+	if (!(p->temperature > 0.0f) || penalties || p->top_k <= 0 ||
+	    p->top_k >= s->n_vocab)
+		return 0;
+	return p->top_k;
+}
+
+int32_t sampler_sample_topk(Sampler *s, const float *vals, const int32_t *ids)
+{
+	int n = s->p.top_k;
+	for (int i = 0; i < n; i++) {
+		s->cand[i].logit = vals[i];
+		s->cand[i].id = ids[i];
+	}
+	return draw(s, probs(s, n, 1, 0));
 }
 
 int sampler_probs(Sampler *s, float *logits, int32_t *ids, float *probs,

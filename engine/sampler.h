@@ -52,6 +52,14 @@ void sampler_free(Sampler *s);
 void sampler_accept(Sampler *s, int32_t id);
 /* Pick a token; logits may be modified. */
 int32_t sampler_sample(Sampler *s, float *logits);
+/* top_k when a draw depends on the top_k best logits alone (temperature
+ * > 0, top-k on, no penalties), else 0: such a draw can be made from the
+ * candidates a GPU selected (BackendOps.topk_rows), logits left there. */
+int sampler_takes_topk(const Sampler *s);
+/* sampler_sample from those: vals/ids hold at least sampler_takes_topk()
+ * candidates, best first (larger logit, lower id on ties), as the logits'
+ * top-k; the same token and the same random stream as sampler_sample. */
+int32_t sampler_sample_topk(Sampler *s, const float *vals, const int32_t *ids);
 /* The distribution sampler_sample() would draw from: applies the penalties
  * and filters to logits (modified) and writes up to cap kept ids and their
  * probabilities (renormalised, best first, lower id first on ties).

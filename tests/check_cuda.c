@@ -453,6 +453,34 @@ START_TEST(test_rope)
 }
 END_TEST
 
+/* Double reference of causal GQA attention for one query row: ref
+ * [heads*hd] += softmax(q.K^T / sqrt(hd)) V over keys 0..L-1 of K, V
+ * [L][kvh*hd]; s: scratch of L doubles. */
+static void ref_attention_row(double *ref, const float *q, const float *K,
+			      const float *V, int L, int heads, int kvh,
+			      int hd, double *s)
+{
+	int kvd = kvh * hd;
+	for (int h = 0; h < heads; h++) {
+		int g = h / (heads / kvh);
+		double mx = -INFINITY, sum = 0;
+		for (int j = 0; j < L; j++) {
+			double d = 0;
+			for (int e = 0; e < hd; e++)
+				d += (double)q[h * hd + e] *
+				     K[(size_t)j * kvd + g * hd + e];
+			s[j] = d / sqrt(hd);
+			mx = s[j] > mx ? s[j] : mx;
+		}
+		for (int j = 0; j < L; j++)
+			sum += s[j] = exp(s[j] - mx);
+		for (int j = 0; j < L; j++)
+			for (int e = 0; e < hd; e++)
+				ref[h * hd + e] += s[j] / sum *
+						   V[(size_t)j * kvd + g * hd + e];
+	}
+}
+
 static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 {
 	int len = pos0 + n, qdim = heads * hd, kvd = kvh * hd;
@@ -468,25 +496,8 @@ static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 	double *ref = calloc((size_t)n * qdim, sizeof(double));
 	double *s = malloc(sizeof(double) * len);
 	for (int i = 0; i < n; i++)
-		for (int h = 0; h < heads; h++) {
-			int g = h / (heads / kvh), L = pos0 + i + 1;
-			double mx = -INFINITY, sum = 0;
-			for (int j = 0; j < L; j++) {
-				double d = 0;
-				for (int e = 0; e < hd; e++)
-					d += (double)q[(size_t)i * qdim + h * hd + e] *
-					     k[(size_t)j * kvd + g * hd + e];
-				s[j] = d / sqrt(hd);
-				if (s[j] > mx)
-					mx = s[j];
-			}
-			for (int j = 0; j < L; j++)
-				sum += s[j] = exp(s[j] - mx);
-			for (int j = 0; j < L; j++)
-				for (int e = 0; e < hd; e++)
-					ref[(size_t)i * qdim + h * hd + e] +=
-						s[j] / sum * v[(size_t)j * kvd + g * hd + e];
-		}
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  k, v, pos0 + i + 1, heads, kvh, hd, s);
 	double e = rel_err(o, ref, (size_t)n * qdim);
 	ck_assert_msg(e < 1e-4, "attention n=%d pos0=%d heads=%d/%d hd=%d: %g",
 		      n, pos0, heads, kvh, hd, e);
@@ -583,27 +594,10 @@ static void check_paged(int heads, int kvh, int hd, int bs)
 	float *o = host_floats(od, (size_t)n * qdim);
 	double *ref = calloc((size_t)n * qdim, sizeof(double));
 	double *sc = malloc(sizeof(double) * 80);
-	for (int i = 0; i < n; i++) {
-		const float *K = kv[0][seq_of[i]], *V = kv[1][seq_of[i]];
-		for (int h = 0; h < heads; h++) {
-			int g = h / (heads / kvh), L = pos[i] + 1;
-			double mx = -INFINITY, sum = 0;
-			for (int j = 0; j < L; j++) {
-				double d = 0;
-				for (int e = 0; e < hd; e++)
-					d += (double)q[(size_t)i * qdim + h * hd + e] *
-					     K[(size_t)j * kvd + g * hd + e];
-				sc[j] = d / sqrt(hd);
-				mx = sc[j] > mx ? sc[j] : mx;
-			}
-			for (int j = 0; j < L; j++)
-				sum += sc[j] = exp(sc[j] - mx);
-			for (int j = 0; j < L; j++)
-				for (int e = 0; e < hd; e++)
-					ref[(size_t)i * qdim + h * hd + e] +=
-						sc[j] / sum * V[(size_t)j * kvd + g * hd + e];
-		}
-	}
+	for (int i = 0; i < n; i++)
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  kv[0][seq_of[i]], kv[1][seq_of[i]], pos[i] + 1,
+				  heads, kvh, hd, sc);
 	double e = rel_err(o, ref, (size_t)n * qdim);
 	ck_assert_msg(e < 1e-5, "attention_paged heads %d/%d hd %d block %d: "
 		      "rel err %g", heads, kvh, hd, bs, e);
@@ -693,6 +687,51 @@ START_TEST(test_elementwise)
 }
 END_TEST
 
+/* Larger first, lower index on ties, NaN last (the sampler's order). */
+static const float *topk_base;
+static int topk_cmp(const void *a, const void *b)
+{
+	int i = *(const int *)a, j = *(const int *)b;
+	float u = topk_base[i], v = topk_base[j];
+	if (isnan(u) != isnan(v))
+		return isnan(u) ? 1 : -1;
+	if (!isnan(u) && u != v)
+		return u > v ? -1 : 1;
+	return i < j ? -1 : 1;
+}
+
+static void check_topk(float *xd, const float *x, int rows, int cols, int k)
+{
+	float *vd = be->ops->alloc(be, sizeof(float) * rows * k);
+	int32_t *id = be->ops->alloc(be, sizeof(int32_t) * rows * k);
+	be->ops->topk_rows(be, vd, id, xd, rows, cols, k);
+	float *v = malloc(sizeof(float) * rows * k);
+	int32_t *ids = malloc(sizeof(int32_t) * rows * k);
+	int *ord = malloc(sizeof(int) * cols);
+	be->ops->to_host(be, v, vd, sizeof(float) * rows * k);
+	be->ops->to_host(be, ids, id, sizeof(int32_t) * rows * k);
+	sync_ok();
+	for (int r = 0; r < rows; r++) {
+		topk_base = x + (size_t)r * cols;
+		for (int i = 0; i < cols; i++)
+			ord[i] = i;
+		qsort(ord, cols, sizeof ord[0], topk_cmp);
+		for (int j = 0; j < k; j++) {
+			ck_assert_msg(ids[r * k + j] == ord[j], "topk k=%d row %d "
+				      "#%d: id %d, want %d", k, r, j,
+				      ids[r * k + j], ord[j]);
+			float w = topk_base[ord[j]], g = v[r * k + j];
+			ck_assert_msg(!memcmp(&w, &g, sizeof w) ||
+				      (isnan(w) && isnan(g)), "topk value");
+		}
+	}
+	be->ops->free(be, vd);
+	be->ops->free(be, id);
+	free(v);
+	free(ids);
+	free(ord);
+}
+
 START_TEST(test_argmax)
 {
 	NEED_GPU();
@@ -742,8 +781,21 @@ START_TEST(test_argmax)
 	for (int r = 0; r < R; r++)
 		ck_assert_msg(got[r] == want[r], "row %d: %d, want %d", r,
 			      got[r], want[r]);
-	be->ops->free(be, xd);
 	be->ops->free(be, od);
+	if (be->ops->topk_rows) {
+		/* coarse values in row 3: ties across the k-th place; -0 and
+		 * +0 tie like floats compare */
+		for (int i = 0; i < C; i++)
+			x[3 * C + i] = (float)((i * 7919) % 97) * 0.5f;
+		x[0 * C + 17] = -0.0f;
+		x[0 * C + 18] = 0.0f;
+		float *xd2 = dev_floats(x, (size_t)R * C);
+		const int ks[] = {1, 40, TOPK_MAX};
+		for (int ki = 0; ki < 3; ki++)
+			check_topk(xd2, x, R, C, ks[ki]);
+		be->ops->free(be, xd2);
+	}
+	be->ops->free(be, xd);
 	free(x);
 }
 END_TEST

@@ -331,6 +331,77 @@ START_TEST(large_vocab_top_p)
 }
 END_TEST
 
+/* Best first: larger logit, lower id on ties (the sampler's order). */
+static int cand_cmp(const void *a, const void *b)
+{
+	const float *la = *(const float *const *)a, *lb = *(const float *const *)b;
+	if (*la != *lb)
+		return *la > *lb ? -1 : 1;
+	return la < lb ? -1 : 1; /* same array: address order = id order */
+}
+
+/* A draw from the k best candidates (what a GPU's topk_rows hands back)
+ * is the same token, from the same random stream, as a draw from all the
+ * logits: over many steps, with ties at the k-th place, top-p and min-p. */
+START_TEST(topk_candidates_same_draws)
+{
+	enum { NV = 5000, K = 64 };
+	static float logits[NV], work[NV], vals[K];
+	static const float *order[NV];
+	int32_t ids[K];
+	const int ks[] = {1, 2, 40, 50, 64};
+	const float tps[] = {1.0f, 0.9f, 0.5f};
+	uint64_t x = 42;
+	for (int cfg = 0; cfg < 15; cfg++) {
+		SamplerParams p = plain(0.5f + 0.25f * (cfg % 4));
+		p.top_k = ks[cfg % 5];
+		p.top_p = tps[cfg % 3];
+		p.min_p = cfg % 2 ? 0.05f : 0.0f;
+		p.seed = 1000 + cfg;
+		Sampler a, b;
+		ck_assert_int_eq(sampler_init(&a, &p, NV), 0);
+		ck_assert_int_eq(sampler_init(&b, &p, NV), 0);
+		ck_assert_int_eq(sampler_takes_topk(&b), p.top_k);
+		for (int step = 0; step < 200; step++) {
+			for (int i = 0; i < NV; i++) {
+				x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+				/* coarse values: many ties, also at the k-th */
+				logits[i] = (float)((x >> 40) % 64) * 0.25f - 8.0f;
+				order[i] = &logits[i];
+			}
+			qsort(order, NV, sizeof order[0], cand_cmp);
+			for (int i = 0; i < K; i++) {
+				vals[i] = *order[i];
+				ids[i] = (int32_t)(order[i] - logits);
+			}
+			memcpy(work, logits, sizeof work);
+			int32_t t1 = sampler_sample(&a, work);
+			int32_t t2 = sampler_sample_topk(&b, vals, ids);
+			ck_assert_msg(t1 == t2, "config %d step %d: %d from the "
+				      "logits, %d from the candidates", cfg,
+				      step, t1, t2);
+			sampler_accept(&a, t1);
+			sampler_accept(&b, t2);
+		}
+		sampler_free(&a);
+		sampler_free(&b);
+	}
+	/* penalties or greedy: not a top-k draw */
+	SamplerParams p = plain(0.8f);
+	p.top_k = 40;
+	p.repeat_penalty = 1.1f;
+	Sampler s;
+	ck_assert_int_eq(sampler_init(&s, &p, NV), 0);
+	ck_assert_int_eq(sampler_takes_topk(&s), 0);
+	sampler_free(&s);
+	p = plain(0.0f);
+	p.top_k = 40;
+	ck_assert_int_eq(sampler_init(&s, &p, NV), 0);
+	ck_assert_int_eq(sampler_takes_topk(&s), 0);
+	sampler_free(&s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sampler");
@@ -346,6 +417,7 @@ int main(void)
 	tcase_add_test(tc, chi_square);
 	tcase_add_test(tc, large_vocab_top_k);
 	tcase_add_test(tc, large_vocab_top_p);
+	tcase_add_test(tc, topk_candidates_same_draws);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);
