@@ -195,6 +195,10 @@ double mono_now(void);
 void fb_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
 uint8_t *fb_end(msgpack_sbuffer *sb, size_t *len);
 void pk_str(msgpack_packer *pk, const char *s);
+/* fb_begin, then the map every reply is: {"id": id, "type": type} and
+ * fields more entries, which the caller packs. */
+void fb_reply(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t id,
+	      const char *type, int fields);
 /* A whole error frame for request id. */
 uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
 		     long position, size_t *len);

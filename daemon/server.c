@@ -756,12 +756,7 @@ static void reply_ok_empty(Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 2);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
+	fb_reply(&sb, &pk, id, "ok", 0);
 	uint8_t *f = fb_end(&sb, &len);
 	send_frame(c, f, len);
 	free(f);
@@ -836,7 +831,6 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
 	/* device memory: the latest sample of any loaded model's backend */
 	uint64_t dtotal = 0, dfree = 0;
 	for (int i = 0; i < d->nslots; i++) {
@@ -847,11 +841,7 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		}
 		pthread_mutex_unlock(&d->slots[i]->mu);
 	}
-	msgpack_pack_map(&pk, 15);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
+	fb_reply(&sb, &pk, id, "ok", 13);
 	pk_str(&pk, "log_dropped");
 	msgpack_pack_uint64(&pk, daemon_db ? db_dropped(daemon_db) : 0);
 	pk_str(&pk, "requests");
@@ -1024,12 +1014,7 @@ static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
+	fb_reply(&sb, &pk, id, "ok", 1);
 	pk_str(&pk, "prometheus");
 	msgpack_pack_str(&pk, tlen);
 	msgpack_pack_str_body(&pk, text, tlen);
@@ -1044,12 +1029,7 @@ static void reply_models(Daemon *d, Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
+	fb_reply(&sb, &pk, id, "ok", 1);
 	pk_str(&pk, "models");
 	msgpack_pack_array(&pk, (size_t)d->nslots);
 	for (int i = 0; i < d->nslots; i++) {
@@ -1142,12 +1122,7 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		size_t len;
-		fb_begin(&sb, &pk);
-		msgpack_pack_map(&pk, 5);
-		pk_str(&pk, "id");
-		msgpack_pack_uint32(&pk, id);
-		pk_str(&pk, "type");
-		pk_str(&pk, "ok");
+		fb_reply(&sb, &pk, id, "ok", 3);
 		pk_str(&pk, "version");
 		msgpack_pack_int(&pk, PROTO_VERSION);
 		pk_str(&pk, "daemon");
@@ -1188,12 +1163,7 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		size_t len;
-		fb_begin(&sb, &pk);
-		msgpack_pack_map(&pk, 3);
-		pk_str(&pk, "id");
-		msgpack_pack_uint32(&pk, id);
-		pk_str(&pk, "type");
-		pk_str(&pk, "ok");
+		fb_reply(&sb, &pk, id, "ok", 1);
 		pk_str(&pk, "cancelled");
 		found ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
 		uint8_t *fr = fb_end(&sb, &len);

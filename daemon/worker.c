@@ -36,6 +36,17 @@ void fb_begin(msgpack_sbuffer *sb, msgpack_packer *pk)
 	msgpack_sbuffer_write(sb, "\0\0\0\0", PROTO_HDR);
 }
 
+void fb_reply(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t id,
+	      const char *type, int fields)
+{
+	fb_begin(sb, pk);
+	msgpack_pack_map(pk, (size_t)fields + 2);
+	pk_str(pk, "id");
+	msgpack_pack_uint32(pk, id);
+	pk_str(pk, "type");
+	pk_str(pk, type);
+}
+
 uint8_t *fb_end(msgpack_sbuffer *sb, size_t *len)
 {
 	if (!sb->data) { /* msgpack-c failed to allocate */
@@ -59,12 +70,7 @@ uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, position >= 0 ? 5 : 4);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "error");
+	fb_reply(&sb, &pk, id, "error", position >= 0 ? 3 : 2);
 	pk_str(&pk, "code");
 	pk_str(&pk, code);
 	pk_str(&pk, "message");
@@ -81,12 +87,7 @@ uint8_t *queued_frame(uint32_t id, int position, size_t *len)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "queued");
+	fb_reply(&sb, &pk, id, "queued", 1);
 	pk_str(&pk, "position");
 	msgpack_pack_int(&pk, position);
 	return fb_end(&sb, len);
@@ -98,12 +99,7 @@ static void post_loading(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, r->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "loading");
+	fb_reply(&sb, &pk, r->id, "loading", 1);
 	pk_str(&pk, "model");
 	pk_str(&pk, m->name);
 	uint8_t *f = fb_end(&sb, &len);
@@ -128,12 +124,7 @@ static void job_ok(Slot *m, Request *r)
 	size_t len = 0;
 	uint8_t *f = NULL;
 	if (!r->internal) {
-		fb_begin(&sb, &pk);
-		msgpack_pack_map(&pk, r->op == OP_LOAD ? 4 : 3);
-		pk_str(&pk, "id");
-		msgpack_pack_uint32(&pk, r->id);
-		pk_str(&pk, "type");
-		pk_str(&pk, "ok");
+		fb_reply(&sb, &pk, r->id, "ok", r->op == OP_LOAD ? 2 : 1);
 		pk_str(&pk, "model");
 		pk_str(&pk, m->name);
 		if (r->op == OP_LOAD) {
@@ -272,12 +263,7 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t flen;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 4);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, r->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "token");
+	fb_reply(&sb, &pk, r->id, "token", 2);
 	pk_str(&pk, "token");
 	msgpack_pack_int32(&pk, token);
 	pk_str(&pk, "text");
@@ -385,12 +371,7 @@ static void post_done(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 8);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, r->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "done");
+	fb_reply(&sb, &pk, r->id, "done", 6);
 	pk_str(&pk, "finish");
 	pk_str(&pk, r->finish);
 	pk_str(&pk, "prompt_tokens");
@@ -422,12 +403,7 @@ static void run_tokenize(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, r->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
+	fb_reply(&sb, &pk, r->id, "ok", 1);
 	pk_str(&pk, "tokens");
 	msgpack_pack_array(&pk, (size_t)n);
 	for (int i = 0; i < n; i++)
@@ -458,12 +434,7 @@ static void run_detokenize(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_begin(&sb, &pk);
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, r->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
+	fb_reply(&sb, &pk, r->id, "ok", 1);
 	pk_str(&pk, "text");
 	msgpack_pack_bin(&pk, tl);
 	msgpack_pack_bin_body(&pk, text, tl);
