@@ -564,6 +564,18 @@ static BatchSeq *victim(Batcher *b, const BatchSeq *s)
 }
 
 /* End s: flush its text, give back its blocks, move it to the done list. */
+/* Take s out of the active list, keeping the admission order. */
+static void act_remove(Batcher *b, BatchSeq *s)
+{
+	for (int i = 0; i < b->n_act; i++)
+		if (b->act[i] == s) {
+			memmove(b->act + i, b->act + i + 1,
+				sizeof *b->act * (size_t)(b->n_act - i - 1));
+			b->n_act--;
+			return;
+		}
+}
+
 static void finish(Batcher *b, BatchSeq *s, finish_reason fin)
 {
 	if (s->done)
@@ -579,13 +591,7 @@ static void finish(Batcher *b, BatchSeq *s, finish_reason fin)
 	if (fin != FINISH_ERROR)
 		cache_keep(b, s);
 	release_blocks(b, s);
-	for (int i = 0; i < b->n_act; i++)
-		if (b->act[i] == s) {
-			memmove(b->act + i, b->act + i + 1,
-				sizeof *b->act * (size_t)(b->n_act - i - 1));
-			b->n_act--;
-			break;
-		}
+	act_remove(b, s);
 	s->done = 1;
 	s->next = NULL;
 	if (b->done_tail)
@@ -601,13 +607,7 @@ void batcher_suspend(Batcher *b, BatchSeq *s)
 		return;
 	release_blocks(b, s);
 	s->preempted++;
-	for (int i = 0; i < b->n_act; i++)
-		if (b->act[i] == s) {
-			memmove(b->act + i, b->act + i + 1,
-				sizeof *b->act * (size_t)(b->n_act - i - 1));
-			b->n_act--;
-			break;
-		}
+	act_remove(b, s);
 }
 
 int batcher_resume(Batcher *b, BatchSeq *s, char *err, size_t errlen)
