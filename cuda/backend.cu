@@ -273,19 +273,6 @@ static const BackendOps cuda_ops = {
 	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
-	/* without the paged KV ops (INFERD_CUDA_PAGED=0) the daemon runs
-	 * one generate at a time */
-	NULL,          NULL,         NULL,         NULL,
-	NULL,          NULL,         NULL,
-};
-
-/* The same with the paged KV ops: batching (the default). */
-static const BackendOps cuda_ops_paged = {
-	"cuda",        c_destroy,      c_describe,   c_memory,
-	c_alloc,       c_free,         c_upload,     c_release,
-	c_to_host,     c_to_dev,       c_sync,       cuda_embed,
-	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
-	cuda_swiglu,   cuda_add,       cuda_argmax,
 	cuda_kv_store, cuda_attention_paged, cuda_rope_rows, cuda_step_begin,
 	cuda_step_end, cuda_argmax_rows, cuda_topk_rows,
 };
@@ -320,8 +307,20 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		return NULL;
 	}
 	{
+		/* INFERD_CUDA_PAGED=0: the table without the ops batching needs,
+		 * so the daemon runs one generate at a time (for comparison) */
 		const char *pg = getenv("INFERD_CUDA_PAGED");
-		c->base.ops = pg && pg[0] == '0' ? &cuda_ops : &cuda_ops_paged;
+		c->ops = cuda_ops;
+		if (pg && pg[0] == '0') {
+			c->ops.kv_store = NULL;
+			c->ops.attention_paged = NULL;
+			c->ops.rope_rows = NULL;
+			c->ops.step_begin = NULL;
+			c->ops.step_end = NULL;
+			c->ops.argmax_rows = NULL;
+			c->ops.topk_rows = NULL;
+		}
+		c->base.ops = &c->ops;
 	}
 	c->device = device;
 	c->graph = new (std::nothrow) GraphState();

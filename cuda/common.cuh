@@ -26,6 +26,8 @@ struct GraphState; /* graph.cuh: decode-step recorder */
 /* The backend instance; Backend must stay the first member. */
 typedef struct CudaBackend {
 	Backend base;          /* ops table header shared with the engine */
+	BackendOps ops;        /* base.ops points here (a per-instance copy:
+				* INFERD_CUDA_PAGED=0 clears the batch ops) */
 	int device;            /* CUDA device index */
 	int sm_count;          /* multiprocessors, to size split-K grids */
 	cudaStream_t stream;   /* every op is queued here, in call order */
