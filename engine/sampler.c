@@ -270,13 +270,13 @@ static int32_t argmax_lowest(const float *x, int n)
 	return 0; /* all NaN or -inf */
 }
 
-/* cand[0..n): the survivors of top-k (sorted when sorted), still with
- * their logits: softmax with temperature, min-p, top-p, normalisation. */
-static int probs(Sampler *s, int n, int sorted, int need_order)
+/* cand[0..n): the survivors of top-k (sorted when top_k_cut), still
+ * with their logits: softmax with temperature, min-p, top-p,
+ * normalisation. */
+static int probs(Sampler *s, int n, int top_k_cut, int need_order)
 {
 	const SamplerParams *p = &s->p;
 	Cand *c = s->cand;
-	int top_k_cut = sorted;
 	/* Softmax with temperature over the top-k survivors. */
 	float mx = c[0].logit;
 	for (int i = 1; i < n; i++)
