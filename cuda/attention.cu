@@ -47,6 +47,7 @@ __global__ void __launch_bounds__(128)
 			     int n_heads, int group, int D, int kv_dim,
 			     float scale)
 {
+	pdl_enter();
 	constexpr int DPL = DMAX / 32; /* output dims per lane */
 	constexpr int KP = DMAX + 4;   /* K row pitch: 16-byte rows whose
 					* float4 reads by 8 lanes hit
@@ -167,6 +168,62 @@ __global__ void __launch_bounds__(128)
 	}
 }
 
+/* Merge the chunks of row i, head h (the block's threads share D): the
+ * softmax of all chunks from each chunk's max and sum. Reads through L2:
+ * other blocks wrote the partials. */
+__device__ __forceinline__ void decode_merge(float *__restrict__ out,
+					     const float *part, int n_heads,
+					     int D, int nchunks, int h, int i)
+{
+	const float *pp = part + ((size_t)i * n_heads + h) * nchunks * (D + 2);
+	float M = -INFINITY;
+	for (int c = 0; c < nchunks; c++)
+		M = fmaxf(M, __ldcg(pp + c * (D + 2) + D));
+	float L = 0.0f;
+	for (int c = 0; c < nchunks; c++) {
+		float mc = __ldcg(pp + c * (D + 2) + D);
+		if (mc != -INFINITY)
+			L += __ldcg(pp + c * (D + 2) + D + 1) * __expf(mc - M);
+	}
+	float inv = L > 0.0f ? 1.0f / L : 0.0f;
+	for (int d = threadIdx.x; d < D; d += blockDim.x) {
+		float acc = 0.0f;
+		for (int c = 0; c < nchunks; c++) {
+			float mc = __ldcg(pp + c * (D + 2) + D);
+			if (mc != -INFINITY)
+				acc += __ldcg(pp + c * (D + 2) + d) *
+				       __expf(mc - M);
+		}
+		out[(size_t)i * n_heads * D + (size_t)h * D + d] = acc * inv;
+	}
+}
+
+/* The merge without a kernel of its own: each chunk's block counts itself
+ * done for its (row, head), and the last one merges (then rezeroes the
+ * counter for the next step). A separate merge launch cost ~3 us a layer
+ * at 7B, more than the merge itself. */
+__device__ __forceinline__ void decode_merge_last(float *__restrict__ out,
+						  const float *part,
+						  int *done, int n_heads,
+						  int D, int nchunks, int h,
+						  int i)
+{
+	__shared__ int last;
+	__threadfence(); /* this block's partials before its count */
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		int *cnt = done + (size_t)i * n_heads + h;
+		last = atomicAdd(cnt, 1) == nchunks - 1;
+		if (last)
+			*cnt = 0;
+	}
+	__syncthreads();
+	if (!last)
+		return;
+	__threadfence(); /* the other blocks' partials after their counts */
+	decode_merge(out, part, n_heads, D, nchunks, h, i);
+}
+
 /* part layout: [n][n_heads][nchunks][D + 2]: D unnormalised outputs, then
  * the chunk's max and sum of exponentials. */
 __global__ void __launch_bounds__(DEC_THREADS)
@@ -175,8 +232,10 @@ __global__ void __launch_bounds__(DEC_THREADS)
 			    const float *__restrict__ kc,
 			    const float *__restrict__ vc, int pos0,
 			    int n_heads, int group, int D, int kv_dim,
-			    int chunk, int nchunks, float scale, int vec4)
+			    int chunk, int nchunks, float scale, int vec4,
+			    float *__restrict__ fin, int *__restrict__ done)
 {
+	pdl_enter();
 	extern __shared__ float smem[];
 	float *qs = smem;      /* [D] */
 	float *s = smem + D;   /* [chunk] */
@@ -194,6 +253,9 @@ __global__ void __launch_bounds__(DEC_THREADS)
 			pp[D] = -INFINITY;
 			pp[D + 1] = 0.0f;
 		}
+		if (fin)
+			decode_merge_last(fin, part, done, n_heads, D,
+					  nchunks, h, i);
 		return;
 	}
 	const float *qr = q + (size_t)i * n_heads * D + (size_t)h * D;
@@ -259,6 +321,8 @@ __global__ void __launch_bounds__(DEC_THREADS)
 			acc += s[j] * vbase[(size_t)j * kv_dim + d];
 		pp[d] = acc;
 	}
+	if (fin)
+		decode_merge_last(fin, part, done, n_heads, D, nchunks, h, i);
 }
 
 /* grid (n_heads, n): merge the chunks of one row and head. */
@@ -266,27 +330,8 @@ __global__ void flash_decode_merge_kernel(float *__restrict__ out,
 					  const float *__restrict__ part,
 					  int n_heads, int D, int nchunks)
 {
-	int h = blockIdx.x, i = blockIdx.y;
-	const float *pp = part + ((size_t)i * n_heads + h) * nchunks * (D + 2);
-	float M = -INFINITY;
-	for (int c = 0; c < nchunks; c++)
-		M = fmaxf(M, pp[c * (D + 2) + D]);
-	float L = 0.0f;
-	for (int c = 0; c < nchunks; c++) {
-		float mc = pp[c * (D + 2) + D];
-		if (mc != -INFINITY)
-			L += pp[c * (D + 2) + D + 1] * __expf(mc - M);
-	}
-	float inv = L > 0.0f ? 1.0f / L : 0.0f;
-	for (int d = threadIdx.x; d < D; d += blockDim.x) {
-		float acc = 0.0f;
-		for (int c = 0; c < nchunks; c++) {
-			float mc = pp[c * (D + 2) + D];
-			if (mc != -INFINITY)
-				acc += pp[c * (D + 2) + d] * __expf(mc - M);
-		}
-		out[(size_t)i * n_heads * D + (size_t)h * D + d] = acc * inv;
-	}
+	pdl_enter();
+	decode_merge(out, part, n_heads, D, nchunks, blockIdx.x, blockIdx.y);
 }
 
 template <int DMAX>
@@ -358,13 +403,30 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	if (cuda_grow(c, (void **)&c->part, &c->part_bytes, pbytes,
 		      "attention partials"))
 		return;
+	/* The last chunk's block merges (decode_merge_last) unless fusing is
+	 * off (INFERD_CUDA_FUSE=0): then a merge kernel follows. */
+	int fused = c->graph->fuse;
+	size_t dbytes = sizeof(int) * (size_t)n * n_heads;
+	if (fused && c->dec_done_bytes < dbytes) {
+		if (cuda_grow(c, (void **)&c->dec_done, &c->dec_done_bytes,
+			      dbytes, "attention counters"))
+			return;
+		/* queued before any launch that is recorded but not issued */
+		if (cuda_fail(c, cudaMemsetAsync(c->dec_done, 0,
+						 c->dec_done_bytes, c->stream),
+			      "attention counters"))
+			return;
+	}
 	size_t smem = sizeof(float) * (size_t)(D + chunk);
 	cuda_launch(c, flash_decode_kernel,
 		    dim3((unsigned)n_heads, (unsigned)nchunks, (unsigned)n),
 		    dim3(DEC_THREADS), smem, "attention decode", c->part, q, kc,
 		    vc, pos0, n_heads, group, D, kv_dim, chunk, nchunks, scale,
 		    (int)(D % 4 == 0 && kv_dim % 4 == 0 &&
-			  (uintptr_t)kc % 16 == 0));
+			  (uintptr_t)kc % 16 == 0),
+		    fused ? out : (float *)NULL, fused ? c->dec_done : (int *)NULL);
+	if (fused)
+		return;
 	int th = D < 32 ? 32 : (D > 256 ? 256 : ((D + 31) / 32) * 32);
 	cuda_launch(c, flash_decode_merge_kernel,
 		    dim3((unsigned)n_heads, (unsigned)n), dim3(th), 0,

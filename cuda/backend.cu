@@ -123,6 +123,7 @@ static void c_destroy(Backend *b)
 		cudaFreeHost(c->ids_host);
 	cudaFree(c->scratch);
 	cudaFree(c->part);
+	cudaFree(c->dec_done);
 	cudaFree(c->xq);
 	cudaFree(c->ids);
 	cudaFree(c->result);
@@ -336,6 +337,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		c->graph->fuse = !(g && !strcmp(g, "0"));
 		g = getenv("INFERD_CUDA_STEP_GRAPHS");
 		c->graph->step_enabled = !(g && !strcmp(g, "0"));
+		g = getenv("INFERD_CUDA_PDL");
+		c->graph->pdl = !(g && !strcmp(g, "0"));
 	}
 	cudaDeviceProp prop;
 	const char *step = "cudaSetDevice";

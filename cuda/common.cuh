@@ -40,6 +40,9 @@ typedef struct CudaBackend {
 	size_t scratch_bytes;  /* capacity of scratch */
 	float *part;           /* flash-decoding partial results */
 	size_t part_bytes;     /* capacity of part */
+	int *dec_done;         /* per (row, head): chunks of the running
+				* flash-decode done; zero between launches */
+	size_t dec_done_bytes; /* capacity of dec_done */
 	int32_t *ids;          /* device copy of embed()'s token ids */
 	size_t ids_cap;        /* capacity of ids, in ids */
 	int32_t *result;       /* argmax() result slot (device) */
@@ -79,6 +82,45 @@ void cuda_fail_msg(CudaBackend *c, const char *fmt, ...)
  * Returns 0 or -1 with the error recorded. */
 int cuda_grow(CudaBackend *c, void **p, size_t *cap, size_t bytes,
 	      const char *what);
+
+/* ---- programmatic dependent launch (graph.cu) ----------------------- */
+
+/* In a recorded decode step every kernel node hangs off the one before by
+ * a programmatic edge (INFERD_CUDA_PDL=0: plain edges), so the next
+ * kernel's blocks start on the multiprocessors the current one leaves
+ * as it drains, instead of after a full stop and a fresh launch: at 7B a
+ * decode step is ~350 kernels of 2-40 us each. The contract that makes it
+ * safe, kept by every kernel of this backend:
+ *   - pdl_enter() at the top: let the next kernel launch (it can only run
+ *     its own pdl_enter() or weight prefetches meanwhile), then wait until
+ *     the previous kernel has completed with its writes visible;
+ *   - before that wait a kernel may only read what no kernel writes
+ *     (weights): the mat-vecs prefetch their rows into L2 there.
+ * Because every kernel waits for its predecessor before it can complete,
+ * "previous kernel complete" means "every earlier kernel complete".
+ * Outside such a graph both instructions do nothing. */
+__device__ __forceinline__ void pdl_launch_next(void)
+{
+	asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_wait(void)
+{
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_enter(void)
+{
+	pdl_launch_next();
+	pdl_wait();
+}
+/* Pull [p, p + bytes) toward L2 without waiting for it (one request per
+ * 128-byte line, spread over the warp's lanes). */
+__device__ __forceinline__ void prefetch_l2(const void *p, size_t bytes,
+					    int lane)
+{
+	const char *c = (const char *)p;
+	for (size_t o = (size_t)lane * 128; o < bytes; o += 32 * 128)
+		asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
+}
 
 /* ---- device-side element readers ------------------------------------ */
 

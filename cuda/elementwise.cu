@@ -21,6 +21,7 @@ __global__ void embed_kernel(float *out, const uint8_t *table, int type,
 			     size_t row_bytes, int64_t cols, int64_t rows,
 			     const int32_t *ids, int n)
 {
+	pdl_enter();
 	int i = blockIdx.y;
 	int32_t id = ids[i];
 	float *o = out + (size_t)i * (size_t)cols;
@@ -84,6 +85,7 @@ void cuda_embed(Backend *b, float *out, const Tensor *table,
 
 __global__ void swiglu_kernel(float *gate, const float *up, size_t count)
 {
+	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x) {
 		float g = gate[i];
@@ -106,6 +108,7 @@ void cuda_swiglu(Backend *b, float *gate, const float *up, size_t count)
 
 __global__ void add_kernel(float *x, const float *y, size_t count)
 {
+	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x)
 		x[i] += y[i];
@@ -129,6 +132,7 @@ void cuda_add(Backend *b, float *x, const float *y, size_t count)
 __global__ void argmax_kernel(const float *x, int n, int32_t *result,
 			      size_t stride)
 {
+	pdl_enter();
 	x += blockIdx.x * stride; /* argmax_rows: a block per row */
 	result += blockIdx.x;
 	__shared__ float sv[1024];
@@ -218,6 +222,7 @@ __device__ __forceinline__ uint32_t tk_key(float v)
 __global__ void __launch_bounds__(TK_THREADS)
 	topk_kernel(float *vals, int32_t *ids, const float *x, int cols, int k)
 {
+	pdl_enter();
 	__shared__ uint32_t hist[256];
 	__shared__ uint32_t sel[2];     /* prefix found so far, k left */
 	__shared__ int ties[TK_THREADS]; /* per-thread tie counts, then ranks */

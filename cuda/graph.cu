@@ -52,11 +52,21 @@ static int build(CudaBackend *c)
 		params_of(r, ptrs, &p);
 		cudaGraphNode_t node;
 		if (cuda_fail(c,
-			      cudaGraphAddKernelNode(&node, g->graph,
-						     prev ? &prev : NULL,
-						     prev ? 1 : 0, &p),
+			      cudaGraphAddKernelNode(&node, g->graph, NULL, 0,
+						     &p),
 			      "graph add kernel"))
 			return -1;
+		if (prev) {
+			cudaGraphEdgeData e = {};
+			if (g->pdl) {
+				e.from_port = cudaGraphKernelNodePortProgrammatic;
+				e.type = cudaGraphDependencyTypeProgrammatic;
+			}
+			if (cuda_fail(c, cudaGraphAddDependencies(g->graph, &prev,
+								  &node, &e, 1),
+				      "graph add edge"))
+				return -1;
+		}
 		g->nodes.push_back(node);
 		prev = node;
 	}

@@ -11,7 +11,9 @@
  * At that flush it compares the recording with the graph it built last
  * time: same kernels in the same order means one cudaGraphExec update per
  * changed launch and a single cudaGraphLaunch; otherwise it builds a new
- * graph (a chain of kernel nodes). Anything that cannot sit in a graph
+ * graph (a chain of kernel nodes, linked by programmatic edges so each
+ * kernel starts while the one before drains: common.cuh, pdl_enter).
+ * Anything that cannot sit in a graph
  * (cuBLAS) flushes first and ends the recording for that step.
  * INFERD_CUDA_GRAPHS=0 turns it off.
  */
@@ -85,6 +87,8 @@ struct GraphState {
 	int enabled;                  /* INFERD_CUDA_GRAPHS != 0 */
 	int on;                       /* recording the current step */
 	int fuse;                     /* INFERD_CUDA_FUSE != 0 */
+	int pdl;                      /* INFERD_CUDA_PDL != 0: programmatic
+				       * edges between the kernel nodes */
 	std::vector<LaunchRec> rec;   /* this step's launches */
 	std::vector<LaunchRec> built; /* what the cached graph holds */
 	std::vector<cudaGraphNode_t> nodes; /* its nodes, in order */

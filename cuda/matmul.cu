@@ -264,6 +264,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 		      int rows, int cols, size_t row_bytes, int epi,
 		      float *aux)
 {
+	pdl_enter();
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int row0 = (blockIdx.x * MV_WARPS + warp) * R;
 	if (row0 >= rows)
@@ -298,6 +299,7 @@ __global__ void matvec_generic_kernel(float *out, const float *x,
 				      const float *bias, int rows, int cols,
 				      size_t row_bytes, int epi, float *aux)
 {
+	pdl_enter();
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int row = blockIdx.x * MV_WARPS + warp;
 	if (row >= rows)
@@ -362,6 +364,12 @@ mv_float_block(float *__restrict__ out, const float *__restrict__ x,
 	for (int r = 0; r < R; r++)
 		wr[r] = (const uint4 *)(w + (size_t)min(row0 + r, rows - 1) *
 						    row_bytes);
+	/* The weights are no kernel's output: fetch them toward L2 while
+	 * the kernel before is still finishing (common.cuh, pdl_enter). */
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		prefetch_l2(wr[r], row_bytes, lane);
+	pdl_wait();
 	const float4 *xv = (const float4 *)x;
 	int units = cols / UE;
 	float acc[R];
@@ -435,6 +443,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 			    int rows, int cols, size_t row_bytes, int epi,
 			    float *aux)
 {
+	pdl_launch_next(); /* mv_float_block waits after its prefetch */
 	mv_float_block<T, R, U>(out, x, w, bias, rows, cols, row_bytes, epi,
 				aux, blockIdx.x);
 }
@@ -455,6 +464,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	matvec_float3_kernel(MvSegs sg, const float *__restrict__ x, int cols,
 			     size_t row_bytes)
 {
+	pdl_launch_next(); /* mv_float_block waits after its prefetch */
 	int bx = blockIdx.x, s = bx < sg.end[0] ? 0 : bx < sg.end[1] ? 1 : 2;
 	if (s)
 		bx -= sg.end[s - 1];
@@ -472,6 +482,7 @@ __global__ void quantize_x_kernel(int8_t *__restrict__ xq,
 				  float2 *__restrict__ xds,
 				  const float *__restrict__ x, size_t blocks)
 {
+	pdl_enter();
 	size_t b = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
 	int lane = threadIdx.x % 32;
 	if (b >= blocks)
@@ -499,6 +510,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 			  int rows, int cols, size_t row_bytes, int epi,
 			  float *aux)
 {
+	pdl_launch_next(); /* waits below, after its weight prefetch */
 	constexpr int BS = T == DT_Q8_0 ? 34 : T == DT_Q4_0 ? 18 : 20;
 	constexpr int NW = T == DT_Q8_0 ? 8 : 4; /* u32 words of quants */
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -513,6 +525,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 #pragma unroll
 	for (int r = 0; r < R; r++)
 		wr[r] = w + (size_t)min(row0 + r, rows - 1) * row_bytes;
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		prefetch_l2(wr[r], row_bytes, lane);
+	pdl_wait(); /* xq and xds are the kernel before's output */
 	float acc[R];
 #pragma unroll
 	for (int r = 0; r < R; r++)
@@ -807,6 +823,7 @@ __global__ void f32_to_f16_kernel(__half *__restrict__ dst,
 				  const float *__restrict__ src, size_t count,
 				  int split)
 {
+	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x) {
 		float v = src[i];
@@ -825,6 +842,7 @@ __global__ void dequant_f16_kernel(__half *__restrict__ dst,
 				   const uint8_t *__restrict__ w, int64_t rows,
 				   int64_t cols, size_t row_bytes)
 {
+	pdl_enter();
 	int64_t groups = cols / 32, total = rows * groups;
 	for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
 	     g < total; g += (int64_t)gridDim.x * blockDim.x) {
@@ -845,6 +863,7 @@ __global__ void dequant_f16_kernel(__half *__restrict__ dst,
 __global__ void sum_halves_kernel(float *__restrict__ out,
 				  const float *__restrict__ p, size_t count)
 {
+	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x)
 		out[i] = p[i] + p[count + i];
@@ -853,6 +872,7 @@ __global__ void sum_halves_kernel(float *__restrict__ out,
 __global__ void add_bias_kernel(float *out, const float *bias, int rows,
 				size_t count)
 {
+	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x)
 		out[i] += bias[i % rows];

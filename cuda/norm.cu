@@ -15,6 +15,7 @@ __device__ __forceinline__ float warp_sum(float v)
 __global__ void rmsnorm_kernel(float *out, const float *x,
 			       const uint8_t *w, int wtype, int dim, float eps)
 {
+	pdl_enter();
 	__shared__ float part[32];
 	const float *xr = x + (size_t)blockIdx.x * dim;
 	float *orow = out + (size_t)blockIdx.x * dim;

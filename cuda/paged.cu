@@ -30,6 +30,7 @@ __global__ void kv_store_kernel(float *kc, float *vc, const float *k,
 				const float *v, const int32_t *slots, int n,
 				int kv_dim)
 {
+	pdl_enter();
 	int i = blockIdx.y;
 	int s = slots[i];
 	if (s < 0)
@@ -57,6 +58,7 @@ __global__ void paged_att_kernel(float *out, const float *q, const float *kc,
 				 int bs, int n_heads, int group, int D,
 				 int kv_dim, float scale)
 {
+	pdl_enter();
 	extern __shared__ float sm[]; /* [W] m, [W] l, [W][D] o */
 	int h = blockIdx.x, i = blockIdx.y, kvh = h / group;
 	int W = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -12,6 +12,7 @@ __global__ void rope_kernel(float *x, int n, int stride, int n_heads,
 			    int head_dim, int pos0, const int32_t *pos,
 			    const float *inv_freq, int layout)
 {
+	pdl_enter();
 	int half = head_dim / 2;
 	int64_t total = (int64_t)n * n_heads * half;
 	for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
