@@ -362,6 +362,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		c->mv_rows = g ? atoi(g) : 0;
 		g = getenv("INFERD_CUDA_MV");
 		c->mv_old = g && !strcmp(g, "old");
+		c->mv_warp = g && !strcmp(g, "warp");
+		c->mv_depth = g && !strcmp(g, "stream6") ? 6 : 8;
 	}
 	snprintf(c->desc, sizeof c->desc, "%.200s, %.1f GiB, sm_%d%d, %d SMs",
 		 prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,

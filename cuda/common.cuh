@@ -51,6 +51,10 @@ typedef struct CudaBackend {
 	int mv_rows;           /* weight rows per warp in the mat-vec, 0 =
 				* the measured default of each kernel */
 	int mv_old;            /* INFERD_CUDA_MV=old: first mat-vec kernels */
+	int mv_warp;           /* INFERD_CUDA_MV=warp: float mat-vecs a row
+				* per warp, not the streaming kernel */
+	int mv_depth;          /* streaming mat-vec: loads in flight a lane
+				* (8; INFERD_CUDA_MV=stream6: 6) */
 	void *xq;              /* int8 x + scales for the integer mat-vec */
 	size_t xq_bytes;       /* capacity of xq */
 	const float *xq_src;   /* the x that xq holds, [xq_n][xq_cols] ... */
@@ -95,7 +99,7 @@ int cuda_grow(CudaBackend *c, void **p, size_t *cap, size_t bytes,
  *     its own pdl_enter() or weight prefetches meanwhile), then wait until
  *     the previous kernel has completed with its writes visible;
  *   - before that wait a kernel may only read what no kernel writes
- *     (weights): the mat-vecs prefetch their rows into L2 there.
+ *     (weights): the streaming mat-vec issues its first loads there.
  * Because every kernel waits for its predecessor before it can complete,
  * "previous kernel complete" means "every earlier kernel complete".
  * Outside such a graph both instructions do nothing. */
@@ -112,16 +116,6 @@ __device__ __forceinline__ void pdl_enter(void)
 	pdl_launch_next();
 	pdl_wait();
 }
-/* Pull [p, p + bytes) toward L2 without waiting for it (one request per
- * 128-byte line, spread over the warp's lanes). */
-__device__ __forceinline__ void prefetch_l2(const void *p, size_t bytes,
-					    int lane)
-{
-	const char *c = (const char *)p;
-	for (size_t o = (size_t)lane * 128; o < bytes; o += 32 * 128)
-		asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
-}
-
 /* ---- device-side element readers ------------------------------------ */
 
 /* Block layouts as in ggml / gguf.h (sizes in bytes):

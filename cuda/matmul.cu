@@ -364,11 +364,6 @@ mv_float_block(float *__restrict__ out, const float *__restrict__ x,
 	for (int r = 0; r < R; r++)
 		wr[r] = (const uint4 *)(w + (size_t)min(row0 + r, rows - 1) *
 						    row_bytes);
-	/* The weights are no kernel's output: fetch them toward L2 while
-	 * the kernel before is still finishing (common.cuh, pdl_enter). */
-#pragma unroll
-	for (int r = 0; r < R; r++)
-		prefetch_l2(wr[r], row_bytes, lane);
 	pdl_wait();
 	const float4 *xv = (const float4 *)x;
 	int units = cols / UE;
@@ -443,7 +438,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 			    int rows, int cols, size_t row_bytes, int epi,
 			    float *aux)
 {
-	pdl_launch_next(); /* mv_float_block waits after its prefetch */
+	pdl_launch_next(); /* mv_float_block waits */
 	mv_float_block<T, R, U>(out, x, w, bias, rows, cols, row_bytes, epi,
 				aux, blockIdx.x);
 }
@@ -464,12 +459,136 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	matvec_float3_kernel(MvSegs sg, const float *__restrict__ x, int cols,
 			     size_t row_bytes)
 {
-	pdl_launch_next(); /* mv_float_block waits after its prefetch */
+	pdl_launch_next(); /* mv_float_block waits */
 	int bx = blockIdx.x, s = bx < sg.end[0] ? 0 : bx < sg.end[1] ? 1 : 2;
 	if (s)
 		bx -= sg.end[s - 1];
 	mv_float_block<T, 1, U>(sg.out[s], x, sg.w[s], sg.bias[s], sg.rows[s],
 				cols, row_bytes, EPI_NONE, NULL, bx);
+}
+
+/* ---- streaming mat-vec for F32/F16/BF16 ---------------------------- */
+
+#define MV_STREAM_BLOCKS 8 /* blocks an SM: all resident (<= 64 registers) */
+
+/* Up to three matrices of the same width (q, k, v) or one, in one launch:
+ * blocks [bend[s-1], bend[s]) stream matrix s (unused entries repeat the
+ * last bend). */
+struct StreamSegs {
+	float *out[3];
+	const uint8_t *w[3];
+	const float *bias[3];
+	int rows[3];
+	int bend[3]; /* cumulative blocks */
+};
+/* The per-row kernels above give each warp one row: 8 KB at 7B, two
+ * rounds of loads, then the warp is gone, so every launch is mostly ramp
+ * and tail (a 7B decode is ~220 of them). Here each warp owns a
+ * contiguous run of rows (one launch covers the GPU with 8 blocks an SM)
+ * and streams it as one sequence of 512-byte warp steps with D steps
+ * always in flight: the load for step t + D is issued as step t is used,
+ * across row ends. Measured on an H200 over a 7B layer set of F16 mat-vecs
+ * in a graph (.dev microbenchmark, same call): 3,283 GB/s per-row kernel,
+ * 3,710 GB/s this one with D = 8 and programmatic launch (D = 16 or more
+ * blocks per SM were slower). A lane still sees units lane, lane + 32,
+ * ... of each row and sums them in the per-row kernel's order, so the
+ * result is bit for bit that kernel's. Needs cols a multiple of 32 units
+ * and at least 8 x 32 (F16: 2048); gridDim.y indexes the token row as
+ * there. */
+template <int T, int D>
+__global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
+	matvec_stream_kernel(StreamSegs sg, const float *__restrict__ x,
+			     int cols, int epi, float *aux)
+{
+	pdl_launch_next();
+	constexpr int UE = T == DT_F32 ? 4 : 8; /* elements per 16 bytes */
+	int lane = threadIdx.x % 32;
+	/* this block's segment, by constant index (a runtime index would
+	 * copy the parameter struct to local memory) */
+	int bx = blockIdx.x;
+	int sgi = bx < sg.bend[0] ? 0 : bx < sg.bend[1] ? 1 : 2;
+	int b0 = sgi == 0 ? 0 : sgi == 1 ? sg.bend[0] : sg.bend[1];
+	int b1 = sgi == 0 ? sg.bend[0] : sgi == 1 ? sg.bend[1] : sg.bend[2];
+	int rows = sgi == 0 ? sg.rows[0] : sgi == 1 ? sg.rows[1] : sg.rows[2];
+	const uint8_t *w = sgi == 0 ? sg.w[0] : sgi == 1 ? sg.w[1] : sg.w[2];
+	int gw = (int)(((bx - b0) * blockDim.x + threadIdx.x) / 32);
+	int nw = (int)((b1 - b0) * blockDim.x / 32);
+	int r0 = (int)((long long)rows * gw / nw);
+	int r1 = (int)((long long)rows * (gw + 1) / nw);
+	int spr = cols / UE / 32; /* warp steps per row */
+	size_t row_bytes = (size_t)cols * (T == DT_F32 ? 4 : 2);
+	int y = blockIdx.y;
+	/* the next step to load: the warp's rows are contiguous, so the
+	 * pointer moves 512 bytes a step */
+	const uint4 *lp = (const uint4 *)(w + (size_t)r0 * row_bytes) + lane;
+	int nsteps = (r1 - r0) * spr, issued = 0;
+	uint4 q[D];
+#pragma unroll
+	for (int i = 0; i < D; i++) {
+		q[i] = issued < nsteps ? __ldcs(lp) : make_uint4(0, 0, 0, 0);
+		lp += 32;
+		issued++;
+	}
+	pdl_wait(); /* x is the kernel before's output */
+	const float4 *xv = (const float4 *)(x + (size_t)y * cols);
+	int row = r0, st = 0;
+	float acc = 0.0f;
+	while (row < r1) {
+		/* spr >= D (launch_stream): at most one row ends in these D
+		 * steps, and it is stored after them, so the store and its
+		 * epilogue exist once in the code, not D times */
+		int done = -1;
+		float dv = 0.0f;
+#pragma unroll
+		for (int i = 0; i < D; i++) { /* past r1: zeros, not stored */
+			int u = st * 32 + lane;
+			uint4 w4 = q[i];
+			if (issued < nsteps)
+				q[i] = __ldcs(lp);
+			lp += 32;
+			issued++;
+			if constexpr (T == DT_F32) {
+				float4 a = xv[u];
+				acc += __uint_as_float(w4.x) * a.x +
+				       __uint_as_float(w4.y) * a.y +
+				       __uint_as_float(w4.z) * a.z +
+				       __uint_as_float(w4.w) * a.w;
+			} else {
+				float4 a = xv[2 * u], b = xv[2 * u + 1];
+				uint32_t ws[4] = {w4.x, w4.y, w4.z, w4.w};
+				float xs[8] = {a.x, a.y, a.z, a.w,
+					       b.x, b.y, b.z, b.w};
+				float sum = 0.0f;
+#pragma unroll
+				for (int k = 0; k < 4; k++) {
+					float2 f;
+					if constexpr (T == DT_F16)
+						f = __half22float2(*(const __half2 *)&ws[k]);
+					else
+						f = __bfloat1622float2(*(const __nv_bfloat162 *)&ws[k]);
+					sum += f.x * xs[2 * k] +
+					       f.y * xs[2 * k + 1];
+				}
+				acc += sum;
+			}
+			if (++st == spr) {
+				dv = warp_sum(acc);
+				done = row;
+				acc = 0.0f;
+				st = 0;
+				row++;
+			}
+		}
+		if (done >= 0 && done < r1 && lane == 0) {
+			const float *bias = sgi == 0 ? sg.bias[0]
+				: sgi == 1 ? sg.bias[1] : sg.bias[2];
+			float *o = sgi == 0 ? sg.out[0]
+				: sgi == 1 ? sg.out[1] : sg.out[2];
+			mv_store(o + (size_t)y * rows, done,
+				 dv + (bias ? bias[done] : 0.0f), epi,
+				 aux ? aux + (size_t)y * rows : aux);
+		}
+	}
 }
 
 /* ---- integer mat-vec for Q8_0/Q4_0/Q4_1 ----------------------------- */
@@ -510,7 +629,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 			  int rows, int cols, size_t row_bytes, int epi,
 			  float *aux)
 {
-	pdl_launch_next(); /* waits below, after its weight prefetch */
+	pdl_launch_next(); /* waits below */
 	constexpr int BS = T == DT_Q8_0 ? 34 : T == DT_Q4_0 ? 18 : 20;
 	constexpr int NW = T == DT_Q8_0 ? 8 : 4; /* u32 words of quants */
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -525,9 +644,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 #pragma unroll
 	for (int r = 0; r < R; r++)
 		wr[r] = w + (size_t)min(row0 + r, rows - 1) * row_bytes;
-#pragma unroll
-	for (int r = 0; r < R; r++)
-		prefetch_l2(wr[r], row_bytes, lane);
 	pdl_wait(); /* xq and xds are the kernel before's output */
 	float acc[R];
 #pragma unroll
@@ -606,10 +722,53 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	}
 }
 
+/* The streaming kernel when the width allows it (INFERD_CUDA_MV=warp:
+ * never); returns 0 when it did not launch. */
+template <int T>
+static int launch_stream(CudaBackend *c, StreamSegs sg, int nseg,
+			 const float *x, int cols, int n)
+{
+	constexpr int UE = T == DT_F32 ? 4 : 8;
+	/* whole warp steps per row, at least 8 (one row end per 8 steps) */
+	if (c->mv_warp || cols % (UE * 32) || cols / (UE * 32) < 8)
+		return 0;
+	long long total = 0;
+	for (int i = 0; i < nseg; i++)
+		total += sg.rows[i];
+	/* blocks shared out by rows, at most a row per warp */
+	long long cap = (long long)MV_STREAM_BLOCKS * c->sm_count, end = 0;
+	for (int i = 0; i < 3; i++) {
+		if (i < nseg) {
+			long long want = (long long)sg.rows[i] * cap / total;
+			long long most = (sg.rows[i] + MV_WARPS - 1) / MV_WARPS;
+			end += want < 1 ? 1 : want > most ? most : want;
+		}
+		sg.bend[i] = (int)end;
+	}
+	if (c->mv_depth == 6) /* INFERD_CUDA_MV=stream6, to compare */
+		cuda_launch(c, matvec_stream_kernel<T, 6>,
+			    dim3((unsigned)end, (unsigned)n),
+			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
+			    (int)EPI_NONE, (float *)NULL);
+	else
+		cuda_launch(c, matvec_stream_kernel<T, 8>,
+			    dim3((unsigned)end, (unsigned)n),
+			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
+			    (int)EPI_NONE, (float *)NULL);
+	return 1;
+}
+
 template <int T, int R, int U>
 static void launch_float(CudaBackend *c, float *out, const float *x,
 			 const Tensor *w, const float *bias, int n)
 {
+	StreamSegs sg = {{out, NULL, NULL},
+			 {(const uint8_t *)w->dev, NULL, NULL},
+			 {bias, NULL, NULL},
+			 {(int)w->rows, 0, 0},
+			 {0, 0, 0}};
+	if (R == 1 && launch_stream<T>(c, sg, 1, x, (int)w->cols, n))
+		return;
 	int rows = (int)w->rows;
 	unsigned gx = (unsigned)((rows + MV_WARPS * R - 1) / (MV_WARPS * R));
 	cuda_launch(c, matvec_float_kernel<T, R, U>, dim3(gx, (unsigned)n),
@@ -742,6 +901,15 @@ static void matvec_marked(CudaBackend *c, float *out, const float *x,
 template <int T>
 static void launch_float3(CudaBackend *c, const MvPending *p)
 {
+	StreamSegs ss;
+	for (int i = 0; i < 3; i++) {
+		ss.out[i] = p->seg[i].out;
+		ss.w[i] = p->seg[i].w;
+		ss.bias[i] = p->seg[i].bias;
+		ss.rows[i] = p->seg[i].rows;
+	}
+	if (launch_stream<T>(c, ss, 3, p->x, p->cols, 1))
+		return;
 	MvSegs sg;
 	int blocks = 0;
 	for (int i = 0; i < 3; i++) {

@@ -370,7 +370,12 @@ START_TEST(test_matmul)
 		for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
 			check_matmul(all_types[ti], shapes[s][0], shapes[s][1],
 				     shapes[s][2], (int)(s % 3 == 1));
-	/* Odd widths take the generic path for the plain float types. */
+	/* Widths for the streaming mat-vec (whole 512-byte warp steps, at
+	 * least 8 a row): odd row counts, bias, two token rows. */
+	check_matmul(DT_F16, 1001, 2304, 1, 1);
+	check_matmul(DT_BF16, 4099, 4096, 2, 0);
+	check_matmul(DT_F32, 77, 1280, 1, 1);
+		/* Odd widths take the generic path for the plain float types. */
 	check_matmul(DT_F16, 33, 20, 1, 1);
 	check_matmul(DT_BF16, 17, 36, 2, 0);
 	check_matmul(DT_F32, 9, 13, 1, 0);
@@ -826,6 +831,99 @@ START_TEST(test_embed)
 }
 END_TEST
 
+/* A decode step's mat-vecs as forward() issues them after a one-token
+ * embed (which starts recording a graph), at widths that take the
+ * streaming mat-vec: q, k and v of one x merged into one launch (one with
+ * a bias), gate and up with the swiglu folded into the second, down with
+ * the residual add folded in. Each output against a double reference. */
+START_TEST(test_recorded_step)
+{
+	NEED_GPU();
+	enum { D = 2048, QR = 512, KR = 256, FF = 2304 };
+	uint8_t *th, *qh, *kh, *vh, *gh, *uh, *dh, *bh;
+	Tensor tab = make_tensor(DT_F16, 4, D, &th);
+	Tensor wq = make_tensor(DT_F16, QR, D, &qh);
+	Tensor wk = make_tensor(DT_F16, KR, D, &kh);
+	Tensor wv = make_tensor(DT_F16, KR, D, &vh);
+	Tensor bq = make_tensor(DT_F32, 1, QR, &bh);
+	Tensor wg = make_tensor(DT_F16, FF, D, &gh);
+	Tensor wu = make_tensor(DT_F16, FF, D, &uh);
+	Tensor wd = make_tensor(DT_F16, D, FF, &dh);
+	float *resid = rand_floats(D, 1.0);
+	float *xd = dev_floats(NULL, D), *rd = dev_floats(resid, D);
+	float *qd = dev_floats(NULL, QR), *kd = dev_floats(NULL, KR);
+	float *vd = dev_floats(NULL, KR), *gd = dev_floats(NULL, FF);
+	float *ud = dev_floats(NULL, FF), *od = dev_floats(NULL, D);
+	int32_t id = 2;
+	be->ops->embed(be, xd, &tab, &id, 1);
+	be->ops->matmul(be, qd, xd, &wq, &bq, 1);
+	be->ops->matmul(be, kd, xd, &wk, NULL, 1);
+	be->ops->matmul(be, vd, xd, &wv, NULL, 1);
+	be->ops->matmul(be, gd, xd, &wg, NULL, 1);
+	be->ops->matmul(be, ud, xd, &wu, NULL, 1);
+	be->ops->swiglu(be, gd, ud, FF);
+	be->ops->matmul(be, od, gd, &wd, NULL, 1);
+	be->ops->add(be, rd, od, D);
+	float *q = host_floats(qd, QR), *k = host_floats(kd, KR);
+	float *v = host_floats(vd, KR), *g = host_floats(gd, FF);
+	float *r = host_floats(rd, D);
+	double *x = malloc(sizeof(double) * D), *w = malloc(sizeof(double) * FF);
+	double *ref = malloc(sizeof(double) * FF), *h = malloc(sizeof(double) * FF);
+	ref_dequant(DT_F16, th + 2 * dtype_row_bytes(DT_F16, D), x, D);
+	struct {
+		const uint8_t *wh;
+		int rows;
+		const float *got;
+		const float *bias;
+		const char *what;
+	} mv[] = {{qh, QR, q, (const float *)bh, "q"}, {kh, KR, k, NULL, "k"},
+		  {vh, KR, v, NULL, "v"}};
+	for (int m = 0; m < 3; m++) {
+		for (int i = 0; i < mv[m].rows; i++) {
+			ref_dequant(DT_F16, mv[m].wh + (size_t)i * 2 * D, w, D);
+			double sum = mv[m].bias ? mv[m].bias[i] : 0.0;
+			for (int j = 0; j < D; j++)
+				sum += w[j] * x[j];
+			ref[i] = sum;
+		}
+		ck_assert_msg(rel_err(mv[m].got, ref, mv[m].rows) < 1e-5,
+			      "recorded %s: rel err %g", mv[m].what,
+			      rel_err(mv[m].got, ref, mv[m].rows));
+	}
+	for (int i = 0; i < FF; i++) {
+		double a = 0, b = 0;
+		ref_dequant(DT_F16, gh + (size_t)i * 2 * D, w, D);
+		for (int j = 0; j < D; j++)
+			a += w[j] * x[j];
+		ref_dequant(DT_F16, uh + (size_t)i * 2 * D, w, D);
+		for (int j = 0; j < D; j++)
+			b += w[j] * x[j];
+		h[i] = a / (1.0 + exp(-a)) * b;
+	}
+	ck_assert_msg(rel_err(g, h, FF) < 1e-5, "recorded swiglu: rel err %g",
+		      rel_err(g, h, FF));
+	for (int i = 0; i < D; i++) {
+		ref_dequant(DT_F16, dh + (size_t)i * 2 * FF, w, FF);
+		double sum = resid[i];
+		for (int j = 0; j < FF; j++)
+			sum += w[j] * (double)g[j]; /* from our h: one step */
+		x[i] = sum;
+	}
+	ck_assert_msg(rel_err(r, x, D) < 1e-5, "recorded down + add: rel err %g",
+		      rel_err(r, x, D));
+	Tensor *ts[] = {&tab, &wq, &wk, &wv, &bq, &wg, &wu, &wd};
+	for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+		be->ops->release(be, ts[i]);
+	float *ds[] = {xd, rd, qd, kd, vd, gd, ud, od};
+	for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
+		be->ops->free(be, ds[i]);
+	free(th); free(qh); free(kh); free(vh); free(gh); free(uh); free(dh);
+	free(bh); free(resid); free(q); free(k); free(v); free(g); free(r);
+	free(x); free(w); free(ref); free(h);
+	sync_ok();
+}
+END_TEST
+
 /* ---- golden: whole models against HF transformers ------------------ */
 
 #define GOLD_LOGIT_TOL 1e-2 /* |ours - HF| at the golden top ids */
@@ -985,6 +1083,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_elementwise);
 	tcase_add_test(tc, test_argmax);
 	tcase_add_test(tc, test_embed);
+	tcase_add_test(tc, test_recorded_step);
 	tcase_add_test(tc, test_golden_hf);
 	tcase_add_test(tc, test_golden_gguf);
 	suite_add_tcase(s, tc);
