@@ -324,6 +324,7 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		c->base.ops = &c->ops;
 	}
 	c->device = device;
+	c->rope_last.idx = (size_t)-1;
 	c->graph = new (std::nothrow) GraphState();
 	if (!c->graph) {
 		free(c);
@@ -363,7 +364,7 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		g = getenv("INFERD_CUDA_MV");
 		c->mv_old = g && !strcmp(g, "old");
 		c->mv_warp = g && !strcmp(g, "warp");
-		c->mv_depth = g && !strcmp(g, "stream6") ? 6 : 8;
+		c->mv_depth = g && !strcmp(g, "stream8") ? 8 : 6;
 	}
 	snprintf(c->desc, sizeof c->desc, "%.200s, %.1f GiB, sm_%d%d, %d SMs",
 		 prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,

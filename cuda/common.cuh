@@ -24,6 +24,15 @@ extern "C" {
 struct GraphState; /* graph.cuh: decode-step recorder */
 
 /* The backend instance; Backend must stay the first member. */
+/* The last rope launch recorded (rope.cu pairs q's with k's). */
+typedef struct RopeRec {
+	size_t idx;            /* its index in the recording, or (size_t)-1 */
+	float *x;              /* its rows ... */
+	int n, stride, n_heads, head_dim, pos0; /* ... and shape */
+	const float *inv_freq; /* angle table */
+	int layout;            /* ROPE_* */
+} RopeRec;
+
 typedef struct CudaBackend {
 	Backend base;          /* ops table header shared with the engine */
 	BackendOps ops;        /* base.ops points here (a per-instance copy:
@@ -54,7 +63,7 @@ typedef struct CudaBackend {
 	int mv_warp;           /* INFERD_CUDA_MV=warp: float mat-vecs a row
 				* per warp, not the streaming kernel */
 	int mv_depth;          /* streaming mat-vec: loads in flight a lane
-				* (8; INFERD_CUDA_MV=stream6: 6) */
+				* (6; INFERD_CUDA_MV=stream8: 8) */
 	void *xq;              /* int8 x + scales for the integer mat-vec */
 	size_t xq_bytes;       /* capacity of xq */
 	const float *xq_src;   /* the x that xq holds, [xq_n][xq_cols] ... */
@@ -62,6 +71,7 @@ typedef struct CudaBackend {
 	int xq_ok;             /* ... valid: only its mat-vec launched since
 				* (q/k/v and gate/up share one rounding) */
 	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
+	RopeRec rope_last;     /* the rope a second one may join (rope.cu) */
 	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
 	cudaEvent_t graph_done; /* after the last graph launch */
 	unsigned long buf_gen; /* bumped when cuda_grow moves a buffer: a

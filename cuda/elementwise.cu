@@ -98,8 +98,10 @@ void cuda_swiglu(Backend *b, float *gate, const float *up, size_t count)
 	CudaBackend *c = cb(b);
 	if (!count)
 		return;
-	/* into the epilogue of the up (or gate) mat-vec just recorded */
-	if (cuda_fuse_last(c, up, count, EPI_SWIGLU_GATE, gate) ||
+	/* into one launch with the gate and up mat-vecs still waiting, or
+	 * else into the epilogue of the up (or gate) one just recorded */
+	if (cuda_mv_pair_swiglu(c, gate, up, count) ||
+	    cuda_fuse_last(c, up, count, EPI_SWIGLU_GATE, gate) ||
 	    cuda_fuse_last(c, gate, count, EPI_SWIGLU_UP, (float *)up))
 		return;
 	cuda_launch(c, swiglu_kernel, dim3(grid_for(count, 256)), dim3(256), 0,

@@ -115,6 +115,11 @@ void cuda_mark_matvec(CudaBackend *c, const float *out, size_t rows,
 
 /* Record the waiting mat-vecs (matmul.cu) before anything else. */
 void cuda_mv_emit(CudaBackend *c);
+/* gate and up waiting as a pair, then swiglu(gate, up): one launch that
+ * computes both rows of each pair and stores silu(gate) * up into gate (and
+ * up into up). 1 when it took the swiglu, 0 to go on as usual. */
+int cuda_mv_pair_swiglu(CudaBackend *c, float *gate, const float *up,
+			size_t count);
 
 /* Issue what was recorded (graph launch) and stop recording. */
 void cuda_flush(CudaBackend *c);

@@ -490,12 +490,14 @@ struct StreamSegs {
  * across row ends. Measured on an H200 over a 7B layer set of F16 mat-vecs
  * in a graph (.dev microbenchmark, same call): 3,283 GB/s per-row kernel,
  * 3,710 GB/s this one with D = 8 and programmatic launch (D = 16 or more
- * blocks per SM were slower). A lane still sees units lane, lane + 32,
+ * blocks per SM were slower). Here D = 8 spills at the 64 registers that
+ * 8 blocks an SM allow, so D = 6: 7B F16 decode (cuda-layer-bench, one
+ * call) 182.0 tok/s per-row kernel, 157.6 D = 8, 191.2 D = 6. A lane still sees units lane, lane + 32,
  * ... of each row and sums them in the per-row kernel's order, so the
  * result is bit for bit that kernel's. Needs cols a multiple of 32 units
  * and at least 8 x 32 (F16: 2048); gridDim.y indexes the token row as
  * there. */
-template <int T, int D>
+template <int T, int D, bool PAIR>
 __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 	matvec_stream_kernel(StreamSegs sg, const float *__restrict__ x,
 			     int cols, int epi, float *aux)
@@ -519,20 +521,36 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 	size_t row_bytes = (size_t)cols * (T == DT_F32 ? 4 : 2);
 	int y = blockIdx.y;
 	/* the next step to load: the warp's rows are contiguous, so the
-	 * pointer moves 512 bytes a step */
+	 * pointer moves 512 bytes a step; PAIR: gate row r, then up row r
+	 * (sg.w[1]), then gate row r + 1 ... */
 	const uint4 *lp = (const uint4 *)(w + (size_t)r0 * row_bytes) + lane;
-	int nsteps = (r1 - r0) * spr, issued = 0;
-	uint4 q[D];
-#pragma unroll
-	for (int i = 0; i < D; i++) {
-		q[i] = issued < nsteps ? __ldcs(lp) : make_uint4(0, 0, 0, 0);
+	int nsteps = (r1 - r0) * spr * (PAIR ? 2 : 1), issued = 0;
+	int lst = 0, lup = 0, lr = r0; /* PAIR: step in row, which, row */
+	auto load_next = [&]() {
+		uint4 v = issued < nsteps ? __ldcs(lp)
+					  : make_uint4(0, 0, 0, 0);
 		lp += 32;
 		issued++;
-	}
+		if constexpr (PAIR) {
+			if (++lst == spr) {
+				lst = 0;
+				lup ^= 1;
+				lr += lup ? 0 : 1;
+				lp = (const uint4 *)((lup ? sg.w[1] : sg.w[0]) +
+						     (size_t)lr * row_bytes) +
+				     lane;
+			}
+		}
+		return v;
+	};
+	uint4 q[D];
+#pragma unroll
+	for (int i = 0; i < D; i++)
+		q[i] = load_next();
 	pdl_wait(); /* x is the kernel before's output */
 	const float4 *xv = (const float4 *)(x + (size_t)y * cols);
-	int row = r0, st = 0;
-	float acc = 0.0f;
+	int row = r0, st = 0, up = 0;
+	float acc = 0.0f, gv = 0.0f; /* PAIR: the gate row's value */
 	while (row < r1) {
 		/* spr >= D (launch_stream): at most one row ends in these D
 		 * steps, and it is stored after them, so the store and its
@@ -543,10 +561,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 		for (int i = 0; i < D; i++) { /* past r1: zeros, not stored */
 			int u = st * 32 + lane;
 			uint4 w4 = q[i];
-			if (issued < nsteps)
-				q[i] = __ldcs(lp);
-			lp += 32;
-			issued++;
+			q[i] = load_next();
 			if constexpr (T == DT_F32) {
 				float4 a = xv[u];
 				acc += __uint_as_float(w4.x) * a.x +
@@ -572,14 +587,24 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 				acc += sum;
 			}
 			if (++st == spr) {
-				dv = warp_sum(acc);
-				done = row;
+				if (PAIR && !up) {
+					gv = warp_sum(acc);
+					up = 1;
+				} else {
+					dv = warp_sum(acc);
+					done = row;
+					row++;
+					up = 0;
+				}
 				acc = 0.0f;
 				st = 0;
-				row++;
 			}
 		}
-		if (done >= 0 && done < r1 && lane == 0) {
+		if (PAIR && done >= 0 && done < r1 && lane == 0) {
+			/* what the up mat-vec with EPI_SWIGLU_GATE stores */
+			sg.out[1][done] = dv;
+			sg.out[0][done] = gv / (1.0f + expf(-gv)) * dv;
+		} else if (done >= 0 && done < r1 && lane == 0) {
 			const float *bias = sgi == 0 ? sg.bias[0]
 				: sgi == 1 ? sg.bias[1] : sg.bias[2];
 			float *o = sgi == 0 ? sg.out[0]
@@ -745,13 +770,13 @@ static int launch_stream(CudaBackend *c, StreamSegs sg, int nseg,
 		}
 		sg.bend[i] = (int)end;
 	}
-	if (c->mv_depth == 6) /* INFERD_CUDA_MV=stream6, to compare */
-		cuda_launch(c, matvec_stream_kernel<T, 6>,
+	if (c->mv_depth == 8) /* INFERD_CUDA_MV=stream8, to compare */
+		cuda_launch(c, matvec_stream_kernel<T, 8, false>,
 			    dim3((unsigned)end, (unsigned)n),
 			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
 			    (int)EPI_NONE, (float *)NULL);
 	else
-		cuda_launch(c, matvec_stream_kernel<T, 8>,
+		cuda_launch(c, matvec_stream_kernel<T, 6, false>,
 			    dim3((unsigned)end, (unsigned)n),
 			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
 			    (int)EPI_NONE, (float *)NULL);
@@ -923,6 +948,53 @@ static void launch_float3(CudaBackend *c, const MvPending *p)
 	cuda_launch(c, matvec_float3_kernel<T, 8>, dim3((unsigned)blocks),
 		    dim3(MV_WARPS * 32), 0, "matvec", sg, p->x, p->cols,
 		    dtype_row_bytes((dtype)T, p->cols));
+}
+
+template <int T>
+static int launch_pair(CudaBackend *c, const MvPending *p)
+{
+	constexpr int UE = T == DT_F32 ? 4 : 8;
+	if (c->mv_warp || p->cols % (UE * 32) || p->cols / (UE * 32) < 8)
+		return 0;
+	StreamSegs sg = {{p->seg[0].out, p->seg[1].out, NULL},
+			 {p->seg[0].w, p->seg[1].w, NULL},
+			 {NULL, NULL, NULL},
+			 {p->seg[0].rows, 0, 0},
+			 {0, 0, 0}};
+	long long blocks = (p->seg[0].rows + MV_WARPS - 1) / MV_WARPS;
+	long long cap = (long long)MV_STREAM_BLOCKS * c->sm_count;
+	if (blocks > cap)
+		blocks = cap;
+	sg.bend[0] = sg.bend[1] = sg.bend[2] = (int)blocks;
+	cuda_launch(c, matvec_stream_kernel<T, 6, true>, dim3((unsigned)blocks),
+		    dim3(MV_WARPS * 32), 0, "matvec", sg, p->x, p->cols,
+		    (int)EPI_NONE, (float *)NULL);
+	return 1;
+}
+
+int cuda_mv_pair_swiglu(CudaBackend *c, float *gate, const float *up,
+			size_t count)
+{
+	GraphState *g = c->graph;
+	MvPending *p = &g->mv;
+	if (!g->on || !g->fuse || p->n != 2 || p->seg[0].out != gate ||
+	    p->seg[1].out != up || p->seg[0].rows != p->seg[1].rows ||
+	    (size_t)p->seg[0].rows != count || p->seg[0].bias ||
+	    p->seg[1].bias || gate == p->x || up == p->x)
+		return 0;
+	MvPending q = *p;
+	p->n = 0;
+	g->mv_emitting = 1;
+	int done;
+	switch (q.type) {
+	case DT_F32: done = launch_pair<DT_F32>(c, &q); break;
+	case DT_F16: done = launch_pair<DT_F16>(c, &q); break;
+	default: done = launch_pair<DT_BF16>(c, &q); break;
+	}
+	g->mv_emitting = 0;
+	if (!done)
+		*p = q; /* as before: emitted one by one, swiglu fused after */
+	return done;
 }
 
 void cuda_mv_emit(CudaBackend *c)
