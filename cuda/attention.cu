@@ -394,13 +394,8 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 		want = 1;
 	int chunk = (maxlen + want - 1) / want;
 	chunk = ((chunk + 31) / 32) * 32;
-	static int min_chunk = -1; /* INFERD_CUDA_DEC_CHUNK: measuring only */
-	if (min_chunk < 0) {
-		const char *e = getenv("INFERD_CUDA_DEC_CHUNK");
-		min_chunk = e && atoi(e) >= 16 ? atoi(e) : 64;
-	}
-	if (chunk < min_chunk)
-		chunk = min_chunk;
+	if (chunk < 64)
+		chunk = 64;
 	if (chunk > 2048)
 		chunk = 2048;
 	int nchunks = (maxlen + chunk - 1) / chunk;

@@ -24,10 +24,6 @@ extern "C" {
 struct GraphState; /* graph.cuh: decode-step recorder */
 
 /* The backend instance; Backend must stay the first member. */
-/* Widest row whose rmsnorm a streaming mat-vec block recomputes into
- * shared memory (8 blocks an SM: 8 x 24 KB). */
-#define NORM_FUSE_MAX_DIM 6144
-
 /* The last rope launch recorded (rope.cu pairs q's with k's). */
 typedef struct RopeRec {
 	size_t idx;            /* its index in the recording, or (size_t)-1 */

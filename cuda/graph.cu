@@ -107,8 +107,6 @@ void cuda_flush(CudaBackend *c)
 	GraphState *g = c->graph;
 	if (g->mv.n && !g->mv_emitting)
 		cuda_mv_emit(c);
-	if (g->norm.on && !g->norm_emitting)
-		cuda_norm_emit(c);
 	if (!g->on)
 		return;
 	g->on = 0;

@@ -74,23 +74,7 @@ struct MvSeg {
 	const float *bias;   /* or NULL */
 	int rows;            /* weight rows */
 };
-/* An RMSNorm of one row recorded but not launched: the streaming mat-vecs
- * that read its output compute it themselves, each block from x into
- * shared memory, block 0 also into out (so later readers find it). It
- * saves a one-block kernel of ~6 us twice a layer at 7B. */
-struct NormPending {
-	int on;              /* waiting */
-	float *out;          /* its output row (what the mat-vecs name) */
-	const float *x;      /* its input row */
-	const uint8_t *w;    /* weight on the device */
-	int wtype;           /* F32/F16/BF16 */
-	int dim;             /* row length */
-	float eps;           /* epsilon */
-};
-
 struct MvPending {
-	int normed;          /* x is norm.out, computed in the launch */
-	NormPending norm;    /* the norm they took over */
 	int n;               /* segments waiting */
 	int type;            /* their weight type (all the same) */
 	int cols;            /* and width */
@@ -113,8 +97,6 @@ struct GraphState {
 	long launches, rebuilds;      /* statistics */
 	MvPending mv;                 /* mat-vecs waiting to be merged */
 	int mv_emitting;              /* emitting them (no recursion) */
-	NormPending norm;             /* rmsnorm waiting for its mat-vecs */
-	int norm_emitting;            /* launching it as a kernel */
 	int step_enabled;             /* INFERD_CUDA_STEP_GRAPHS != 0 */
 	int step_mode;                /* STEP_*: what the current step does */
 	size_t step_cur;              /* its entry in steps */
@@ -133,8 +115,6 @@ void cuda_mark_matvec(CudaBackend *c, const float *out, size_t rows,
 
 /* Record the waiting mat-vecs (matmul.cu) before anything else. */
 void cuda_mv_emit(CudaBackend *c);
-/* Record the waiting rmsnorm (norm.cu) as its own kernel. */
-void cuda_norm_emit(CudaBackend *c);
 /* gate and up waiting as a pair, then swiglu(gate, up): one launch that
  * computes both rows of each pair and stores silu(gate) * up into gate (and
  * up into up). 1 when it took the swiglu, 0 to go on as usual. */
@@ -165,8 +145,6 @@ static void cuda_launch(CudaBackend *c, void (*kernel)(KArgs...), dim3 grid,
 		return; /* the step's graph holds it */
 	if (c->graph->mv.n && !c->graph->mv_emitting)
 		cuda_mv_emit(c); /* recorded launches keep the call order */
-	if (c->graph->norm.on && !c->graph->norm_emitting)
-		cuda_norm_emit(c);
 	if (!c->graph->on) {
 		kernel<<<grid, block, smem, c->stream>>>(args...);
 		CUDA_LAUNCHED(c, what);

@@ -474,16 +474,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 /* Up to three matrices of the same width (q, k, v) or one, in one launch:
  * blocks [bend[s-1], bend[s]) stream matrix s (unused entries repeat the
  * last bend). */
-/* The rmsnorm a streaming launch computes from its input (graph.cuh,
- * NormPending); x is then this w-scaled, normalised copy of x. */
-struct StreamNorm {
-	const float *x;      /* the raw row */
-	const uint8_t *w;    /* norm weight */
-	float *xb;           /* where block 0 also stores the result */
-	int wtype;           /* F32/F16/BF16 */
-	float eps;           /* epsilon */
-};
-
 struct StreamSegs {
 	float *out[3];
 	const uint8_t *w[3];
@@ -507,10 +497,10 @@ struct StreamSegs {
  * result is bit for bit that kernel's. Needs cols a multiple of 32 units
  * and at least 8 x 32 (F16: 2048); gridDim.y indexes the token row as
  * there. */
-template <int T, int D, bool PAIR, bool NORM>
+template <int T, int D, bool PAIR>
 __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 	matvec_stream_kernel(StreamSegs sg, const float *__restrict__ x,
-			     int cols, StreamNorm nm, int epi, float *aux)
+			     int cols, int epi, float *aux)
 {
 	pdl_launch_next();
 	constexpr int UE = T == DT_F32 ? 4 : 8; /* elements per 16 bytes */
@@ -559,32 +549,6 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 		q[i] = load_next();
 	pdl_wait(); /* x is the kernel before's output */
 	const float4 *xv = (const float4 *)(x + (size_t)y * cols);
-	if constexpr (NORM) {
-		/* rmsnorm_kernel's formula; the block sums in its own order */
-		extern __shared__ float4 xn4[];
-		float *xn = (float *)xn4;
-		__shared__ float red[MV_WARPS];
-		float ss = 0.0f;
-		for (int i = threadIdx.x; i < cols; i += blockDim.x)
-			ss += nm.x[i] * nm.x[i];
-		ss = warp_sum(ss);
-		if (lane == 0)
-			red[threadIdx.x / 32] = ss;
-		__syncthreads();
-		ss = 0.0f;
-#pragma unroll
-		for (int k = 0; k < MV_WARPS; k++)
-			ss += red[k];
-		float inv = rsqrtf(ss / (float)cols + nm.eps);
-		for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-			float v = nm.x[i] * inv * dq_elem(nm.wtype, nm.w, i);
-			xn[i] = v;
-			if (blockIdx.x == 0)
-				nm.xb[i] = v;
-		}
-		__syncthreads();
-		xv = xn4;
-	}
 	int row = r0, st = 0, up = 0;
 	float acc = 0.0f, gv = 0.0f; /* PAIR: the gate row's value */
 	while (row < r1) {
@@ -785,40 +749,13 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 
 /* The streaming kernel when the width allows it (INFERD_CUDA_MV=warp:
  * never); returns 0 when it did not launch. */
-/* Can the streaming kernel take rows of cols elements of T? Whole warp
- * steps, at least 8 a row (one row end per 8 steps). */
-template <int T>
-static int stream_ok(const CudaBackend *c, int cols)
-{
-	constexpr int UE = T == DT_F32 ? 4 : 8;
-	return !c->mv_warp && cols % (UE * 32) == 0 && cols / (UE * 32) >= 8;
-}
-
-static int stream_ok_type(const CudaBackend *c, int t, int cols)
-{
-	switch (t) {
-	case DT_F32: return stream_ok<DT_F32>(c, cols);
-	case DT_F16: return stream_ok<DT_F16>(c, cols);
-	case DT_BF16: return stream_ok<DT_BF16>(c, cols);
-	default: return 0;
-	}
-}
-
-static StreamNorm stream_norm(const NormPending *nrm)
-{
-	if (!nrm)
-		return StreamNorm{NULL, NULL, NULL, 0, 0.0f};
-	return StreamNorm{nrm->x, nrm->w, nrm->out, nrm->wtype, nrm->eps};
-}
-
-/* The streaming kernel when the width allows it; returns 0 when it did
- * not launch. nrm: the rmsnorm it computes first (one row), or NULL. */
 template <int T>
 static int launch_stream(CudaBackend *c, StreamSegs sg, int nseg,
-			 const float *x, int cols, int n,
-			 const NormPending *nrm)
+			 const float *x, int cols, int n)
 {
-	if (!stream_ok<T>(c, cols))
+	constexpr int UE = T == DT_F32 ? 4 : 8;
+	/* whole warp steps per row, at least 8 (one row end per 8 steps) */
+	if (c->mv_warp || cols % (UE * 32) || cols / (UE * 32) < 8)
 		return 0;
 	long long total = 0;
 	for (int i = 0; i < nseg; i++)
@@ -833,20 +770,16 @@ static int launch_stream(CudaBackend *c, StreamSegs sg, int nseg,
 		}
 		sg.bend[i] = (int)end;
 	}
-	dim3 grid((unsigned)end, (unsigned)n), block(MV_WARPS * 32);
-	StreamNorm nm = stream_norm(nrm);
-	if (nrm)
-		cuda_launch(c, matvec_stream_kernel<T, 6, false, true>, grid,
-			    block, sizeof(float) * (size_t)cols, "matvec", sg,
-			    x, cols, nm, (int)EPI_NONE, (float *)NULL);
-	else if (c->mv_depth == 8) /* INFERD_CUDA_MV=stream8, to compare */
-		cuda_launch(c, matvec_stream_kernel<T, 8, false, false>, grid,
-			    block, 0, "matvec", sg, x, cols, nm, (int)EPI_NONE,
-			    (float *)NULL);
+	if (c->mv_depth == 8) /* INFERD_CUDA_MV=stream8, to compare */
+		cuda_launch(c, matvec_stream_kernel<T, 8, false>,
+			    dim3((unsigned)end, (unsigned)n),
+			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
+			    (int)EPI_NONE, (float *)NULL);
 	else
-		cuda_launch(c, matvec_stream_kernel<T, 6, false, false>, grid,
-			    block, 0, "matvec", sg, x, cols, nm, (int)EPI_NONE,
-			    (float *)NULL);
+		cuda_launch(c, matvec_stream_kernel<T, 6, false>,
+			    dim3((unsigned)end, (unsigned)n),
+			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
+			    (int)EPI_NONE, (float *)NULL);
 	return 1;
 }
 
@@ -859,7 +792,7 @@ static void launch_float(CudaBackend *c, float *out, const float *x,
 			 {bias, NULL, NULL},
 			 {(int)w->rows, 0, 0},
 			 {0, 0, 0}};
-	if (R == 1 && launch_stream<T>(c, sg, 1, x, (int)w->cols, n, NULL))
+	if (R == 1 && launch_stream<T>(c, sg, 1, x, (int)w->cols, n))
 		return;
 	int rows = (int)w->rows;
 	unsigned gx = (unsigned)((rows + MV_WARPS * R - 1) / (MV_WARPS * R));
@@ -993,20 +926,15 @@ static void matvec_marked(CudaBackend *c, float *out, const float *x,
 template <int T>
 static void launch_float3(CudaBackend *c, const MvPending *p)
 {
-	StreamSegs ss = {};
-	for (int i = 0; i < p->n; i++) {
+	StreamSegs ss;
+	for (int i = 0; i < 3; i++) {
 		ss.out[i] = p->seg[i].out;
 		ss.w[i] = p->seg[i].w;
 		ss.bias[i] = p->seg[i].bias;
 		ss.rows[i] = p->seg[i].rows;
 	}
-	if (launch_stream<T>(c, ss, p->n, p->x, p->cols, 1,
-			     p->normed ? &p->norm : NULL))
+	if (launch_stream<T>(c, ss, 3, p->x, p->cols, 1))
 		return;
-	if (p->normed || p->n != 3) { /* taken only when stream_ok */
-		cuda_fail_msg(c, "matvec: merged launch refused (internal)");
-		return;
-	}
 	MvSegs sg;
 	int blocks = 0;
 	for (int i = 0; i < 3; i++) {
@@ -1025,7 +953,8 @@ static void launch_float3(CudaBackend *c, const MvPending *p)
 template <int T>
 static int launch_pair(CudaBackend *c, const MvPending *p)
 {
-	if (!stream_ok<T>(c, p->cols))
+	constexpr int UE = T == DT_F32 ? 4 : 8;
+	if (c->mv_warp || p->cols % (UE * 32) || p->cols / (UE * 32) < 8)
 		return 0;
 	StreamSegs sg = {{p->seg[0].out, p->seg[1].out, NULL},
 			 {p->seg[0].w, p->seg[1].w, NULL},
@@ -1037,17 +966,9 @@ static int launch_pair(CudaBackend *c, const MvPending *p)
 	if (blocks > cap)
 		blocks = cap;
 	sg.bend[0] = sg.bend[1] = sg.bend[2] = (int)blocks;
-	StreamNorm nm = stream_norm(p->normed ? &p->norm : NULL);
-	if (p->normed)
-		cuda_launch(c, matvec_stream_kernel<T, 6, true, true>,
-			    dim3((unsigned)blocks), dim3(MV_WARPS * 32),
-			    sizeof(float) * (size_t)p->cols, "matvec", sg, p->x,
-			    p->cols, nm, (int)EPI_NONE, (float *)NULL);
-	else
-		cuda_launch(c, matvec_stream_kernel<T, 6, true, false>,
-			    dim3((unsigned)blocks), dim3(MV_WARPS * 32), 0,
-			    "matvec", sg, p->x, p->cols, nm, (int)EPI_NONE,
-			    (float *)NULL);
+	cuda_launch(c, matvec_stream_kernel<T, 6, true>, dim3((unsigned)blocks),
+		    dim3(MV_WARPS * 32), 0, "matvec", sg, p->x, p->cols,
+		    (int)EPI_NONE, (float *)NULL);
 	return 1;
 }
 
@@ -1082,7 +1003,7 @@ void cuda_mv_emit(CudaBackend *c)
 	MvPending p = g->mv;
 	g->mv.n = 0;
 	g->mv_emitting = 1;
-	if (p.n == 3 || p.normed) {
+	if (p.n == 3) {
 		switch (p.type) {
 		case DT_F32: launch_float3<DT_F32>(c, &p); break;
 		case DT_F16: launch_float3<DT_F16>(c, &p); break;
@@ -1103,15 +1024,6 @@ void cuda_mv_emit(CudaBackend *c)
 	g->mv_emitting = 0;
 }
 
-/* An output that overlaps the norm's input or output would be written
- * while other blocks still read them. */
-static int norm_aliases(const float *out, int rows, const NormPending *nm)
-{
-	const float *a = nm->x, *b = nm->out;
-	size_t d = (size_t)nm->dim;
-	return (out < a + d && a < out + rows) || (out < b + d && b < out + rows);
-}
-
 /* One-row F32/F16/BF16 mat-vecs of a recorded step wait in g->mv so that
  * q, k and v go out as one launch (graph.cuh, MvPending). */
 static void matvec(CudaBackend *c, float *out, const float *x,
@@ -1120,29 +1032,12 @@ static void matvec(CudaBackend *c, float *out, const float *x,
 	GraphState *g = c->graph;
 	int t = w->type, ue = unit_elems(t);
 	int cols = (int)w->cols;
-	/* The waiting rmsnorm is this x: the launch computes it (graph.cuh,
-	 * NormPending), if the streaming kernel takes this width. */
-	int take = g->norm.on && x == g->norm.out && n == 1 && !c->mv_old &&
-		   c->mv_rows <= 1 && cols == g->norm.dim &&
-		   stream_ok_type(c, t, cols) &&
-		   !norm_aliases(out, (int)w->rows, &g->norm);
-	if (g->norm.on && !take)
-		cuda_norm_emit(c); /* it was called before this mat-vec */
 	if (g->on && n == 1 && !c->mv_old && c->mv_rows <= 1 &&
 	    (t == DT_F32 || t == DT_F16 || t == DT_BF16) &&
 	    (uintptr_t)x % 16 == 0 && cols % ue == 0) {
 		MvPending *p = &g->mv;
-		if (p->n && (p->x != x || p->type != t || p->cols != cols ||
-			     (p->normed &&
-			      norm_aliases(out, (int)w->rows, &p->norm))))
+		if (p->n && (p->x != x || p->type != t || p->cols != cols))
 			cuda_mv_emit(c);
-		if (take) { /* p->n is 0: a different x was emitted above */
-			p->normed = 1;
-			p->norm = g->norm;
-			g->norm.on = 0;
-		} else if (!p->n) {
-			p->normed = 0;
-		}
 		p->seg[p->n].out = out;
 		p->seg[p->n].w = (const uint8_t *)w->dev;
 		p->seg[p->n].bias = bias;

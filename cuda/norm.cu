@@ -40,14 +40,6 @@ __global__ void rmsnorm_kernel(float *out, const float *x,
 		orow[i] = xr[i] * inv * dq_elem(wtype, w, i);
 }
 
-static void launch_norm(CudaBackend *c, float *out, const float *x,
-			const uint8_t *w, int wtype, int n, int dim, float eps)
-{
-	int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
-	cuda_launch(c, rmsnorm_kernel, dim3((unsigned)n), dim3(threads), 0,
-		    "rmsnorm", out, x, w, wtype, dim, eps);
-}
-
 void cuda_rmsnorm(Backend *b, float *out, const float *x, const Tensor *w,
 		  int n, int dim, float eps)
 {
@@ -59,29 +51,8 @@ void cuda_rmsnorm(Backend *b, float *out, const float *x, const Tensor *w,
 			      w->name ? w->name : "?");
 		return;
 	}
-	GraphState *g = c->graph;
-	if (g->mv.n && !g->mv_emitting)
-		cuda_mv_emit(c); /* recorded before this */
-	if (g->norm.on && !g->norm_emitting)
-		cuda_norm_emit(c);
-	/* One row of a recorded step, narrow enough for a block's shared
-	 * memory: wait for the mat-vecs that read it (graph.cuh). */
-	if (g->on && g->fuse && n == 1 && dim <= NORM_FUSE_MAX_DIM &&
-	    (uintptr_t)x % 16 == 0 && (uintptr_t)out % 16 == 0) {
-		g->norm = NormPending{1, out, x, (const uint8_t *)w->dev,
-				      (int)w->type, dim, eps};
-		return;
-	}
-	launch_norm(c, out, x, (const uint8_t *)w->dev, (int)w->type, n, dim,
-		    eps);
-}
-
-void cuda_norm_emit(CudaBackend *c)
-{
-	GraphState *g = c->graph;
-	NormPending p = g->norm;
-	g->norm.on = 0;
-	g->norm_emitting = 1;
-	launch_norm(c, p.out, p.x, p.w, p.wtype, 1, p.dim, p.eps);
-	g->norm_emitting = 0;
+	int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
+	cuda_launch(c, rmsnorm_kernel, dim3((unsigned)n), dim3(threads), 0,
+		    "rmsnorm", out, x, (const uint8_t *)w->dev, (int)w->type,
+		    dim, eps);
 }

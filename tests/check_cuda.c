@@ -833,11 +833,9 @@ END_TEST
 
 /* A decode step's mat-vecs as forward() issues them after a one-token
  * embed (which starts recording a graph), at widths that take the
- * streaming mat-vec: rmsnorm then q, k and v of its output in one launch
- * that also computes the norm (one with a bias), rmsnorm then gate and up
- * as one paired launch with the swiglu, down with the residual add
- * folded in. Each output, and the norms' own outputs, against a double
- * reference. */
+ * streaming mat-vec: q, k and v of one x merged into one launch (one with
+ * a bias), gate and up with the swiglu folded into the second, down with
+ * the residual add folded in. Each output against a double reference. */
 START_TEST(test_recorded_step)
 {
 	NEED_GPU();
@@ -851,48 +849,27 @@ START_TEST(test_recorded_step)
 	Tensor wg = make_tensor(DT_F16, FF, D, &gh);
 	Tensor wu = make_tensor(DT_F16, FF, D, &uh);
 	Tensor wd = make_tensor(DT_F16, D, FF, &dh);
-	uint8_t *n1h, *n2h;
-	Tensor wn1 = make_tensor(DT_F32, 1, D, &n1h);
-	Tensor wn2 = make_tensor(DT_F16, 1, D, &n2h);
 	float *resid = rand_floats(D, 1.0);
 	float *xd = dev_floats(NULL, D), *rd = dev_floats(resid, D);
-	float *n1d = dev_floats(NULL, D), *n2d = dev_floats(NULL, D);
 	float *qd = dev_floats(NULL, QR), *kd = dev_floats(NULL, KR);
 	float *vd = dev_floats(NULL, KR), *gd = dev_floats(NULL, FF);
 	float *ud = dev_floats(NULL, FF), *od = dev_floats(NULL, D);
 	int32_t id = 2;
 	be->ops->embed(be, xd, &tab, &id, 1);
-	be->ops->rmsnorm(be, n1d, xd, &wn1, 1, D, 1e-5f);
-	be->ops->matmul(be, qd, n1d, &wq, &bq, 1);
-	be->ops->matmul(be, kd, n1d, &wk, NULL, 1);
-	be->ops->matmul(be, vd, n1d, &wv, NULL, 1);
-	be->ops->rmsnorm(be, n2d, xd, &wn2, 1, D, 1e-6f);
-	be->ops->matmul(be, gd, n2d, &wg, NULL, 1);
-	be->ops->matmul(be, ud, n2d, &wu, NULL, 1);
+	be->ops->matmul(be, qd, xd, &wq, &bq, 1);
+	be->ops->matmul(be, kd, xd, &wk, NULL, 1);
+	be->ops->matmul(be, vd, xd, &wv, NULL, 1);
+	be->ops->matmul(be, gd, xd, &wg, NULL, 1);
+	be->ops->matmul(be, ud, xd, &wu, NULL, 1);
 	be->ops->swiglu(be, gd, ud, FF);
 	be->ops->matmul(be, od, gd, &wd, NULL, 1);
 	be->ops->add(be, rd, od, D);
 	float *q = host_floats(qd, QR), *k = host_floats(kd, KR);
 	float *v = host_floats(vd, KR), *g = host_floats(gd, FF);
 	float *r = host_floats(rd, D);
-	float *n1 = host_floats(n1d, D), *n2 = host_floats(n2d, D);
 	double *x = malloc(sizeof(double) * D), *w = malloc(sizeof(double) * FF);
 	double *ref = malloc(sizeof(double) * FF), *h = malloc(sizeof(double) * FF);
-	double *x1 = malloc(sizeof(double) * D), *x2 = malloc(sizeof(double) * D);
 	ref_dequant(DT_F16, th + 2 * dtype_row_bytes(DT_F16, D), x, D);
-	double ss = 0;
-	for (int j = 0; j < D; j++)
-		ss += x[j] * x[j];
-	ref_dequant(DT_F32, n1h, x1, D);
-	ref_dequant(DT_F16, n2h, x2, D);
-	for (int j = 0; j < D; j++) {
-		x1[j] *= x[j] / sqrt(ss / D + 1e-5);
-		x2[j] *= x[j] / sqrt(ss / D + 1e-6);
-	}
-	ck_assert_msg(rel_err(n1, x1, D) < 1e-5, "recorded norm 1: rel err %g",
-		      rel_err(n1, x1, D));
-	ck_assert_msg(rel_err(n2, x2, D) < 1e-5, "recorded norm 2: rel err %g",
-		      rel_err(n2, x2, D));
 	struct {
 		const uint8_t *wh;
 		int rows;
@@ -906,7 +883,7 @@ START_TEST(test_recorded_step)
 			ref_dequant(DT_F16, mv[m].wh + (size_t)i * 2 * D, w, D);
 			double sum = mv[m].bias ? mv[m].bias[i] : 0.0;
 			for (int j = 0; j < D; j++)
-				sum += w[j] * x1[j];
+				sum += w[j] * x[j];
 			ref[i] = sum;
 		}
 		ck_assert_msg(rel_err(mv[m].got, ref, mv[m].rows) < 1e-5,
@@ -917,10 +894,10 @@ START_TEST(test_recorded_step)
 		double a = 0, b = 0;
 		ref_dequant(DT_F16, gh + (size_t)i * 2 * D, w, D);
 		for (int j = 0; j < D; j++)
-			a += w[j] * x2[j];
+			a += w[j] * x[j];
 		ref_dequant(DT_F16, uh + (size_t)i * 2 * D, w, D);
 		for (int j = 0; j < D; j++)
-			b += w[j] * x2[j];
+			b += w[j] * x[j];
 		h[i] = a / (1.0 + exp(-a)) * b;
 	}
 	ck_assert_msg(rel_err(g, h, FF) < 1e-5, "recorded swiglu: rel err %g",
@@ -934,16 +911,15 @@ START_TEST(test_recorded_step)
 	}
 	ck_assert_msg(rel_err(r, x, D) < 1e-5, "recorded down + add: rel err %g",
 		      rel_err(r, x, D));
-	Tensor *ts[] = {&tab, &wq, &wk, &wv, &bq, &wg, &wu, &wd, &wn1, &wn2};
+	Tensor *ts[] = {&tab, &wq, &wk, &wv, &bq, &wg, &wu, &wd};
 	for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
 		be->ops->release(be, ts[i]);
-	float *ds[] = {xd, rd, qd, kd, vd, gd, ud, od, n1d, n2d};
+	float *ds[] = {xd, rd, qd, kd, vd, gd, ud, od};
 	for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
 		be->ops->free(be, ds[i]);
 	free(th); free(qh); free(kh); free(vh); free(gh); free(uh); free(dh);
 	free(bh); free(resid); free(q); free(k); free(v); free(g); free(r);
-	free(x); free(w); free(ref); free(h); free(x1); free(x2);
-	free(n1); free(n2); free(n1h); free(n2h);
+	free(x); free(w); free(ref); free(h);
 	sync_ok();
 }
 END_TEST
