@@ -18,9 +18,8 @@
 #include "attention.cuh"
 #include "graph.cuh"
 
-#define FA_BR 32          /* query rows per block (4 warps x 8) */
+#define FA_BR 32          /* query rows per block (warps x rows each) */
 #define FA_BC 32          /* keys per tile */
-#define FA_RPW 8          /* query rows per warp */
 #define DEC_THREADS 128   /* decode block size */
 #define DECODE_MAX_N 4    /* up to this many rows use flash-decoding */
 
@@ -38,8 +37,8 @@ __device__ __forceinline__ float warp_sum(float v)
 	return v;
 }
 
-template <int DMAX>
-__global__ void __launch_bounds__(128)
+template <int DMAX, int FA_RPW>
+__global__ void __launch_bounds__(32 * (FA_BR / FA_RPW))
 	flash_prefill_kernel(float *__restrict__ out,
 			     const float *__restrict__ q,
 			     const float *__restrict__ kc,
@@ -56,7 +55,7 @@ __global__ void __launch_bounds__(128)
 	float *Qs = smem;                       /* [FA_BR][DMAX] */
 	float *Ks = Qs + FA_BR * DMAX;          /* [FA_BC][KP] */
 	float *Vs = Ks + FA_BC * KP;            /* [FA_BC][DMAX] */
-	float *Ps = Vs + FA_BC * DMAX;          /* [4][FA_RPW][FA_BC] */
+	float *Ps = Vs + FA_BC * DMAX;          /* [warps][FA_RPW][FA_BC] */
 
 	int qi0 = blockIdx.x * FA_BR, h = blockIdx.y, kvh = h / group;
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -334,29 +333,55 @@ __global__ void flash_decode_merge_kernel(float *__restrict__ out,
 	decode_merge(out, part, n_heads, D, nchunks, blockIdx.x, blockIdx.y);
 }
 
-template <int DMAX>
-static void launch_prefill(CudaBackend *c, float *out, const float *q,
-			   const float *kc, const float *vc, int n, int pos0,
-			   int n_heads, int group, int D, int kv_dim,
-			   float scale)
+template <int DMAX, int RPW>
+static void launch_prefill_r(CudaBackend *c, float *out, const float *q,
+			     const float *kc, const float *vc, int n, int pos0,
+			     int n_heads, int group, int D, int kv_dim,
+			     float scale)
 {
 	size_t smem = sizeof(float) *
 		      (FA_BR * DMAX + FA_BC * (DMAX + 4) + FA_BC * DMAX +
-		       4 * FA_RPW * FA_BC);
+		       FA_BR * FA_BC);
 	/* Set on every launch: the limit is per device, and it costs a
 	 * microsecond against a prefill's milliseconds. */
 	if (cuda_fail(c,
 		      cudaFuncSetAttribute(
-			      flash_prefill_kernel<DMAX>,
+			      flash_prefill_kernel<DMAX, RPW>,
 			      cudaFuncAttributeMaxDynamicSharedMemorySize,
 			      (int)smem),
 		      "attention smem"))
 		return;
 	cuda_flush(c); /* prefill is never part of a recorded step */
 	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
-	flash_prefill_kernel<DMAX><<<grid, 128, smem, c->stream>>>(
+	flash_prefill_kernel<DMAX, RPW><<<grid, 32 * (FA_BR / RPW), smem,
+					  c->stream>>>(
 		out, q, kc, vc, n, pos0, n_heads, group, D, kv_dim, scale);
 	CUDA_LAUNCHED(c, "attention prefill");
+}
+
+/* Query rows per warp: fewer rows, more warps a block, shorter chains
+ * for the blocks near the diagonal's end, which bound the launch
+ * (INFERD_CUDA_FA_RPW=8|4|2, measuring). */
+template <int DMAX>
+static void launch_prefill(CudaBackend *c, float *out, const float *q,
+			   const float *kc, const float *vc, int n, int pos0,
+			   int n_heads, int group, int D, int kv_dim,
+			   float scale)
+{
+	static int rpw = -1;
+	if (rpw < 0) {
+		const char *e = getenv("INFERD_CUDA_FA_RPW");
+		rpw = e ? atoi(e) : 8;
+	}
+	if (rpw == 2)
+		launch_prefill_r<DMAX, 2>(c, out, q, kc, vc, n, pos0, n_heads,
+					  group, D, kv_dim, scale);
+	else if (rpw == 4)
+		launch_prefill_r<DMAX, 4>(c, out, q, kc, vc, n, pos0, n_heads,
+					  group, D, kv_dim, scale);
+	else
+		launch_prefill_r<DMAX, 8>(c, out, q, kc, vc, n, pos0, n_heads,
+					  group, D, kv_dim, scale);
 }
 
 void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
@@ -394,8 +419,8 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 		want = 1;
 	int chunk = (maxlen + want - 1) / want;
 	chunk = ((chunk + 31) / 32) * 32;
-	if (chunk < 64)
-		chunk = 64;
+	if (chunk < 32) /* 7B decode: 64 -> 32 gave +2-5% (more blocks) */
+		chunk = 32;
 	if (chunk > 2048)
 		chunk = 2048;
 	int nchunks = (maxlen + chunk - 1) / chunk;
