@@ -168,6 +168,237 @@ __global__ void __launch_bounds__(32 * (FA_BR / FA_RPW))
 	}
 }
 
+/* ---- prefill on the tensor cores (head_dim 64 or 128) --------------
+
+ * The same flash attention with mma.sync m16n8k16 (f16 in, f32 sums): a
+ * block of 4 warps takes 64 query rows of one head, a warp 16 of them; K
+ * and V tiles of 64 keys are rounded from the f32 cache to f16 in shared
+ * memory (V transposed, so its fragments are word loads). Scores stay in
+ * the mma accumulators: each lane holds rows lane/4 and lane/4 + 8 of its
+ * warp's 16, and the accumulator layout of S is already the A-operand
+ * layout of P for P.V. Rounding q, k, v and p to f16 costs ~1e-3 relative
+ * (llama.cpp's flash attention rounds the same way); the SIMT kernel above
+ * keeps f32 for other head sizes and with INFERD_CUDA_ATT=simt. */
+#define TC_BM 64 /* query rows a block */
+#define TC_BN 64 /* keys a tile */
+
+__device__ __forceinline__ uint32_t pack_h2(float a, float b)
+{
+	__half2 h = __floats2half2_rn(a, b);
+	return *(uint32_t *)&h;
+}
+
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
+					 uint32_t b0, uint32_t b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+		     "{%0,%1,%2,%3};"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
+		       "r"(b1));
+}
+
+template <int D>
+__global__ void __launch_bounds__(128)
+	flash_prefill_tc_kernel(float *__restrict__ out,
+				const float *__restrict__ q,
+				const float *__restrict__ kc,
+				const float *__restrict__ vc, int n, int pos0,
+				int n_heads, int group, int kv_dim, float scale)
+{
+	pdl_enter();
+	constexpr int QP = D + 8;     /* Qs/Ks row pitch in halves */
+	constexpr int VP = TC_BN + 8; /* Vt row pitch in halves */
+	constexpr int KS = D / 16;    /* k-steps over the head dims */
+	constexpr int NT = D / 8;     /* output n-tiles */
+	extern __shared__ __half tsm[];
+	__half *Qs = tsm;              /* [TC_BM][QP] */
+	__half *Ks = Qs + TC_BM * QP;  /* [TC_BN][QP] */
+	__half *Vt = Ks + TC_BN * QP;  /* [D][VP]: V transposed */
+	int qi0 = blockIdx.x * TC_BM, h = blockIdx.y, kvh = h / group;
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int g = lane / 4, t = lane % 4; /* fragment row group, thread */
+	int qdim = n_heads * D;
+
+	for (int e = threadIdx.x; e < TC_BM * D / 2; e += blockDim.x) {
+		int r = e / (D / 2), d = 2 * (e % (D / 2));
+		float a = 0.0f, b = 0.0f;
+		if (qi0 + r < n) {
+			const float *src = q + (size_t)(qi0 + r) * qdim +
+					   (size_t)h * D + d;
+			a = src[0] * scale;
+			b = src[1] * scale;
+		}
+		*(uint32_t *)(Qs + r * QP + d) = pack_h2(a, b);
+	}
+	__syncthreads();
+	/* this warp's Q fragments, all head dims */
+	uint32_t qa[KS][4];
+	int wr = warp * 16;
+#pragma unroll
+	for (int k = 0; k < KS; k++) {
+		const __half *b0 = Qs + (wr + g) * QP + k * 16 + 2 * t;
+		const __half *b8 = Qs + (wr + g + 8) * QP + k * 16 + 2 * t;
+		qa[k][0] = *(const uint32_t *)b0;
+		qa[k][1] = *(const uint32_t *)b8;
+		qa[k][2] = *(const uint32_t *)(b0 + 8);
+		qa[k][3] = *(const uint32_t *)(b8 + 8);
+	}
+	float o[NT][4];
+#pragma unroll
+	for (int j = 0; j < NT; j++)
+		o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+	int p0 = pos0 + qi0 + wr + g, p1 = p0 + 8; /* this lane's positions */
+	int last_row = min(qi0 + TC_BM, n) - 1;
+	int kend = pos0 + last_row + 1;
+
+	for (int kt = 0; kt < kend; kt += TC_BN) {
+		__syncthreads(); /* the previous tile is consumed */
+		for (int e = threadIdx.x; e < TC_BN * D / 2;
+		     e += blockDim.x) {
+			int j = e / (D / 2), d = 2 * (e % (D / 2));
+			float k0 = 0.0f, k1 = 0.0f, v0 = 0.0f, v1 = 0.0f;
+			if (kt + j < kend) {
+				size_t off = (size_t)(kt + j) * kv_dim +
+					     (size_t)kvh * D + d;
+				k0 = kc[off];
+				k1 = kc[off + 1];
+				v0 = vc[off];
+				v1 = vc[off + 1];
+			}
+			*(uint32_t *)(Ks + j * QP + d) = pack_h2(k0, k1);
+			Vt[d * VP + j] = __float2half_rn(v0);
+			Vt[(d + 1) * VP + j] = __float2half_rn(v1);
+		}
+		__syncthreads();
+		if (kt > pos0 + qi0 + wr + 15)
+			continue; /* all keys after this warp's rows */
+		float sc[TC_BN / 8][4];
+#pragma unroll
+		for (int j = 0; j < TC_BN / 8; j++) {
+			sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+			const __half *kr = Ks + (j * 8 + g) * QP + 2 * t;
+#pragma unroll
+			for (int k = 0; k < KS; k++)
+				mma16816(sc[j], qa[k],
+					 *(const uint32_t *)(kr + k * 16),
+					 *(const uint32_t *)(kr + k * 16 + 8));
+		}
+		/* causal mask and the running max of rows g and g + 8 */
+		float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+		for (int j = 0; j < TC_BN / 8; j++) {
+			int key = kt + j * 8 + 2 * t;
+#pragma unroll
+			for (int c = 0; c < 2; c++) {
+				if (key + c > p0 || key + c >= kend)
+					sc[j][c] = -INFINITY;
+				if (key + c > p1 || key + c >= kend)
+					sc[j][2 + c] = -INFINITY;
+				mx0 = fmaxf(mx0, sc[j][c]);
+				mx1 = fmaxf(mx1, sc[j][2 + c]);
+			}
+		}
+#pragma unroll
+		for (int sh = 1; sh < 4; sh <<= 1) {
+			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, sh));
+			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, sh));
+		}
+		float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+		float a0 = m0 == -INFINITY ? 0.0f : __expf(m0 - n0);
+		float a1 = m1 == -INFINITY ? 0.0f : __expf(m1 - n1);
+		float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+		for (int j = 0; j < TC_BN / 8; j++) {
+#pragma unroll
+			for (int c = 0; c < 2; c++) {
+				float e0 = n0 == -INFINITY ? 0.0f
+					: __expf(sc[j][c] - n0);
+				float e1 = n1 == -INFINITY ? 0.0f
+					: __expf(sc[j][2 + c] - n1);
+				sc[j][c] = e0;
+				sc[j][2 + c] = e1;
+				s0 += e0;
+				s1 += e1;
+			}
+		}
+#pragma unroll
+		for (int sh = 1; sh < 4; sh <<= 1) {
+			s0 += __shfl_xor_sync(0xffffffffu, s0, sh);
+			s1 += __shfl_xor_sync(0xffffffffu, s1, sh);
+		}
+		l0 = l0 * a0 + s0;
+		l1 = l1 * a1 + s1;
+		m0 = n0;
+		m1 = n1;
+#pragma unroll
+		for (int j = 0; j < NT; j++) {
+			o[j][0] *= a0;
+			o[j][1] *= a0;
+			o[j][2] *= a1;
+			o[j][3] *= a1;
+		}
+		/* O += P V: S's accumulators of key tiles 2kk, 2kk + 1 are
+		 * P's A fragment for keys 16kk .. 16kk + 15 */
+#pragma unroll
+		for (int kk = 0; kk < TC_BN / 16; kk++) {
+			uint32_t pa[4] = {
+				pack_h2(sc[2 * kk][0], sc[2 * kk][1]),
+				pack_h2(sc[2 * kk][2], sc[2 * kk][3]),
+				pack_h2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+				pack_h2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+			for (int j = 0; j < NT; j++) {
+				const __half *vr = Vt + (j * 8 + g) * VP +
+						   kk * 16 + 2 * t;
+				mma16816(o[j], pa, *(const uint32_t *)vr,
+					 *(const uint32_t *)(vr + 8));
+			}
+		}
+	}
+	float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
+	float i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+	int r0 = qi0 + wr + g, r1 = r0 + 8;
+#pragma unroll
+	for (int j = 0; j < NT; j++) {
+		int d = j * 8 + 2 * t;
+		if (r0 < n) {
+			float *dst = out + (size_t)r0 * qdim + (size_t)h * D + d;
+			dst[0] = o[j][0] * i0;
+			dst[1] = o[j][1] * i0;
+		}
+		if (r1 < n) {
+			float *dst = out + (size_t)r1 * qdim + (size_t)h * D + d;
+			dst[0] = o[j][2] * i1;
+			dst[1] = o[j][3] * i1;
+		}
+	}
+}
+
+template <int D>
+static void launch_prefill_tc(CudaBackend *c, float *out, const float *q,
+			      const float *kc, const float *vc, int n,
+			      int pos0, int n_heads, int group, int kv_dim,
+			      float scale)
+{
+	size_t smem = sizeof(__half) * ((size_t)(TC_BM + TC_BN) * (D + 8) +
+					(size_t)D * (TC_BN + 8));
+	if (cuda_fail(c,
+		      cudaFuncSetAttribute(
+			      flash_prefill_tc_kernel<D>,
+			      cudaFuncAttributeMaxDynamicSharedMemorySize,
+			      (int)smem),
+		      "attention smem"))
+		return;
+	cuda_flush(c); /* prefill is never part of a recorded step */
+	dim3 grid((unsigned)((n + TC_BM - 1) / TC_BM), (unsigned)n_heads);
+	flash_prefill_tc_kernel<D><<<grid, 128, smem, c->stream>>>(
+		out, q, kc, vc, n, pos0, n_heads, group, kv_dim, scale);
+	CUDA_LAUNCHED(c, "attention prefill");
+}
+
 /* Merge the chunks of row i, head h (the block's threads share D): the
  * softmax of all chunks from each chunk's max and sum. Reads through L2:
  * other blocks wrote the partials. */
@@ -389,6 +620,17 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	int kv_dim = n_kv_heads * D;
 	float scale = 1.0f / sqrtf((float)D);
 	if (n > DECODE_MAX_N) {
+		int tc = !c->att_simt && kv_dim % 2 == 0;
+		if (tc && D == 128) {
+			launch_prefill_tc<128>(c, out, q, kc, vc, n, pos0,
+					       n_heads, group, kv_dim, scale);
+			return;
+		}
+		if (tc && D == 64) {
+			launch_prefill_tc<64>(c, out, q, kc, vc, n, pos0,
+					      n_heads, group, kv_dim, scale);
+			return;
+		}
 		if (D <= 64)
 			launch_prefill<64>(c, out, q, kc, vc, n, pos0, n_heads,
 					   group, D, kv_dim, scale);

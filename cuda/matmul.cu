@@ -1149,6 +1149,8 @@ static void dequant_f16(CudaBackend *c, __half *dst, const Tensor *w)
 	CUDA_LAUNCHED(c, "matmul dequant");
 }
 
+#define SPLIT_TWO_GEMMS_N 128 /* split mode: from this many rows, two GEMMs */
+
 static void gemm(CudaBackend *c, float *out, const float *x,
 		 const Tensor *w, const float *bias, int n)
 {
@@ -1168,11 +1170,15 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 		size_t wb = w->type == DT_F16 ? 0
 					     : ((size_t)rows * cols * 2 + 255) &
 						       ~(size_t)255;
-		/* split mode: hi and lo rows side by side are one [2n][cols]
-		 * operand, so the weights stream once (a batch of decode rows
-		 * is bandwidth-bound), and the two halves of the [2n][rows]
-		 * product are summed after */
-		size_t ob = split ? (size_t)2 * n * rows * sizeof(float) : 0;
+		/* split mode, few rows: hi and lo rows side by side are one
+		 * [2n][cols] operand, so the weights stream once (a batch of
+		 * decode rows is bandwidth-bound), and the two halves of the
+		 * [2n][rows] product are summed after. Many rows (compute-
+		 * bound): out = W hi, then out += W lo, no sum kernel (7B
+		 * prefill: the sum cost ~2.5 of 36 ms). */
+		int two = split && n >= SPLIT_TWO_GEMMS_N && !c->gemm_one;
+		size_t ob = split && !two ? (size_t)2 * n * rows * sizeof(float)
+					  : 0;
 		if (w->type != DT_F16 && cols % 32) {
 			cuda_fail_msg(c, "matmul: %s cols %d not a multiple "
 				      "of 32", w->name ? w->name : "?", cols);
@@ -1194,14 +1200,21 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 				return;
 			wh = wd;
 		}
-		float *o2 = split ? (float *)((char *)c->scratch + xb + wb)
-				  : out;
+		float *o2 = split && !two
+			? (float *)((char *)c->scratch + xb + wb) : out;
 		s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows,
-				 split ? 2 * n : n, cols, &one, wh, CUDA_R_16F,
-				 cols, xh, CUDA_R_16F, cols, &zero, o2,
-				 CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+				 split && !two ? 2 * n : n, cols, &one, wh,
+				 CUDA_R_16F, cols, xh, CUDA_R_16F, cols, &zero,
+				 o2, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
 				 CUBLAS_GEMM_DEFAULT);
-		if (s == CUBLAS_STATUS_SUCCESS && split) {
+		if (s == CUBLAS_STATUS_SUCCESS && two)
+			s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N,
+					 rows, n, cols, &one, wh, CUDA_R_16F,
+					 cols, xh + nx, CUDA_R_16F, cols, &one,
+					 out, CUDA_R_32F, rows,
+					 CUBLAS_COMPUTE_32F,
+					 CUBLAS_GEMM_DEFAULT);
+		else if (s == CUBLAS_STATUS_SUCCESS && split) {
 			size_t count = (size_t)n * rows;
 			sum_halves_kernel<<<grid_for(count), 256, 0,
 					    c->stream>>>(out, o2, count);

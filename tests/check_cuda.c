@@ -504,7 +504,13 @@ static void check_attention(int n, int pos0, int heads, int kvh, int hd)
 		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
 				  k, v, pos0 + i + 1, heads, kvh, hd, s);
 	double e = rel_err(o, ref, (size_t)n * qdim);
-	ck_assert_msg(e < 1e-4, "attention n=%d pos0=%d heads=%d/%d hd=%d: %g",
+	/* Prefill with head_dim 64/128 runs on the tensor cores with q, k, v
+	 * and p rounded to f16 (attention.cu) unless INFERD_CUDA_ATT=simt. */
+	const char *att = getenv("INFERD_CUDA_ATT");
+	int tc = n > 4 && (hd == 64 || hd == 128) &&
+		 !(att && !strcmp(att, "simt"));
+	ck_assert_msg(e < (tc ? 3e-3 : 1e-4),
+		      "attention n=%d pos0=%d heads=%d/%d hd=%d: %g",
 		      n, pos0, heads, kvh, hd, e);
 	be->ops->free(be, qd); be->ops->free(be, kd);
 	be->ops->free(be, vd); be->ops->free(be, od);
@@ -521,6 +527,8 @@ START_TEST(test_attention)
 	check_attention(40, 5, 8, 2, 128);
 	check_attention(33, 0, 6, 3, 80);    /* odd head_dim */
 	check_attention(9, 3, 2, 1, 256);
+	check_attention(200, 37, 8, 2, 128); /* several tensor-core tiles */
+	check_attention(130, 0, 4, 4, 64);
 	check_attention(1, 999, 32, 8, 128); /* decode, split into chunks */
 	check_attention(1, 5000, 8, 8, 64);
 	check_attention(3, 300, 4, 4, 128);  /* few rows: decode path */
