@@ -359,13 +359,11 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 	{
 		const char *g = getenv("INFERD_CUDA_GEMM");
 		c->gemm_split = !(g && !strcmp(g, "f16"));
-		c->gemm_one = g && !strcmp(g, "split1");
 		g = getenv("INFERD_CUDA_MV_ROWS");
 		c->mv_rows = g ? atoi(g) : 0;
 		g = getenv("INFERD_CUDA_MV");
 		c->mv_old = g && !strcmp(g, "old");
 		c->mv_warp = g && !strcmp(g, "warp");
-		c->mv_depth = g && !strcmp(g, "stream8") ? 8 : 6;
 		g = getenv("INFERD_CUDA_ATT");
 		c->att_simt = g && !strcmp(g, "simt");
 	}

@@ -57,8 +57,6 @@ typedef struct CudaBackend {
 	int32_t *result;       /* argmax() result slot (device) */
 	int32_t *result_host;  /* pinned host slot argmax() reads back */
 	int gemm_split;        /* prefill GEMM with hi+lo f16 activations */
-	int gemm_one;          /* INFERD_CUDA_GEMM=split1: always one GEMM of
-				* 2n rows and a sum (measuring) */
 	int mv_rows;           /* weight rows per warp in the mat-vec, 0 =
 				* the measured default of each kernel */
 	int mv_old;            /* INFERD_CUDA_MV=old: first mat-vec kernels */
@@ -66,8 +64,6 @@ typedef struct CudaBackend {
 				* per warp, not the streaming kernel */
 	int att_simt;          /* INFERD_CUDA_ATT=simt: f32 prefill attention
 				* for every head size, no tensor cores */
-	int mv_depth;          /* streaming mat-vec: loads in flight a lane
-				* (6; INFERD_CUDA_MV=stream8: 8) */
 	void *xq;              /* int8 x + scales for the integer mat-vec */
 	size_t xq_bytes;       /* capacity of xq */
 	const float *xq_src;   /* the x that xq holds, [xq_n][xq_cols] ... */

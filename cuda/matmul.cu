@@ -470,6 +470,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 /* ---- streaming mat-vec for F32/F16/BF16 ---------------------------- */
 
 #define MV_STREAM_BLOCKS 8 /* blocks an SM: all resident (<= 64 registers) */
+#define MV_STREAM_DEPTH 6  /* warp steps in flight (8 spills at 64) */
 
 /* Up to three matrices of the same width (q, k, v) or one, in one launch:
  * blocks [bend[s-1], bend[s]) stream matrix s (unused entries repeat the
@@ -488,12 +489,13 @@ struct StreamSegs {
  * and streams it as one sequence of 512-byte warp steps with D steps
  * always in flight: the load for step t + D is issued as step t is used,
  * across row ends. Measured on an H200 over a 7B layer set of F16 mat-vecs
- * in a graph (.dev microbenchmark, same call): 3,283 GB/s per-row kernel,
+ * in a graph (a throwaway microbenchmark, one call): 3,283 GB/s per-row kernel,
  * 3,710 GB/s this one with D = 8 and programmatic launch (D = 16 or more
  * blocks per SM were slower). Here D = 8 spills at the 64 registers that
  * 8 blocks an SM allow, so D = 6: 7B F16 decode (cuda-layer-bench, one
- * call) 182.0 tok/s per-row kernel, 157.6 D = 8, 191.2 D = 6. A lane still sees units lane, lane + 32,
- * ... of each row and sums them in the per-row kernel's order, so the
+ * call) 182.0 tok/s per-row kernel, 157.6 D = 8, 191.2 D = 6. A lane
+ * still sees units lane, lane + 32, ... of each row and sums them in the
+ * per-row kernel's order, so the
  * result is bit for bit that kernel's. Needs cols a multiple of 32 units
  * and at least 8 x 32 (F16: 2048); gridDim.y indexes the token row as
  * there. */
@@ -770,16 +772,9 @@ static int launch_stream(CudaBackend *c, StreamSegs sg, int nseg,
 		}
 		sg.bend[i] = (int)end;
 	}
-	if (c->mv_depth == 8) /* INFERD_CUDA_MV=stream8, to compare */
-		cuda_launch(c, matvec_stream_kernel<T, 8, false>,
-			    dim3((unsigned)end, (unsigned)n),
-			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
-			    (int)EPI_NONE, (float *)NULL);
-	else
-		cuda_launch(c, matvec_stream_kernel<T, 6, false>,
-			    dim3((unsigned)end, (unsigned)n),
-			    dim3(MV_WARPS * 32), 0, "matvec", sg, x, cols,
-			    (int)EPI_NONE, (float *)NULL);
+	cuda_launch(c, matvec_stream_kernel<T, MV_STREAM_DEPTH, false>,
+		    dim3((unsigned)end, (unsigned)n), dim3(MV_WARPS * 32), 0,
+		    "matvec", sg, x, cols, (int)EPI_NONE, (float *)NULL);
 	return 1;
 }
 
@@ -966,7 +961,7 @@ static int launch_pair(CudaBackend *c, const MvPending *p)
 	if (blocks > cap)
 		blocks = cap;
 	sg.bend[0] = sg.bend[1] = sg.bend[2] = (int)blocks;
-	cuda_launch(c, matvec_stream_kernel<T, 6, true>, dim3((unsigned)blocks),
+	cuda_launch(c, matvec_stream_kernel<T, MV_STREAM_DEPTH, true>, dim3((unsigned)blocks),
 		    dim3(MV_WARPS * 32), 0, "matvec", sg, p->x, p->cols,
 		    (int)EPI_NONE, (float *)NULL);
 	return 1;
@@ -1174,9 +1169,9 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 		 * [2n][cols] operand, so the weights stream once (a batch of
 		 * decode rows is bandwidth-bound), and the two halves of the
 		 * [2n][rows] product are summed after. Many rows (compute-
-		 * bound): out = W hi, then out += W lo, no sum kernel (7B
-		 * prefill: the sum cost ~2.5 of 36 ms). */
-		int two = split && n >= SPLIT_TWO_GEMMS_N && !c->gemm_one;
+		 * bound): out = W hi, then out += W lo, no sum kernel (7B F16
+		 * prefill 512, one H200 call: 16,186 -> 17,442 tok/s). */
+		int two = split && n >= SPLIT_TWO_GEMMS_N;
 		size_t ob = split && !two ? (size_t)2 * n * rows * sizeof(float)
 					  : 0;
 		if (w->type != DT_F16 && cols % 32) {
