@@ -338,6 +338,8 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		c->graph->fuse = !(g && !strcmp(g, "0"));
 		g = getenv("INFERD_CUDA_STEP_GRAPHS");
 		c->graph->step_enabled = !(g && !strcmp(g, "0"));
+		g = getenv("INFERD_CUDA_GRAPH_PARTS");
+		c->graph->split = !(g && !strcmp(g, "0"));
 		g = getenv("INFERD_CUDA_PDL");
 		c->graph->pdl = !(g && !strcmp(g, "0"));
 	}

@@ -25,25 +25,31 @@ static int same_shape(const LaunchRec &a, const LaunchRec &b)
 	       a.smem == b.smem;
 }
 
-void cuda_graph_destroy(CudaBackend *c)
+static void part_destroy(GraphPart &p)
 {
-	GraphState *g = c->graph;
-	if (g->exec)
-		cudaGraphExecDestroy(g->exec);
-	if (g->graph)
-		cudaGraphDestroy(g->graph);
-	g->exec = NULL;
-	g->graph = NULL;
-	g->nodes.clear();
-	g->built.clear();
+	if (p.exec)
+		cudaGraphExecDestroy(p.exec);
+	if (p.graph)
+		cudaGraphDestroy(p.graph);
+	p.exec = NULL;
+	p.graph = NULL;
+	p.nodes.clear();
+	p.built.clear();
 }
 
-/* A fresh chain of kernel nodes for g->rec. */
-static int build(CudaBackend *c)
+void cuda_graph_destroy(CudaBackend *c)
+{
+	for (GraphPart &p : c->graph->parts)
+		part_destroy(p);
+	c->graph->parts.clear();
+}
+
+/* A fresh chain of kernel nodes for g->rec in part p. */
+static int build(CudaBackend *c, GraphPart &pt)
 {
 	GraphState *g = c->graph;
-	cuda_graph_destroy(c);
-	if (cuda_fail(c, cudaGraphCreate(&g->graph, 0), "graph create"))
+	part_destroy(pt);
+	if (cuda_fail(c, cudaGraphCreate(&pt.graph, 0), "graph create"))
 		return -1;
 	std::vector<void *> ptrs;
 	cudaGraphNode_t prev = NULL;
@@ -52,7 +58,7 @@ static int build(CudaBackend *c)
 		params_of(r, ptrs, &p);
 		cudaGraphNode_t node;
 		if (cuda_fail(c,
-			      cudaGraphAddKernelNode(&node, g->graph, NULL, 0,
+			      cudaGraphAddKernelNode(&node, pt.graph, NULL, 0,
 						     &p),
 			      "graph add kernel"))
 			return -1;
@@ -62,44 +68,69 @@ static int build(CudaBackend *c)
 				e.from_port = cudaGraphKernelNodePortProgrammatic;
 				e.type = cudaGraphDependencyTypeProgrammatic;
 			}
-			if (cuda_fail(c, cudaGraphAddDependencies(g->graph, &prev,
+			if (cuda_fail(c, cudaGraphAddDependencies(pt.graph, &prev,
 								  &node, &e, 1),
 				      "graph add edge"))
 				return -1;
 		}
-		g->nodes.push_back(node);
+		pt.nodes.push_back(node);
 		prev = node;
 	}
-	if (cuda_fail(c, cudaGraphInstantiate(&g->exec, g->graph, 0),
+	if (cuda_fail(c, cudaGraphInstantiate(&pt.exec, pt.graph, 0),
 		      "graph instantiate"))
 		return -1;
 	g->rebuilds++;
 	return 0;
 }
 
-/* Patch the cached executable to g->rec; -1 when it cannot be. */
-static int update(CudaBackend *c)
+/* Patch part p's cached executable to g->rec; -1 when it cannot be. */
+static int update(CudaBackend *c, GraphPart &pt)
 {
 	GraphState *g = c->graph;
-	if (!g->exec || g->built.size() != g->rec.size())
+	if (!pt.exec || pt.built.size() != g->rec.size())
 		return -1;
 	for (size_t i = 0; i < g->rec.size(); i++)
-		if (g->rec[i].func != g->built[i].func)
+		if (g->rec[i].func != pt.built[i].func)
 			return -1;
 	std::vector<void *> ptrs;
 	for (size_t i = 0; i < g->rec.size(); i++) {
-		LaunchRec &r = g->rec[i], &b = g->built[i];
+		LaunchRec &r = g->rec[i], &b = pt.built[i];
 		if (same_shape(r, b) && r.blob == b.blob)
 			continue;
 		cudaKernelNodeParams p;
 		params_of(r, ptrs, &p);
-		if (cudaGraphExecKernelNodeSetParams(g->exec, g->nodes[i],
+		if (cudaGraphExecKernelNodeSetParams(pt.exec, pt.nodes[i],
 						     &p) != cudaSuccess) {
 			cudaGetLastError();
 			return -1;
 		}
 	}
 	return 0;
+}
+
+/* Launch g->rec as part g->part (updated or rebuilt) and clear it. */
+static void launch_part(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	if (g->rec.empty())
+		return;
+	if (c->has_err) { /* a recorded op failed: run nothing */
+		g->rec.clear();
+		return;
+	}
+	if (g->parts.size() <= g->part)
+		g->parts.resize(g->part + 1, GraphPart{{}, {}, NULL, NULL});
+	GraphPart &pt = g->parts[g->part];
+	if (update(c, pt) != 0 && build(c, pt) != 0) {
+		g->rec.clear();
+		part_destroy(pt);
+		return;
+	}
+	pt.built.swap(g->rec);
+	g->rec.clear();
+	g->part++;
+	g->launches++;
+	cuda_fail(c, cudaGraphLaunch(pt.exec, c->stream), "graph launch");
 }
 
 void cuda_flush(CudaBackend *c)
@@ -110,23 +141,19 @@ void cuda_flush(CudaBackend *c)
 	if (!g->on)
 		return;
 	g->on = 0;
-	if (g->rec.empty())
+	launch_part(c);
+	g->part = 0;
+	/* the next step's embed waits for this before it rewrites ids_host */
+	cuda_fail(c, cudaEventRecord(c->graph_done, c->stream), "graph launch");
+}
+
+void cuda_graph_cut(CudaBackend *c)
+{
+	GraphState *g = c->graph;
+	if (!g->on || !g->split || g->rec.size() < GRAPH_PART_MIN ||
+	    (g->mv.n && !g->mv_emitting))
 		return;
-	if (c->has_err) { /* a recorded op failed: run nothing */
-		g->rec.clear();
-		return;
-	}
-	if (update(c) != 0 && build(c) != 0) {
-		g->rec.clear();
-		cuda_graph_destroy(c);
-		return;
-	}
-	g->built.swap(g->rec);
-	g->rec.clear();
-	g->launches++;
-	if (!cuda_fail(c, cudaGraphLaunch(g->exec, c->stream), "graph launch"))
-		cuda_fail(c, cudaEventRecord(c->graph_done, c->stream),
-			  "graph launch");
+	launch_part(c);
 }
 
 void cuda_mark_matvec(CudaBackend *c, const float *out, size_t rows,

@@ -8,13 +8,13 @@
  * row pointers, chunk counts). So from an embed() of one token until the
  * next op that must touch the host (to_host, sync, argmax, alloc...), the
  * backend records kernel launches instead of issuing them (cuda_launch).
- * At that flush it compares the recording with the graph it built last
- * time: same kernels in the same order means one cudaGraphExec update per
- * changed launch and a single cudaGraphLaunch; otherwise it builds a new
- * graph (a chain of kernel nodes, linked by programmatic edges so each
- * kernel starts while the one before drains: common.cuh, pdl_enter).
- * Anything that cannot sit in a graph
- * (cuBLAS) flushes first and ends the recording for that step.
+ * At that flush (and at part ends, GraphPart) it compares the recording
+ * with the graph it built last time: same kernels in the same order means
+ * one cudaGraphExec update per changed launch and a single
+ * cudaGraphLaunch; otherwise it builds a new graph (a chain of kernel
+ * nodes, linked by programmatic edges so each kernel starts while the one
+ * before drains: common.cuh, pdl_enter). Anything that cannot sit in a
+ * graph (cuBLAS) flushes first and ends the recording for that step.
  * INFERD_CUDA_GRAPHS=0 turns it off.
  */
 #ifndef INFERD_CUDA_GRAPH_CUH
@@ -82,18 +82,32 @@ struct MvPending {
 	MvSeg seg[3];
 };
 
-/* The recorder and the cached graph; lives in CudaBackend. */
+/* One piece of a recorded step and its cached executable graph. */
+struct GraphPart {
+	std::vector<LaunchRec> built; /* what the cached graph holds */
+	std::vector<cudaGraphNode_t> nodes; /* its nodes, in order */
+	cudaGraph_t graph;            /* cached graph, or NULL */
+	cudaGraphExec_t exec;         /* its executable, or NULL */
+};
+
+/* A step is launched in parts of about this many kernels, each as soon as
+ * it is recorded, so the GPU runs part k while the host records part
+ * k + 1 (a 7B step is ~290 kernels; recorded whole, the GPU idled for all
+ * of the recording). Parts end only where cuda_graph_cut() is called, at
+ * an rmsnorm, where no fusion reaches back. */
+#define GRAPH_PART_MIN 64
+
+/* The recorder and the cached graphs; lives in CudaBackend. */
 struct GraphState {
 	int enabled;                  /* INFERD_CUDA_GRAPHS != 0 */
 	int on;                       /* recording the current step */
 	int fuse;                     /* INFERD_CUDA_FUSE != 0 */
 	int pdl;                      /* INFERD_CUDA_PDL != 0: programmatic
 				       * edges between the kernel nodes */
-	std::vector<LaunchRec> rec;   /* this step's launches */
-	std::vector<LaunchRec> built; /* what the cached graph holds */
-	std::vector<cudaGraphNode_t> nodes; /* its nodes, in order */
-	cudaGraph_t graph;            /* cached graph, or NULL */
-	cudaGraphExec_t exec;         /* its executable, or NULL */
+	std::vector<LaunchRec> rec;   /* this part's launches */
+	std::vector<GraphPart> parts; /* cached graphs, by part index */
+	size_t part;                  /* index of the part being recorded */
+	int split;                    /* INFERD_CUDA_GRAPH_PARTS != 0 */
 	long launches, rebuilds;      /* statistics */
 	MvPending mv;                 /* mat-vecs waiting to be merged */
 	int mv_emitting;              /* emitting them (no recursion) */
@@ -123,6 +137,9 @@ int cuda_mv_pair_swiglu(CudaBackend *c, float *gate, const float *up,
 
 /* Issue what was recorded (graph launch) and stop recording. */
 void cuda_flush(CudaBackend *c);
+/* Launch what was recorded so far as one part and record on, when the
+ * part has GRAPH_PART_MIN kernels (called by rmsnorm, see GraphPart). */
+void cuda_graph_cut(CudaBackend *c);
 /* Start recording a decode step (called by embed of one token). */
 void cuda_graph_begin(CudaBackend *c);
 void cuda_graph_destroy(CudaBackend *c);

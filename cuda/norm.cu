@@ -51,6 +51,7 @@ void cuda_rmsnorm(Backend *b, float *out, const float *x, const Tensor *w,
 			      w->name ? w->name : "?");
 		return;
 	}
+	cuda_graph_cut(c); /* a layer's start: launch the step so far */
 	int threads = dim >= 1024 ? 1024 : ((dim + 31) / 32) * 32;
 	cuda_launch(c, rmsnorm_kernel, dim3((unsigned)n), dim3(threads), 0,
 		    "rmsnorm", out, x, (const uint8_t *)w->dev, (int)w->type,
