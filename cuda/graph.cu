@@ -44,7 +44,7 @@ void cuda_graph_destroy(CudaBackend *c)
 	c->graph->parts.clear();
 }
 
-/* A fresh chain of kernel nodes for g->rec in part p. */
+/* A fresh chain of kernel nodes for g->rec in part pt. */
 static int build(CudaBackend *c, GraphPart &pt)
 {
 	GraphState *g = c->graph;
@@ -83,7 +83,7 @@ static int build(CudaBackend *c, GraphPart &pt)
 	return 0;
 }
 
-/* Patch part p's cached executable to g->rec; -1 when it cannot be. */
+/* Patch part pt's cached executable to g->rec; -1 when it cannot be. */
 static int update(CudaBackend *c, GraphPart &pt)
 {
 	GraphState *g = c->graph;
