@@ -180,29 +180,13 @@ void worker_push(Slot *m, Request *r);
 /* Ask the worker to exit after cancelling what runs and dropping what
  * waits (their final events are still sent), and join it. */
 void worker_stop(Slot *m);
-/* Run by workers: hand a reply frame (malloc'd, with its 4-byte header) to
- * the loop; final marks the request's last frame. Implemented in server.c. */
 /* Bytes charged to --mem-budget by models loaded or loading. */
 uint64_t daemon_mem_used(struct Daemon *d);
+/* Run by workers: hand a reply frame (malloc'd, with its 4-byte header) to
+ * the loop; final marks the request's last frame. Implemented in server.c. */
 void daemon_post(struct Daemon *d, Request *r, uint8_t *frame, size_t len,
 		 int final);
 /* Monotonic seconds. */
 double mono_now(void);
-
-/* Build a frame: fb_begin reserves the length prefix, fb_end patches it
- * and returns the malloc'd frame. */
-#include <msgpack.h>
-void fb_begin(msgpack_sbuffer *sb, msgpack_packer *pk);
-uint8_t *fb_end(msgpack_sbuffer *sb, size_t *len);
-void pk_str(msgpack_packer *pk, const char *s);
-/* fb_begin, then the map every reply is: {"id": id, "type": type} and
- * fields more entries, which the caller packs. */
-void fb_reply(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t id,
-	      const char *type, int fields);
-/* A whole error frame for request id. */
-uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
-		     long position, size_t *len);
-/* A whole "queued" event frame: position requests start before id's. */
-uint8_t *queued_frame(uint32_t id, int position, size_t *len);
 
 #endif

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "db.h"
+#include "frame.h"
 #include "protocol.h"
 
 enum { JOB_REQUEST, JOB_MODEL, JOB_QUERY };
@@ -182,13 +183,6 @@ static void write_model(Db *db, const DbModel *m)
 	sqlite3_finalize(st);
 }
 
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s ? s : "", n);
-}
-
 /* Run a log query and pack the reply frame: {id, type:"ok", rows:[...]}. */
 static void run_query(Db *db, const Job *j)
 {
@@ -198,11 +192,6 @@ static void run_query(Db *db, const Job *j)
 		"finish", "status", "error",
 	};
 	const int ncols = (int)(sizeof cols / sizeof cols[0]);
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_sbuffer_write(&sb, "\0\0\0\0", 4);
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db->h,
 		j->all ? "SELECT id,t_start,t_end,uid,pid,exe,model,op,"
@@ -226,7 +215,7 @@ static void run_query(Db *db, const Job *j)
 		       rows.size < PROTO_MAX_FRAME / 2) {
 			msgpack_pack_map(&rpk, (size_t)ncols);
 			for (int c = 0; c < ncols; c++) {
-				pk_str(&rpk, cols[c]);
+				frame_str(&rpk, cols[c]);
 				switch (sqlite3_column_type(st, c)) {
 				case SQLITE_INTEGER:
 					msgpack_pack_int64(&rpk, sqlite3_column_int64(st, c));
@@ -235,7 +224,7 @@ static void run_query(Db *db, const Job *j)
 					msgpack_pack_double(&rpk, sqlite3_column_double(st, c));
 					break;
 				case SQLITE_TEXT:
-					pk_str(&rpk, (const char *)sqlite3_column_text(st, c));
+					frame_str(&rpk, (const char *)sqlite3_column_text(st, c));
 					break;
 				default:
 					msgpack_pack_nil(&rpk);
@@ -245,18 +234,16 @@ static void run_query(Db *db, const Job *j)
 		}
 		sqlite3_finalize(st);
 	}
-	msgpack_pack_map(&pk, 3);
-	pk_str(&pk, "id");
-	msgpack_pack_uint32(&pk, j->id);
-	pk_str(&pk, "type");
-	pk_str(&pk, "ok");
-	pk_str(&pk, "rows");
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	frame_reply(&sb, &pk, j->id, "ok", 1);
+	frame_str(&pk, "rows");
 	msgpack_pack_array(&pk, n);
 	msgpack_sbuffer_write(&sb, rows.data, rows.size);
 	msgpack_sbuffer_destroy(&rows);
-	proto_put_len((uint8_t *)sb.data, (uint32_t)(sb.size - 4));
-	size_t len = sb.size;
-	j->deliver(j->ctx, (uint8_t *)msgpack_sbuffer_release(&sb), len);
+	size_t len;
+	uint8_t *frame = frame_end(&sb, &len);
+	j->deliver(j->ctx, frame, len);
 }
 
 static void *db_thread(void *arg)

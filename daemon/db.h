@@ -57,7 +57,8 @@ typedef struct DbModel {
 } DbModel;
 
 /* The result of a log query: the db thread packs the reply frame itself
- * and hands it to deliver(ctx, frame, len) (ownership of frame passes). */
+ * and hands it to deliver(ctx, frame, len) (ownership of frame passes;
+ * NULL with len 0 when memory ran out). */
 typedef void (*db_deliver_fn)(void *ctx, uint8_t *frame, size_t len);
 
 /* Open (creating folders and the file) and start the writer thread.

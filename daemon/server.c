@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "frame.h"
 #include "metrics.h"
 #include "gguf.h"
 #include "json.h"
@@ -342,7 +343,7 @@ static void reply_error(Conn *c, uint32_t id, const char *code,
 			const char *msg, long position)
 {
 	size_t len;
-	uint8_t *f = error_frame(id, code, msg, position, &len);
+	uint8_t *f = frame_error(id, code, msg, position, &len);
 	send_frame(c, f, len);
 	free(f);
 }
@@ -576,7 +577,7 @@ static void enqueue(Daemon *d, Slot *m, Request *r)
 		 * fair positions itself */
 		r->qpos_told = ahead + 1;
 		size_t len;
-		uint8_t *f = queued_frame(r->id, ahead, &len);
+		uint8_t *f = frame_queued(r->id, ahead, &len);
 		send_frame(r->conn, f, len);
 		free(f);
 	}
@@ -756,8 +757,8 @@ static void reply_ok_empty(Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, id, "ok", 0);
-	uint8_t *f = fb_end(&sb, &len);
+	frame_reply(&sb, &pk, id, "ok", 0);
+	uint8_t *f = frame_end(&sb, &len);
 	send_frame(c, f, len);
 	free(f);
 }
@@ -803,24 +804,24 @@ static void pack_requests(Daemon *d, msgpack_packer *pk)
 		Request *r = v[i];
 		int st = atomic_load(&r->sched_state);
 		msgpack_pack_map(pk, 9);
-		pk_str(pk, "id");
+		frame_str(pk, "id");
 		msgpack_pack_uint32(pk, r->id);
-		pk_str(pk, "priority");
+		frame_str(pk, "priority");
 		msgpack_pack_int(pk, r->priority);
-		pk_str(pk, "uid");
+		frame_str(pk, "uid");
 		msgpack_pack_uint32(pk, (uint32_t)r->uid);
-		pk_str(pk, "pid");
+		frame_str(pk, "pid");
 		msgpack_pack_int(pk, (int)r->pid);
-		pk_str(pk, "model");
-		pk_str(pk, r->model->name);
-		pk_str(pk, "state");
-		pk_str(pk, st == REQ_RUNNING ? "running" : "queued");
-		pk_str(pk, "position");
+		frame_str(pk, "model");
+		frame_str(pk, r->model->name);
+		frame_str(pk, "state");
+		frame_str(pk, st == REQ_RUNNING ? "running" : "queued");
+		frame_str(pk, "position");
 		msgpack_pack_int(pk, st == REQ_RUNNING ? 0 :
 				 atomic_load(&r->sched_pos));
-		pk_str(pk, "gen_tokens");
+		frame_str(pk, "gen_tokens");
 		msgpack_pack_int(pk, atomic_load(&r->live_gen));
-		pk_str(pk, "age");
+		frame_str(pk, "age");
 		msgpack_pack_double(pk, t - r->t_start);
 	}
 	free(v);
@@ -841,32 +842,32 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 		}
 		pthread_mutex_unlock(&d->slots[i]->mu);
 	}
-	fb_reply(&sb, &pk, id, "ok", 13);
-	pk_str(&pk, "log_dropped");
+	frame_reply(&sb, &pk, id, "ok", 13);
+	frame_str(&pk, "log_dropped");
 	msgpack_pack_uint64(&pk, daemon_db ? db_dropped(daemon_db) : 0);
-	pk_str(&pk, "requests");
+	frame_str(&pk, "requests");
 	pack_requests(d, &pk);
-	pk_str(&pk, "version");
-	pk_str(&pk, INFERD_VERSION);
-	pk_str(&pk, "pid");
+	frame_str(&pk, "version");
+	frame_str(&pk, INFERD_VERSION);
+	frame_str(&pk, "pid");
 	msgpack_pack_int(&pk, (int)getpid());
-	pk_str(&pk, "uptime");
+	frame_str(&pk, "uptime");
 	msgpack_pack_double(&pk, mono_now() - d->t_start);
-	pk_str(&pk, "backend");
-	pk_str(&pk, d->cfg->eng.backend ? d->cfg->eng.backend : "auto");
-	pk_str(&pk, "mem_budget");
+	frame_str(&pk, "backend");
+	frame_str(&pk, d->cfg->eng.backend ? d->cfg->eng.backend : "auto");
+	frame_str(&pk, "mem_budget");
 	msgpack_pack_uint64(&pk, d->cfg->mem_budget);
-	pk_str(&pk, "mem_used");
+	frame_str(&pk, "mem_used");
 	msgpack_pack_uint64(&pk, daemon_mem_used(d));
-	pk_str(&pk, "device_total");
+	frame_str(&pk, "device_total");
 	msgpack_pack_uint64(&pk, dtotal);
-	pk_str(&pk, "device_free");
+	frame_str(&pk, "device_free");
 	msgpack_pack_uint64(&pk, dfree);
-	pk_str(&pk, "connections");
+	frame_str(&pk, "connections");
 	msgpack_pack_int(&pk, d->nconns);
-	pk_str(&pk, "inflight");
+	frame_str(&pk, "inflight");
 	msgpack_pack_int(&pk, d->inflight);
-	pk_str(&pk, "models");
+	frame_str(&pk, "models");
 	msgpack_pack_array(&pk, (size_t)d->nslots);
 	for (int i = 0; i < d->nslots; i++) {
 		Slot *m = d->slots[i];
@@ -878,25 +879,25 @@ static void reply_status(Daemon *d, Conn *c, uint32_t id)
 			left = m->keep_alive < 0 ? -1 :
 			       fmax(0, m->keep_alive - (mono_now() - m->last_used));
 		msgpack_pack_map(&pk, 8);
-		pk_str(&pk, "name");
-		pk_str(&pk, m->name);
-		pk_str(&pk, "state");
-		pk_str(&pk, state_name(m->state));
-		pk_str(&pk, "device");
-		pk_str(&pk, m->device);
-		pk_str(&pk, "keep_alive");
+		frame_str(&pk, "name");
+		frame_str(&pk, m->name);
+		frame_str(&pk, "state");
+		frame_str(&pk, state_name(m->state));
+		frame_str(&pk, "device");
+		frame_str(&pk, m->device);
+		frame_str(&pk, "keep_alive");
 		msgpack_pack_int(&pk, m->keep_alive);
-		pk_str(&pk, "unload_in");
+		frame_str(&pk, "unload_in");
 		msgpack_pack_double(&pk, left);
-		pk_str(&pk, "queue");
+		frame_str(&pk, "queue");
 		msgpack_pack_int(&pk, m->qlen);
-		pk_str(&pk, "active");
+		frame_str(&pk, "active");
 		msgpack_pack_int(&pk, m->n_active);
-		pk_str(&pk, "bytes");
+		frame_str(&pk, "bytes");
 		msgpack_pack_uint64(&pk, m->est_bytes);
 		pthread_mutex_unlock(&m->mu);
 	}
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = frame_end(&sb, &len);
 	send_frame(c, f, len);
 	free(f);
 }
@@ -1014,12 +1015,12 @@ static void reply_metrics(Daemon *d, Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, id, "ok", 1);
-	pk_str(&pk, "prometheus");
+	frame_reply(&sb, &pk, id, "ok", 1);
+	frame_str(&pk, "prometheus");
 	msgpack_pack_str(&pk, tlen);
 	msgpack_pack_str_body(&pk, text, tlen);
 	free(text);
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = frame_end(&sb, &len);
 	send_frame(c, f, len);
 	free(f);
 }
@@ -1029,36 +1030,36 @@ static void reply_models(Daemon *d, Conn *c, uint32_t id)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, id, "ok", 1);
-	pk_str(&pk, "models");
+	frame_reply(&sb, &pk, id, "ok", 1);
+	frame_str(&pk, "models");
 	msgpack_pack_array(&pk, (size_t)d->nslots);
 	for (int i = 0; i < d->nslots; i++) {
 		Slot *m = d->slots[i];
 		pthread_mutex_lock(&m->mu);
 		msgpack_pack_map(&pk, 10);
-		pk_str(&pk, "name");
-		pk_str(&pk, m->name);
-		pk_str(&pk, "path");
-		pk_str(&pk, m->path);
-		pk_str(&pk, "format");
-		pk_str(&pk, m->format);
-		pk_str(&pk, "state");
-		pk_str(&pk, state_name(m->state));
-		pk_str(&pk, "bytes");
+		frame_str(&pk, "name");
+		frame_str(&pk, m->name);
+		frame_str(&pk, "path");
+		frame_str(&pk, m->path);
+		frame_str(&pk, "format");
+		frame_str(&pk, m->format);
+		frame_str(&pk, "state");
+		frame_str(&pk, state_name(m->state));
+		frame_str(&pk, "bytes");
 		msgpack_pack_uint64(&pk, m->est_bytes);
-		pk_str(&pk, "arch");
-		pk_str(&pk, m->arch);
-		pk_str(&pk, "quant");
-		pk_str(&pk, m->quant);
-		pk_str(&pk, "ctx");
+		frame_str(&pk, "arch");
+		frame_str(&pk, m->arch);
+		frame_str(&pk, "quant");
+		frame_str(&pk, m->quant);
+		frame_str(&pk, "ctx");
 		msgpack_pack_int(&pk, m->ctx);
-		pk_str(&pk, "params");
+		frame_str(&pk, "params");
 		msgpack_pack_uint64(&pk, m->params);
-		pk_str(&pk, "keep_alive");
+		frame_str(&pk, "keep_alive");
 		msgpack_pack_int(&pk, m->keep_alive);
 		pthread_mutex_unlock(&m->mu);
 	}
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = frame_end(&sb, &len);
 	send_frame(c, f, len);
 	free(f);
 }
@@ -1122,14 +1123,14 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		size_t len;
-		fb_reply(&sb, &pk, id, "ok", 3);
-		pk_str(&pk, "version");
+		frame_reply(&sb, &pk, id, "ok", 3);
+		frame_str(&pk, "version");
 		msgpack_pack_int(&pk, PROTO_VERSION);
-		pk_str(&pk, "daemon");
-		pk_str(&pk, INFERD_VERSION);
-		pk_str(&pk, "pid");
+		frame_str(&pk, "daemon");
+		frame_str(&pk, INFERD_VERSION);
+		frame_str(&pk, "pid");
 		msgpack_pack_int(&pk, (int)getpid());
-		uint8_t *fr = fb_end(&sb, &len);
+		uint8_t *fr = frame_end(&sb, &len);
 		send_frame(c, fr, len);
 		free(fr);
 		return;
@@ -1163,10 +1164,10 @@ static void handle_request(Conn *c, const msgpack_object *root)
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		size_t len;
-		fb_reply(&sb, &pk, id, "ok", 1);
-		pk_str(&pk, "cancelled");
+		frame_reply(&sb, &pk, id, "ok", 1);
+		frame_str(&pk, "cancelled");
 		found ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-		uint8_t *fr = fb_end(&sb, &len);
+		uint8_t *fr = frame_end(&sb, &len);
 		send_frame(c, fr, len);
 		free(fr);
 		return;
@@ -1489,7 +1490,7 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 		size_t len;
 		snprintf(msg, sizeof msg, "inferd has %d connections, the limit",
 			 d->nconns);
-		uint8_t *f = error_frame(0, PROTO_E_BUSY, msg, -1, &len);
+		uint8_t *f = frame_error(0, PROTO_E_BUSY, msg, -1, &len);
 		if (f && send(fd, f, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 			dlog("refusing a connection: %s", strerror(errno));
 		free(f);

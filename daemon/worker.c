@@ -15,6 +15,7 @@
 #include "batch.h"
 #include "chat.h"
 #include "daemon.h"
+#include "frame.h"
 #include "protocol.h"
 #include "scheduler.h"
 
@@ -29,80 +30,16 @@ double mono_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void fb_begin(msgpack_sbuffer *sb, msgpack_packer *pk)
-{
-	msgpack_sbuffer_init(sb);
-	msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
-	msgpack_sbuffer_write(sb, "\0\0\0\0", PROTO_HDR);
-}
-
-void fb_reply(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t id,
-	      const char *type, int fields)
-{
-	fb_begin(sb, pk);
-	msgpack_pack_map(pk, (size_t)fields + 2);
-	pk_str(pk, "id");
-	msgpack_pack_uint32(pk, id);
-	pk_str(pk, "type");
-	pk_str(pk, type);
-}
-
-uint8_t *fb_end(msgpack_sbuffer *sb, size_t *len)
-{
-	if (!sb->data) { /* msgpack-c failed to allocate */
-		*len = 0;
-		return NULL;
-	}
-	proto_put_len((uint8_t *)sb->data, (uint32_t)(sb->size - PROTO_HDR));
-	*len = sb->size;
-	return (uint8_t *)msgpack_sbuffer_release(sb);
-}
-
-void pk_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-uint8_t *error_frame(uint32_t id, const char *code, const char *msg,
-		     long position, size_t *len)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	fb_reply(&sb, &pk, id, "error", position >= 0 ? 3 : 2);
-	pk_str(&pk, "code");
-	pk_str(&pk, code);
-	pk_str(&pk, "message");
-	pk_str(&pk, msg);
-	if (position >= 0) {
-		pk_str(&pk, "position");
-		msgpack_pack_long(&pk, position);
-	}
-	return fb_end(&sb, len);
-}
-
-/* A "queued" event: the request waits with position others before it. */
-uint8_t *queued_frame(uint32_t id, int position, size_t *len)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	fb_reply(&sb, &pk, id, "queued", 1);
-	pk_str(&pk, "position");
-	msgpack_pack_int(&pk, position);
-	return fb_end(&sb, len);
-}
-
 /* Tell r's client why its first token takes a while: the model loads. */
 static void post_loading(Slot *m, Request *r)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, r->id, "loading", 1);
-	pk_str(&pk, "model");
-	pk_str(&pk, m->name);
-	uint8_t *f = fb_end(&sb, &len);
+	frame_reply(&sb, &pk, r->id, "loading", 1);
+	frame_str(&pk, "model");
+	frame_str(&pk, m->name);
+	uint8_t *f = frame_end(&sb, &len);
 	if (f)
 		daemon_post(m->d, r, f, len, 0);
 }
@@ -112,7 +49,7 @@ static void job_error(Slot *m, Request *r, const char *code, const char *msg)
 {
 	size_t len = 0;
 	snprintf(r->error, sizeof r->error, "%s", msg);
-	uint8_t *f = r->internal ? NULL : error_frame(r->id, code, msg, -1, &len);
+	uint8_t *f = r->internal ? NULL : frame_error(r->id, code, msg, -1, &len);
 	daemon_post(m->d, r, f, len, 1);
 }
 
@@ -124,14 +61,14 @@ static void job_ok(Slot *m, Request *r)
 	size_t len = 0;
 	uint8_t *f = NULL;
 	if (!r->internal) {
-		fb_reply(&sb, &pk, r->id, "ok", r->op == OP_LOAD ? 2 : 1);
-		pk_str(&pk, "model");
-		pk_str(&pk, m->name);
+		frame_reply(&sb, &pk, r->id, "ok", r->op == OP_LOAD ? 2 : 1);
+		frame_str(&pk, "model");
+		frame_str(&pk, m->name);
 		if (r->op == OP_LOAD) {
-			pk_str(&pk, "load_ms");
+			frame_str(&pk, "load_ms");
 			msgpack_pack_double(&pk, m->load_ms);
 		}
-		f = fb_end(&sb, &len);
+		f = frame_end(&sb, &len);
 	}
 	daemon_post(m->d, r, f, len, 1);
 }
@@ -263,13 +200,13 @@ static int on_text(void *ud, int32_t token, const char *text, size_t len)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t flen;
-	fb_reply(&sb, &pk, r->id, "token", 2);
-	pk_str(&pk, "token");
+	frame_reply(&sb, &pk, r->id, "token", 2);
+	frame_str(&pk, "token");
 	msgpack_pack_int32(&pk, token);
-	pk_str(&pk, "text");
+	frame_str(&pk, "text");
 	msgpack_pack_bin(&pk, len);
 	msgpack_pack_bin_body(&pk, text, len);
-	uint8_t *f = fb_end(&sb, &flen);
+	uint8_t *f = frame_end(&sb, &flen);
 	if (f)
 		daemon_post(g->m->d, r, f, flen, 0);
 	return atomic_load(&r->cancel) || atomic_load(&g->m->abort);
@@ -371,20 +308,20 @@ static void post_done(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, r->id, "done", 6);
-	pk_str(&pk, "finish");
-	pk_str(&pk, r->finish);
-	pk_str(&pk, "prompt_tokens");
+	frame_reply(&sb, &pk, r->id, "done", 6);
+	frame_str(&pk, "finish");
+	frame_str(&pk, r->finish);
+	frame_str(&pk, "prompt_tokens");
 	msgpack_pack_int(&pk, r->n_prompt);
-	pk_str(&pk, "gen_tokens");
+	frame_str(&pk, "gen_tokens");
 	msgpack_pack_int(&pk, r->n_gen);
-	pk_str(&pk, "ttft_ms");
+	frame_str(&pk, "ttft_ms");
 	msgpack_pack_double(&pk, r->ttft * 1e3);
-	pk_str(&pk, "total_ms");
+	frame_str(&pk, "total_ms");
 	msgpack_pack_double(&pk, r->t_total * 1e3);
-	pk_str(&pk, "tok_s");
+	frame_str(&pk, "tok_s");
 	msgpack_pack_double(&pk, r->tok_s);
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = frame_end(&sb, &len);
 	daemon_post(m->d, r, f, len, 1);
 }
 
@@ -403,13 +340,13 @@ static void run_tokenize(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, r->id, "ok", 1);
-	pk_str(&pk, "tokens");
+	frame_reply(&sb, &pk, r->id, "ok", 1);
+	frame_str(&pk, "tokens");
 	msgpack_pack_array(&pk, (size_t)n);
 	for (int i = 0; i < n; i++)
 		msgpack_pack_int32(&pk, ids[i]);
 	free(ids);
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = frame_end(&sb, &len);
 	daemon_post(m->d, r, f, len, 1);
 }
 
@@ -434,12 +371,12 @@ static void run_detokenize(Slot *m, Request *r)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	size_t len;
-	fb_reply(&sb, &pk, r->id, "ok", 1);
-	pk_str(&pk, "text");
+	frame_reply(&sb, &pk, r->id, "ok", 1);
+	frame_str(&pk, "text");
 	msgpack_pack_bin(&pk, tl);
 	msgpack_pack_bin_body(&pk, text, tl);
 	free(text);
-	uint8_t *f = fb_end(&sb, &len);
+	uint8_t *f = frame_end(&sb, &len);
 	daemon_post(m->d, r, f, len, 1);
 }
 
@@ -536,7 +473,7 @@ static void tell_position(Slot *m, Request *r, int pos)
 		return;
 	r->qpos_told = pos + 1;
 	size_t len;
-	uint8_t *f = queued_frame(r->id, pos, &len);
+	uint8_t *f = frame_queued(r->id, pos, &len);
 	if (f)
 		daemon_post(m->d, r, f, len, 0);
 }

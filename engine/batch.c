@@ -787,13 +787,7 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		op->matmul(be, b->xb, b->att, &L->wo, NULL, rows);
 		op->add(be, b->x, b->xb, (size_t)rows * dim);
 
-		/* h = rmsnorm(x); x += (silu(h Wgate) * (h Wup)) Wdown */
-		op->rmsnorm(be, b->xb, b->x, &L->ffn_norm, rows, dim, eps);
-		op->matmul(be, b->hb, b->xb, &L->w_gate, NULL, rows);
-		op->matmul(be, b->hb2, b->xb, &L->w_up, NULL, rows);
-		op->swiglu(be, b->hb, b->hb2, (size_t)rows * c->hidden_dim);
-		op->matmul(be, b->xb, b->hb, &L->w_down, NULL, rows);
-		op->add(be, b->x, b->xb, (size_t)rows * dim);
+		forward_ffn(be, c, L, b->x, b->xb, b->hb, b->hb2, rows);
 	}
 
 	/* logits = rmsnorm(x) Wout, for the last row of each finished chunk */

@@ -242,6 +242,20 @@ static const Tensor *bias(const Tensor *t)
 	return t->data ? t : NULL;
 }
 
+void forward_ffn(Backend *be, const Config *c, const LayerWeights *L,
+		 float *x, float *xb, float *hb, float *hb2, int rows)
+{
+	const BackendOps *op = be->ops;
+
+	/* h = rmsnorm(x); x += (silu(h Wgate) * (h Wup)) Wdown */
+	op->rmsnorm(be, xb, x, &L->ffn_norm, rows, c->dim, c->norm_eps);
+	op->matmul(be, hb, xb, &L->w_gate, NULL, rows);
+	op->matmul(be, hb2, xb, &L->w_up, NULL, rows);
+	op->swiglu(be, hb, hb2, (size_t)rows * c->hidden_dim);
+	op->matmul(be, xb, hb, &L->w_down, NULL, rows);
+	op->add(be, x, xb, (size_t)rows * c->dim);
+}
+
 int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 	    size_t errlen)
 {
@@ -297,13 +311,7 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 		op->matmul(be, s->xb, s->att, &L->wo, NULL, n);
 		op->add(be, s->x, s->xb, (size_t)n * dim);
 
-		/* h = rmsnorm(x); x += (silu(h Wgate) * (h Wup)) Wdown */
-		op->rmsnorm(be, s->xb, s->x, &L->ffn_norm, n, dim, eps);
-		op->matmul(be, s->hb, s->xb, &L->w_gate, NULL, n);
-		op->matmul(be, s->hb2, s->xb, &L->w_up, NULL, n);
-		op->swiglu(be, s->hb, s->hb2, (size_t)n * c->hidden_dim);
-		op->matmul(be, s->xb, s->hb, &L->w_down, NULL, n);
-		op->add(be, s->x, s->xb, (size_t)n * dim);
+		forward_ffn(be, c, L, s->x, s->xb, s->hb, s->hb2, n);
 	}
 
 	/* logits = rmsnorm(x) Wout, for the last row only */

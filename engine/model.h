@@ -173,6 +173,15 @@ void state_free(State *s, Model *m);
 int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 	    size_t errlen);
 
+/* One layer's feed-forward block on rows rows of the residual stream x
+ * [rows][dim], in place: x += (silu(rmsnorm(x) Wgate) * (rmsnorm(x) Wup))
+ * Wdown. xb [rows][dim], hb and hb2 [rows][hidden_dim] are scratch; all
+ * are backend memory owned by the caller. Shared by forward() and the
+ * batched forward (batch.c) so both issue the same backend ops in the same
+ * order, which keeps batched results equal to alone ones bit for bit. */
+void forward_ffn(Backend *be, const Config *c, const LayerWeights *L,
+		 float *x, float *xb, float *hb, float *hb2, int rows);
+
 /* Compute the RoPE inverse frequencies (with scaling) for cfg into out
  * [head_dim/2]. */
 void rope_inv_freq(const Config *cfg, float *out);
