@@ -706,12 +706,6 @@ static int plan(Batcher *b)
 	return rows;
 }
 
-/* A bias tensor or NULL when the model has none. */
-static const Tensor *bias(const Tensor *t)
-{
-	return t->data ? t : NULL;
-}
-
 /* The batch of b->items (rows tokens) through the model: forward() of
  * model.c, row by row the same math. Leaves the logits of every item with
  * logit set in b->logits, in item order. */
@@ -767,11 +761,7 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		float *kc = b->kpool + (size_t)l * slots * kv_dim;
 		float *vc = b->vpool + (size_t)l * slots * kv_dim;
 
-		/* h = rmsnorm(x); q, k, v = h Wq, Wk, Wv (+ bias) */
-		op->rmsnorm(be, b->xb, b->x, &L->attn_norm, rows, dim, eps);
-		op->matmul(be, b->q, b->xb, &L->wq, bias(&L->bq), rows);
-		op->matmul(be, b->k, b->xb, &L->wk, bias(&L->bk), rows);
-		op->matmul(be, b->v, b->xb, &L->wv, bias(&L->bv), rows);
+		forward_qkv(be, c, L, b->x, b->xb, b->q, b->k, b->v, rows);
 
 		/* rope(q, k), each row at its own sequence's position */
 		op->rope_rows(be, b->q, rows, q_dim, c->n_heads, hd, b->d_pos,

@@ -242,6 +242,19 @@ static const Tensor *bias(const Tensor *t)
 	return t->data ? t : NULL;
 }
 
+void forward_qkv(Backend *be, const Config *c, const LayerWeights *L,
+		 const float *x, float *xb, float *q, float *k, float *v,
+		 int rows)
+{
+	const BackendOps *op = be->ops;
+
+	/* h = rmsnorm(x); q, k, v = h Wq, Wk, Wv (+ bias) */
+	op->rmsnorm(be, xb, x, &L->attn_norm, rows, c->dim, c->norm_eps);
+	op->matmul(be, q, xb, &L->wq, bias(&L->bq), rows);
+	op->matmul(be, k, xb, &L->wk, bias(&L->bk), rows);
+	op->matmul(be, v, xb, &L->wv, bias(&L->bv), rows);
+}
+
 void forward_ffn(Backend *be, const Config *c, const LayerWeights *L,
 		 float *x, float *xb, float *hb, float *hb2, int rows)
 {
@@ -293,11 +306,7 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 		float *k = kc + (size_t)pos0 * kv_dim;
 		float *v = vc + (size_t)pos0 * kv_dim;
 
-		/* h = rmsnorm(x); q, k, v = h Wq, Wk, Wv (+ bias) */
-		op->rmsnorm(be, s->xb, s->x, &L->attn_norm, n, dim, eps);
-		op->matmul(be, s->q, s->xb, &L->wq, bias(&L->bq), n);
-		op->matmul(be, k, s->xb, &L->wk, bias(&L->bk), n);
-		op->matmul(be, v, s->xb, &L->wv, bias(&L->bv), n);
+		forward_qkv(be, c, L, s->x, s->xb, s->q, k, v, n);
 
 		/* rope(q, k) at positions pos0 .. pos0+n-1 */
 		op->rope(be, s->q, n, q_dim, c->n_heads, hd, pos0, s->inv_freq,

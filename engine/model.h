@@ -181,6 +181,13 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
  * order, which keeps batched results equal to alone ones bit for bit. */
 void forward_ffn(Backend *be, const Config *c, const LayerWeights *L,
 		 float *x, float *xb, float *hb, float *hb2, int rows);
+/* The layer's attention inputs, likewise shared: xb = rmsnorm(x) [rows]
+ * [dim], then q, k and v = xb Wq, Wk, Wv (+ bias) [rows][q_dim or
+ * kv_dim], each written where the caller points (forward() hands the KV
+ * cache rows for k and v). */
+void forward_qkv(Backend *be, const Config *c, const LayerWeights *L,
+		 const float *x, float *xb, float *q, float *k, float *v,
+		 int rows);
 
 /* Compute the RoPE inverse frequencies (with scaling) for cfg into out
  * [head_dim/2]. */
