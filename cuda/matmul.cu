@@ -341,6 +341,32 @@ static void launch_matvec(CudaBackend *c, float *out, const float *x,
 	}
 }
 
+/* One 16-byte weight unit against its x: a float4 (a) for F32, two (a,
+ * b) for F16/BF16. Both float mat-vecs sum through this, in this order,
+ * so the per-row and the streaming kernel give the same bits. */
+template <int T>
+__device__ __forceinline__ float unit_dot(uint4 q, float4 a, float4 b)
+{
+	if constexpr (T == DT_F32) {
+		return __uint_as_float(q.x) * a.x + __uint_as_float(q.y) * a.y +
+		       __uint_as_float(q.z) * a.z + __uint_as_float(q.w) * a.w;
+	} else {
+		uint32_t ws[4] = {q.x, q.y, q.z, q.w};
+		float xs[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+		float s = 0.0f;
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			float2 f;
+			if constexpr (T == DT_F16)
+				f = __half22float2(*(const __half2 *)&ws[k]);
+			else
+				f = __bfloat1622float2(*(const __nv_bfloat162 *)&ws[k]);
+			s += f.x * xs[2 * k] + f.y * xs[2 * k + 1];
+		}
+		return s;
+	}
+}
+
 /* ---- batched-load mat-vec for F32/F16/BF16 ------------------------- */
 
 /* Each lane issues U 16-byte weight loads per row (and their x) before
@@ -393,32 +419,9 @@ mv_float_block(float *__restrict__ out, const float *__restrict__ x,
 #pragma unroll
 		for (int i = 0; i < U; i++) {
 #pragma unroll
-			for (int r = 0; r < R; r++) {
-				uint4 q = wv[i][r];
-				if constexpr (T == DT_F32) {
-					acc[r] += __uint_as_float(q.x) * xa[i].x +
-						  __uint_as_float(q.y) * xa[i].y +
-						  __uint_as_float(q.z) * xa[i].z +
-						  __uint_as_float(q.w) * xa[i].w;
-				} else {
-					uint32_t ws[4] = {q.x, q.y, q.z, q.w};
-					float xs[8] = {xa[i].x, xa[i].y, xa[i].z,
-						       xa[i].w, xb[i].x, xb[i].y,
-						       xb[i].z, xb[i].w};
-					float s = 0.0f;
-#pragma unroll
-					for (int k = 0; k < 4; k++) {
-						float2 f;
-						if constexpr (T == DT_F16)
-							f = __half22float2(*(const __half2 *)&ws[k]);
-						else
-							f = __bfloat1622float2(*(const __nv_bfloat162 *)&ws[k]);
-						s += f.x * xs[2 * k] +
-						     f.y * xs[2 * k + 1];
-					}
-					acc[r] += s;
-				}
-			}
+			for (int r = 0; r < R; r++)
+				acc[r] += unit_dot<T>(wv[i][r], xa[i],
+						      T == DT_F32 ? xa[i] : xb[i]);
 		}
 	}
 #pragma unroll
@@ -564,30 +567,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_STREAM_BLOCKS)
 			int u = st * 32 + lane;
 			uint4 w4 = q[i];
 			q[i] = load_next();
-			if constexpr (T == DT_F32) {
-				float4 a = xv[u];
-				acc += __uint_as_float(w4.x) * a.x +
-				       __uint_as_float(w4.y) * a.y +
-				       __uint_as_float(w4.z) * a.z +
-				       __uint_as_float(w4.w) * a.w;
-			} else {
-				float4 a = xv[2 * u], b = xv[2 * u + 1];
-				uint32_t ws[4] = {w4.x, w4.y, w4.z, w4.w};
-				float xs[8] = {a.x, a.y, a.z, a.w,
-					       b.x, b.y, b.z, b.w};
-				float sum = 0.0f;
-#pragma unroll
-				for (int k = 0; k < 4; k++) {
-					float2 f;
-					if constexpr (T == DT_F16)
-						f = __half22float2(*(const __half2 *)&ws[k]);
-					else
-						f = __bfloat1622float2(*(const __nv_bfloat162 *)&ws[k]);
-					sum += f.x * xs[2 * k] +
-					       f.y * xs[2 * k + 1];
-				}
-				acc += sum;
-			}
+			if constexpr (T == DT_F32)
+				acc += unit_dot<T>(w4, xv[u], xv[u]);
+			else
+				acc += unit_dot<T>(w4, xv[2 * u], xv[2 * u + 1]);
 			if (++st == spr) {
 				if (PAIR && !up) {
 					gv = warp_sum(acc);
@@ -749,31 +732,46 @@ __global__ void __launch_bounds__(MV_WARPS * 32)
 	}
 }
 
+/* Can the streaming kernel take rows of cols elements of T? Whole warp
+ * steps, at least 8 a row (one row end per 8 steps). */
+template <int T>
+static int stream_ok(const CudaBackend *c, int cols)
+{
+	constexpr int UE = T == DT_F32 ? 4 : 8;
+	return !c->mv_warp && cols % (UE * 32) == 0 && cols / (UE * 32) >= 8;
+}
+
+/* The streaming launch's blocks, shared out among the nseg matrices by
+ * rows (at most a row a warp, at least a block each); fills sg->bend and
+ * returns the total. */
+static int stream_blocks(const CudaBackend *c, StreamSegs *sg, int nseg)
+{
+	long long total = 0;
+	for (int i = 0; i < nseg; i++)
+		total += sg->rows[i];
+	long long cap = (long long)MV_STREAM_BLOCKS * c->sm_count, end = 0;
+	for (int i = 0; i < 3; i++) {
+		if (i < nseg) {
+			long long want = (long long)sg->rows[i] * cap / total;
+			long long most = (sg->rows[i] + MV_WARPS - 1) / MV_WARPS;
+			end += want < 1 ? 1 : want > most ? most : want;
+		}
+		sg->bend[i] = (int)end;
+	}
+	return (int)end;
+}
+
 /* The streaming kernel when the width allows it (INFERD_CUDA_MV=warp:
  * never); returns 0 when it did not launch. */
 template <int T>
 static int launch_stream(CudaBackend *c, StreamSegs sg, int nseg,
 			 const float *x, int cols, int n)
 {
-	constexpr int UE = T == DT_F32 ? 4 : 8;
-	/* whole warp steps per row, at least 8 (one row end per 8 steps) */
-	if (c->mv_warp || cols % (UE * 32) || cols / (UE * 32) < 8)
+	if (!stream_ok<T>(c, cols))
 		return 0;
-	long long total = 0;
-	for (int i = 0; i < nseg; i++)
-		total += sg.rows[i];
-	/* blocks shared out by rows, at most a row per warp */
-	long long cap = (long long)MV_STREAM_BLOCKS * c->sm_count, end = 0;
-	for (int i = 0; i < 3; i++) {
-		if (i < nseg) {
-			long long want = (long long)sg.rows[i] * cap / total;
-			long long most = (sg.rows[i] + MV_WARPS - 1) / MV_WARPS;
-			end += want < 1 ? 1 : want > most ? most : want;
-		}
-		sg.bend[i] = (int)end;
-	}
+	int blocks = stream_blocks(c, &sg, nseg);
 	cuda_launch(c, matvec_stream_kernel<T, MV_STREAM_DEPTH, false>,
-		    dim3((unsigned)end, (unsigned)n), dim3(MV_WARPS * 32), 0,
+		    dim3((unsigned)blocks, (unsigned)n), dim3(MV_WARPS * 32), 0,
 		    "matvec", sg, x, cols, (int)EPI_NONE, (float *)NULL);
 	return 1;
 }
@@ -948,22 +946,18 @@ static void launch_float3(CudaBackend *c, const MvPending *p)
 template <int T>
 static int launch_pair(CudaBackend *c, const MvPending *p)
 {
-	constexpr int UE = T == DT_F32 ? 4 : 8;
-	if (c->mv_warp || p->cols % (UE * 32) || p->cols / (UE * 32) < 8)
+	if (!stream_ok<T>(c, p->cols))
 		return 0;
 	StreamSegs sg = {{p->seg[0].out, p->seg[1].out, NULL},
 			 {p->seg[0].w, p->seg[1].w, NULL},
 			 {NULL, NULL, NULL},
 			 {p->seg[0].rows, 0, 0},
 			 {0, 0, 0}};
-	long long blocks = (p->seg[0].rows + MV_WARPS - 1) / MV_WARPS;
-	long long cap = (long long)MV_STREAM_BLOCKS * c->sm_count;
-	if (blocks > cap)
-		blocks = cap;
-	sg.bend[0] = sg.bend[1] = sg.bend[2] = (int)blocks;
-	cuda_launch(c, matvec_stream_kernel<T, MV_STREAM_DEPTH, true>, dim3((unsigned)blocks),
-		    dim3(MV_WARPS * 32), 0, "matvec", sg, p->x, p->cols,
-		    (int)EPI_NONE, (float *)NULL);
+	/* one segment: every block streams gate and up rows in pairs */
+	int blocks = stream_blocks(c, &sg, 1);
+	cuda_launch(c, matvec_stream_kernel<T, MV_STREAM_DEPTH, true>,
+		    dim3((unsigned)blocks), dim3(MV_WARPS * 32), 0, "matvec",
+		    sg, p->x, p->cols, (int)EPI_NONE, (float *)NULL);
 	return 1;
 }
 
