@@ -8,6 +8,19 @@
 #include "graph.cuh"
 #include "rope.cuh"
 
+/* Rotate pair i of the head at v by position p (both kernels below). */
+__device__ __forceinline__ void rope_pair(float *v, int i, int half, int p,
+					  const float *inv_freq, int layout)
+{
+	float s, co;
+	sincosf((float)p * inv_freq[i], &s, &co);
+	int a = layout == ROPE_INTERLEAVED ? 2 * i : i;
+	int bb = layout == ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+	float x0 = v[a], x1 = v[bb];
+	v[a] = x0 * co - x1 * s;
+	v[bb] = x0 * s + x1 * co;
+}
+
 __global__ void rope_kernel(float *x, int n, int stride, int n_heads,
 			    int head_dim, int pos0, const int32_t *pos,
 			    const float *inv_freq, int layout)
@@ -21,14 +34,7 @@ __global__ void rope_kernel(float *x, int n, int stride, int n_heads,
 		int h = (int)((t / half) % n_heads);
 		int r = (int)(t / ((int64_t)half * n_heads));
 		float *v = x + (size_t)r * stride + (size_t)h * head_dim;
-		float s, co;
-		int p = pos ? pos[r] : pos0 + r;
-		sincosf((float)p * inv_freq[i], &s, &co);
-		int a = layout == ROPE_INTERLEAVED ? 2 * i : i;
-		int bb = layout == ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
-		float x0 = v[a], x1 = v[bb];
-		v[a] = x0 * co - x1 * s;
-		v[bb] = x0 * s + x1 * co;
+		rope_pair(v, i, half, pos ? pos[r] : pos0 + r, inv_freq, layout);
 	}
 }
 
@@ -50,13 +56,7 @@ __global__ void rope2_kernel(float *x1, int stride1, int heads1, float *x2,
 		float *v = h < heads1
 			? x1 + (size_t)r * stride1 + (size_t)h * head_dim
 			: x2 + (size_t)r * stride2 + (size_t)(h - heads1) * head_dim;
-		float s, co;
-		sincosf((float)(pos0 + r) * inv_freq[i], &s, &co);
-		int a = layout == ROPE_INTERLEAVED ? 2 * i : i;
-		int bb = layout == ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
-		float x0 = v[a], x1v = v[bb];
-		v[a] = x0 * co - x1v * s;
-		v[bb] = x0 * s + x1v * co;
+		rope_pair(v, i, half, pos0 + r, inv_freq, layout);
 	}
 }
 
