@@ -21,6 +21,9 @@
 
 #define FA_BR 32          /* query rows per block (warps x rows each) */
 #define FA_BC 32          /* keys per tile */
+#define FA_RPW 4          /* query rows per warp: 7B F16 prefill 14,042
+			   * tok/s with 8, 14,491 with 4, 14,234 with 2
+			   * (cuda-layer-bench, one H200 call) */
 #define DEC_THREADS 128   /* decode block size */
 #define DECODE_MAX_N 4    /* up to this many rows use flash-decoding */
 
@@ -38,7 +41,7 @@ __device__ __forceinline__ float warp_sum(float v)
 	return v;
 }
 
-template <int DMAX, int FA_RPW>
+template <int DMAX>
 __global__ void __launch_bounds__(32 * (FA_BR / FA_RPW))
 	flash_prefill_kernel(float *__restrict__ out,
 			     const float *__restrict__ q,
@@ -565,11 +568,11 @@ __global__ void flash_decode_merge_kernel(float *__restrict__ out,
 	decode_merge(out, part, n_heads, D, nchunks, blockIdx.x, blockIdx.y);
 }
 
-template <int DMAX, int RPW>
-static void launch_prefill_r(CudaBackend *c, float *out, const float *q,
-			     const float *kc, const float *vc, int n, int pos0,
-			     int n_heads, int group, int D, int kv_dim,
-			     float scale)
+template <int DMAX>
+static void launch_prefill(CudaBackend *c, float *out, const float *q,
+			   const float *kc, const float *vc, int n, int pos0,
+			   int n_heads, int group, int D, int kv_dim,
+			   float scale)
 {
 	size_t smem = sizeof(float) *
 		      (FA_BR * DMAX + FA_BC * (DMAX + 4) + FA_BC * DMAX +
@@ -578,29 +581,17 @@ static void launch_prefill_r(CudaBackend *c, float *out, const float *q,
 	 * microsecond against a prefill's milliseconds. */
 	if (cuda_fail(c,
 		      cudaFuncSetAttribute(
-			      flash_prefill_kernel<DMAX, RPW>,
+			      flash_prefill_kernel<DMAX>,
 			      cudaFuncAttributeMaxDynamicSharedMemorySize,
 			      (int)smem),
 		      "attention smem"))
 		return;
 	cuda_flush(c); /* prefill is never part of a recorded step */
 	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
-	flash_prefill_kernel<DMAX, RPW><<<grid, 32 * (FA_BR / RPW), smem,
-					  c->stream>>>(
+	flash_prefill_kernel<DMAX><<<grid, 32 * (FA_BR / FA_RPW), smem,
+				     c->stream>>>(
 		out, q, kc, vc, n, pos0, n_heads, group, D, kv_dim, scale);
 	CUDA_LAUNCHED(c, "attention prefill");
-}
-
-/* 4 query rows a warp, 8 warps a block: 7B F16 prefill 14,042 (8 rows, 4
- * warps) -> 14,491 tok/s, 2 rows 14,234 (cuda-layer-bench, one H200 call). */
-template <int DMAX>
-static void launch_prefill(CudaBackend *c, float *out, const float *q,
-			   const float *kc, const float *vc, int n, int pos0,
-			   int n_heads, int group, int D, int kv_dim,
-			   float scale)
-{
-	launch_prefill_r<DMAX, 4>(c, out, q, kc, vc, n, pos0, n_heads, group,
-				  D, kv_dim, scale);
 }
 
 void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
