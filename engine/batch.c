@@ -563,7 +563,6 @@ static BatchSeq *victim(Batcher *b, const BatchSeq *s)
 	return NULL;
 }
 
-/* End s: flush its text, give back its blocks, move it to the done list. */
 /* Take s out of the active list, keeping the admission order. */
 static void act_remove(Batcher *b, BatchSeq *s)
 {
@@ -576,6 +575,7 @@ static void act_remove(Batcher *b, BatchSeq *s)
 		}
 }
 
+/* End s: flush its text, give back its blocks, move it to the done list. */
 static void finish(Batcher *b, BatchSeq *s, finish_reason fin)
 {
 	if (s->done)
