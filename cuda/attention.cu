@@ -174,16 +174,21 @@ __global__ void __launch_bounds__(32 * (FA_BR / FA_RPW))
 /* ---- prefill on the tensor cores (head_dim 64 or 128) --------------
 
  * The same flash attention with mma.sync m16n8k16 (f16 in, f32 sums): a
- * block of 4 warps takes 64 query rows of one head, a warp 16 of them; K
- * and V tiles of 64 keys are rounded from the f32 cache to f16 in shared
- * memory (V transposed, so its fragments are word loads). Scores stay in
- * the mma accumulators: each lane holds rows lane/4 and lane/4 + 8 of its
- * warp's 16, and the accumulator layout of S is already the A-operand
- * layout of P for P.V. Rounding q, k, v and p to f16 costs ~1e-3 relative
- * (llama.cpp's flash attention rounds the same way); the SIMT kernel above
- * keeps f32 for other head sizes and with INFERD_CUDA_ATT=simt. */
+ * block of 4 warps takes 64 query rows of one head, a warp 16 of them,
+ * and walks the keys in tiles of 32. Tiles come in by cp.async as f32
+ * into a double buffer, the next tile's copy in flight while the current
+ * one is used, and are rounded to f16 as each fragment is built (the
+ * cache stays f32; a separate conversion pass would cost a launch and a
+ * copy a layer). Scores stay in the mma accumulators: each lane holds
+ * rows lane/4 and lane/4 + 8 of its warp's 16, and the accumulator
+ * layout of S is already the A-operand layout of P for P.V. Rounding q,
+ * k, v and p to f16 costs ~1e-3 relative (llama.cpp's flash attention
+ * rounds the same way); the SIMT kernel above keeps f32 for other head
+ * sizes and with INFERD_CUDA_ATT=simt. The first version staged whole
+ * 64-key f16 tiles with plain loads and no overlap: 153 us a layer at 7B
+ * (512 tokens), ~14 TFLOP/s. */
 #define TC_BM 64 /* query rows a block */
-#define TC_BN 64 /* keys a tile */
+#define TC_BN 32 /* keys a tile */
 
 __device__ __forceinline__ uint32_t pack_h2(float a, float b)
 {
@@ -202,6 +207,38 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
 		       "r"(b1));
 }
 
+/* 16 bytes global -> shared without registers; zero-filled when !valid
+ * (keys past the end must be 0, not stale: p = 0 times a stale NaN is
+ * NaN). */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem,
+					   bool valid)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s),
+		     "l"(gmem), "r"(valid ? 16 : 0)
+		     : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit(void)
+{
+	asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_prev(void)
+{
+	asm volatile("cp.async.wait_group 1;" ::: "memory");
+}
+
+/* Shared-memory pitches in floats. K fragments are 8-byte loads at
+ * key*KP + 2*lane%4: KP = 8 mod 32 keeps each half warp on 32 banks. V
+ * fragments are 4-byte loads at (2*lane%4)*VP + lane/4: VP = 4 mod 32
+ * puts the 32 lanes on 32 banks. */
+template <int D> struct TcPitch {
+	static constexpr int KP = D + 8;
+	static constexpr int VP = D + 4;
+	static constexpr int STAGE = TC_BN * (KP + VP); /* floats a buffer */
+};
+
 template <int D>
 __global__ void __launch_bounds__(128)
 	flash_prefill_tc_kernel(float *__restrict__ out,
@@ -211,173 +248,207 @@ __global__ void __launch_bounds__(128)
 				int n_heads, int group, int kv_dim, float scale)
 {
 	pdl_enter();
-	constexpr int QP = D + 8;     /* Qs/Ks row pitch in halves */
-	constexpr int VP = TC_BN + 8; /* Vt row pitch in halves */
-	constexpr int KS = D / 16;    /* k-steps over the head dims */
-	constexpr int NT = D / 8;     /* output n-tiles */
-	extern __shared__ __half tsm[];
-	__half *Qs = tsm;              /* [TC_BM][QP] */
-	__half *Ks = Qs + TC_BM * QP;  /* [TC_BN][QP] */
-	__half *Vt = Ks + TC_BN * QP;  /* [D][VP]: V transposed */
-	int qi0 = blockIdx.x * TC_BM, h = blockIdx.y, kvh = h / group;
+	typedef TcPitch<D> P;
+	constexpr int KS = D / 16; /* k-steps over the head dims */
+	constexpr int NT = D / 8;  /* output n-tiles */
+	constexpr int C4 = D / 4;  /* 16-byte chunks a row */
+	extern __shared__ float tsf[]; /* [2][TC_BN][KP] K, then [2][..][VP] V */
+	/* the longest (last) query tiles first: they start while the GPU
+	 * is empty and the short ones fill in behind them */
+	int qi0 = (gridDim.x - 1 - blockIdx.x) * TC_BM, h = blockIdx.y;
+	int kvh = h / group;
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int g = lane / 4, t = lane % 4; /* fragment row group, thread */
-	int qdim = n_heads * D;
+	int qdim = n_heads * D, wr = warp * 16;
+	int last_row = min(qi0 + TC_BM, n) - 1;
+	int kend = pos0 + last_row + 1;
+	int ntiles = (kend + TC_BN - 1) / TC_BN;
+	const float *kb = kc + (size_t)kvh * D, *vb = vc + (size_t)kvh * D;
 
-	for (int e = threadIdx.x; e < TC_BM * D / 2; e += blockDim.x) {
-		int r = e / (D / 2), d = 2 * (e % (D / 2));
-		float a = 0.0f, b = 0.0f;
-		if (qi0 + r < n) {
-			const float *src = q + (size_t)(qi0 + r) * qdim +
-					   (size_t)h * D + d;
-			a = src[0] * scale;
-			b = src[1] * scale;
+	/* tile it -> buffer it & 1, K and V rows of TC_BN keys */
+	auto issue = [&](int it) {
+		float *Ks = tsf + (it & 1) * TC_BN * P::KP;
+		float *Vs = tsf + 2 * TC_BN * P::KP + (it & 1) * TC_BN * P::VP;
+		int kt = it * TC_BN;
+		for (int e = threadIdx.x; e < TC_BN * C4; e += blockDim.x) {
+			int j = e / C4, d = 4 * (e % C4);
+			bool ok = kt + j < kend;
+			size_t off = ok ? (size_t)(kt + j) * kv_dim + d : 0;
+			cp_async16(Ks + j * P::KP + d, kb + off, ok);
+			cp_async16(Vs + j * P::VP + d, vb + off, ok);
 		}
-		*(uint32_t *)(Qs + r * QP + d) = pack_h2(a, b);
-	}
-	__syncthreads();
-	/* this warp's Q fragments, all head dims */
+		cp_async_commit();
+	};
+	issue(0);
+
+	/* this warp's Q fragments, all head dims, scaled before rounding */
 	uint32_t qa[KS][4];
-	int wr = warp * 16;
+	int r0 = qi0 + wr + g, r1 = r0 + 8;
 #pragma unroll
 	for (int k = 0; k < KS; k++) {
-		const __half *b0 = Qs + (wr + g) * QP + k * 16 + 2 * t;
-		const __half *b8 = Qs + (wr + g + 8) * QP + k * 16 + 2 * t;
-		qa[k][0] = *(const uint32_t *)b0;
-		qa[k][1] = *(const uint32_t *)b8;
-		qa[k][2] = *(const uint32_t *)(b0 + 8);
-		qa[k][3] = *(const uint32_t *)(b8 + 8);
+		float2 a0 = make_float2(0.0f, 0.0f), a1 = a0, a2 = a0, a3 = a0;
+		const float *s0 = q + (size_t)r0 * qdim + (size_t)h * D +
+				  k * 16 + 2 * t;
+		const float *s1 = s0 + (size_t)8 * qdim;
+		if (r0 < n) {
+			a0 = *(const float2 *)s0;
+			a2 = *(const float2 *)(s0 + 8);
+		}
+		if (r1 < n) {
+			a1 = *(const float2 *)s1;
+			a3 = *(const float2 *)(s1 + 8);
+		}
+		qa[k][0] = pack_h2(a0.x * scale, a0.y * scale);
+		qa[k][1] = pack_h2(a1.x * scale, a1.y * scale);
+		qa[k][2] = pack_h2(a2.x * scale, a2.y * scale);
+		qa[k][3] = pack_h2(a3.x * scale, a3.y * scale);
 	}
 	float o[NT][4];
 #pragma unroll
 	for (int j = 0; j < NT; j++)
 		o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
 	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-	int p0 = pos0 + qi0 + wr + g, p1 = p0 + 8; /* this lane's positions */
-	int last_row = min(qi0 + TC_BM, n) - 1;
-	int kend = pos0 + last_row + 1;
+	int p0 = pos0 + r0, p1 = p0 + 8; /* this lane's positions */
 
-	for (int kt = 0; kt < kend; kt += TC_BN) {
-		__syncthreads(); /* the previous tile is consumed */
-		for (int e = threadIdx.x; e < TC_BN * D / 2;
-		     e += blockDim.x) {
-			int j = e / (D / 2), d = 2 * (e % (D / 2));
-			float k0 = 0.0f, k1 = 0.0f, v0 = 0.0f, v1 = 0.0f;
-			if (kt + j < kend) {
-				size_t off = (size_t)(kt + j) * kv_dim +
-					     (size_t)kvh * D + d;
-				k0 = kc[off];
-				k1 = kc[off + 1];
-				v0 = vc[off];
-				v1 = vc[off + 1];
+	for (int it = 0; it < ntiles; it++) {
+		if (it + 1 < ntiles)
+			issue(it + 1);
+		else
+			cp_async_commit(); /* an empty group: wait_prev stays exact */
+		cp_async_wait_prev();
+		__syncthreads(); /* tile it landed for every thread's copies */
+		int kt = it * TC_BN;
+		const float *Ks = tsf + (it & 1) * TC_BN * P::KP;
+		const float *Vs =
+			tsf + 2 * TC_BN * P::KP + (it & 1) * TC_BN * P::VP;
+		if (kt <= pos0 + qi0 + wr + 15) { /* else all keys after ours */
+			float sc[TC_BN / 8][4];
+#pragma unroll
+			for (int j = 0; j < TC_BN / 8; j++) {
+				sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+				const float *kr = Ks + (j * 8 + g) * P::KP + 2 * t;
+#pragma unroll
+				for (int k = 0; k < KS; k++) {
+					float2 b0 = *(const float2 *)(kr + k * 16);
+					float2 b1 =
+						*(const float2 *)(kr + k * 16 + 8);
+					mma16816(sc[j], qa[k], pack_h2(b0.x, b0.y),
+						 pack_h2(b1.x, b1.y));
+				}
 			}
-			*(uint32_t *)(Ks + j * QP + d) = pack_h2(k0, k1);
-			Vt[d * VP + j] = __float2half_rn(v0);
-			Vt[(d + 1) * VP + j] = __float2half_rn(v1);
-		}
-		__syncthreads();
-		if (kt > pos0 + qi0 + wr + 15)
-			continue; /* all keys after this warp's rows */
-		float sc[TC_BN / 8][4];
+			/* causal mask and the running max of rows g, g + 8 */
+			float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-		for (int j = 0; j < TC_BN / 8; j++) {
-			sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-			const __half *kr = Ks + (j * 8 + g) * QP + 2 * t;
+			for (int j = 0; j < TC_BN / 8; j++) {
+				int key = kt + j * 8 + 2 * t;
 #pragma unroll
-			for (int k = 0; k < KS; k++)
-				mma16816(sc[j], qa[k],
-					 *(const uint32_t *)(kr + k * 16),
-					 *(const uint32_t *)(kr + k * 16 + 8));
-		}
-		/* causal mask and the running max of rows g and g + 8 */
-		float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-		for (int j = 0; j < TC_BN / 8; j++) {
-			int key = kt + j * 8 + 2 * t;
-#pragma unroll
-			for (int c = 0; c < 2; c++) {
-				if (key + c > p0 || key + c >= kend)
-					sc[j][c] = -INFINITY;
-				if (key + c > p1 || key + c >= kend)
-					sc[j][2 + c] = -INFINITY;
-				mx0 = fmaxf(mx0, sc[j][c]);
-				mx1 = fmaxf(mx1, sc[j][2 + c]);
+				for (int c = 0; c < 2; c++) {
+					if (key + c > p0 || key + c >= kend)
+						sc[j][c] = -INFINITY;
+					if (key + c > p1 || key + c >= kend)
+						sc[j][2 + c] = -INFINITY;
+					mx0 = fmaxf(mx0, sc[j][c]);
+					mx1 = fmaxf(mx1, sc[j][2 + c]);
+				}
 			}
-		}
 #pragma unroll
-		for (int sh = 1; sh < 4; sh <<= 1) {
-			mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, sh));
-			mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, sh));
-		}
-		float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-		float a0 = m0 == -INFINITY ? 0.0f : __expf(m0 - n0);
-		float a1 = m1 == -INFINITY ? 0.0f : __expf(m1 - n1);
-		float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-		for (int j = 0; j < TC_BN / 8; j++) {
-#pragma unroll
-			for (int c = 0; c < 2; c++) {
-				float e0 = n0 == -INFINITY ? 0.0f
-					: __expf(sc[j][c] - n0);
-				float e1 = n1 == -INFINITY ? 0.0f
-					: __expf(sc[j][2 + c] - n1);
-				sc[j][c] = e0;
-				sc[j][2 + c] = e1;
-				s0 += e0;
-				s1 += e1;
+			for (int sh = 1; sh < 4; sh <<= 1) {
+				mx0 = fmaxf(mx0,
+					    __shfl_xor_sync(0xffffffffu, mx0, sh));
+				mx1 = fmaxf(mx1,
+					    __shfl_xor_sync(0xffffffffu, mx1, sh));
 			}
-		}
+			float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+			float a0 = m0 == -INFINITY ? 0.0f : __expf(m0 - n0);
+			float a1 = m1 == -INFINITY ? 0.0f : __expf(m1 - n1);
+			float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
-		for (int sh = 1; sh < 4; sh <<= 1) {
-			s0 += __shfl_xor_sync(0xffffffffu, s0, sh);
-			s1 += __shfl_xor_sync(0xffffffffu, s1, sh);
-		}
-		l0 = l0 * a0 + s0;
-		l1 = l1 * a1 + s1;
-		m0 = n0;
-		m1 = n1;
+			for (int j = 0; j < TC_BN / 8; j++) {
 #pragma unroll
-		for (int j = 0; j < NT; j++) {
-			o[j][0] *= a0;
-			o[j][1] *= a0;
-			o[j][2] *= a1;
-			o[j][3] *= a1;
-		}
-		/* O += P V: S's accumulators of key tiles 2kk, 2kk + 1 are
-		 * P's A fragment for keys 16kk .. 16kk + 15 */
+				for (int c = 0; c < 2; c++) {
+					float e0 = n0 == -INFINITY ? 0.0f
+						: __expf(sc[j][c] - n0);
+					float e1 = n1 == -INFINITY ? 0.0f
+						: __expf(sc[j][2 + c] - n1);
+					sc[j][c] = e0;
+					sc[j][2 + c] = e1;
+					s0 += e0;
+					s1 += e1;
+				}
+			}
 #pragma unroll
-		for (int kk = 0; kk < TC_BN / 16; kk++) {
-			uint32_t pa[4] = {
-				pack_h2(sc[2 * kk][0], sc[2 * kk][1]),
-				pack_h2(sc[2 * kk][2], sc[2 * kk][3]),
-				pack_h2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-				pack_h2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+			for (int sh = 1; sh < 4; sh <<= 1) {
+				s0 += __shfl_xor_sync(0xffffffffu, s0, sh);
+				s1 += __shfl_xor_sync(0xffffffffu, s1, sh);
+			}
+			l0 = l0 * a0 + s0;
+			l1 = l1 * a1 + s1;
+			m0 = n0;
+			m1 = n1;
 #pragma unroll
 			for (int j = 0; j < NT; j++) {
-				const __half *vr = Vt + (j * 8 + g) * VP +
-						   kk * 16 + 2 * t;
-				mma16816(o[j], pa, *(const uint32_t *)vr,
-					 *(const uint32_t *)(vr + 8));
+				o[j][0] *= a0;
+				o[j][1] *= a0;
+				o[j][2] *= a1;
+				o[j][3] *= a1;
+			}
+			/* O += P V: S's accumulators of key tiles 2kk, 2kk + 1
+			 * are P's A fragment for keys 16kk .. 16kk + 15 */
+#pragma unroll
+			for (int kk = 0; kk < TC_BN / 16; kk++) {
+				uint32_t pa[4] = {
+					pack_h2(sc[2 * kk][0], sc[2 * kk][1]),
+					pack_h2(sc[2 * kk][2], sc[2 * kk][3]),
+					pack_h2(sc[2 * kk + 1][0],
+						sc[2 * kk + 1][1]),
+					pack_h2(sc[2 * kk + 1][2],
+						sc[2 * kk + 1][3])};
+				const float *vr =
+					Vs + (kk * 16 + 2 * t) * P::VP + g;
+#pragma unroll
+				for (int j = 0; j < NT; j++) {
+					const float *v = vr + j * 8;
+					mma16816(o[j], pa,
+						 pack_h2(v[0], v[P::VP]),
+						 pack_h2(v[8 * P::VP],
+							 v[9 * P::VP]));
+				}
 			}
 		}
+		__syncthreads(); /* buffer it & 1 is refilled next iteration */
 	}
 	float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
 	float i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-	int r0 = qi0 + wr + g, r1 = r0 + 8;
 #pragma unroll
 	for (int j = 0; j < NT; j++) {
 		int d = j * 8 + 2 * t;
-		if (r0 < n) {
-			float *dst = out + (size_t)r0 * qdim + (size_t)h * D + d;
-			dst[0] = o[j][0] * i0;
-			dst[1] = o[j][1] * i0;
-		}
-		if (r1 < n) {
-			float *dst = out + (size_t)r1 * qdim + (size_t)h * D + d;
-			dst[0] = o[j][2] * i1;
-			dst[1] = o[j][3] * i1;
-		}
+		if (r0 < n)
+			*(float2 *)(out + (size_t)r0 * qdim + (size_t)h * D + d) =
+				make_float2(o[j][0] * i0, o[j][1] * i0);
+		if (r1 < n)
+			*(float2 *)(out + (size_t)r1 * qdim + (size_t)h * D + d) =
+				make_float2(o[j][2] * i1, o[j][3] * i1);
 	}
+}
+
+/* A prefill kernel with smem bytes of dynamic shared memory, outside any
+ * recorded step. The limit is set on every launch: it is per device, and
+ * costs a microsecond against a prefill's milliseconds. */
+template <typename... KArgs, typename... Args>
+static void launch_prefill_smem(CudaBackend *c, void (*kernel)(KArgs...),
+				dim3 grid, unsigned threads, size_t smem,
+				Args... args)
+{
+	if (cuda_fail(c,
+		      cudaFuncSetAttribute(
+			      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+			      (int)smem),
+		      "attention smem"))
+		return;
+	cuda_flush(c); /* prefill is never part of a recorded step */
+	cuda_x_stale(c);
+	kernel<<<grid, threads, smem, c->stream>>>(args...);
+	CUDA_LAUNCHED(c, "attention prefill");
 }
 
 template <int D>
@@ -386,20 +457,12 @@ static void launch_prefill_tc(CudaBackend *c, float *out, const float *q,
 			      int pos0, int n_heads, int group, int kv_dim,
 			      float scale)
 {
-	size_t smem = sizeof(__half) * ((size_t)(TC_BM + TC_BN) * (D + 8) +
-					(size_t)D * (TC_BN + 8));
-	if (cuda_fail(c,
-		      cudaFuncSetAttribute(
-			      flash_prefill_tc_kernel<D>,
-			      cudaFuncAttributeMaxDynamicSharedMemorySize,
-			      (int)smem),
-		      "attention smem"))
-		return;
-	cuda_flush(c); /* prefill is never part of a recorded step */
-	dim3 grid((unsigned)((n + TC_BM - 1) / TC_BM), (unsigned)n_heads);
-	flash_prefill_tc_kernel<D><<<grid, 128, smem, c->stream>>>(
-		out, q, kc, vc, n, pos0, n_heads, group, kv_dim, scale);
-	CUDA_LAUNCHED(c, "attention prefill");
+	size_t smem = sizeof(float) * 2 * TcPitch<D>::STAGE;
+	launch_prefill_smem(c, flash_prefill_tc_kernel<D>,
+			    dim3((unsigned)((n + TC_BM - 1) / TC_BM),
+				 (unsigned)n_heads),
+			    128, smem, out, q, kc, vc, n, pos0, n_heads, group,
+			    kv_dim, scale);
 }
 
 /* Merge the chunks of row i, head h (the block's threads share D): the
@@ -577,21 +640,11 @@ static void launch_prefill(CudaBackend *c, float *out, const float *q,
 	size_t smem = sizeof(float) *
 		      (FA_BR * DMAX + FA_BC * (DMAX + 4) + FA_BC * DMAX +
 		       FA_BR * FA_BC);
-	/* Set on every launch: the limit is per device, and it costs a
-	 * microsecond against a prefill's milliseconds. */
-	if (cuda_fail(c,
-		      cudaFuncSetAttribute(
-			      flash_prefill_kernel<DMAX>,
-			      cudaFuncAttributeMaxDynamicSharedMemorySize,
-			      (int)smem),
-		      "attention smem"))
-		return;
-	cuda_flush(c); /* prefill is never part of a recorded step */
-	dim3 grid((unsigned)((n + FA_BR - 1) / FA_BR), (unsigned)n_heads);
-	flash_prefill_kernel<DMAX><<<grid, 32 * (FA_BR / FA_RPW), smem,
-				     c->stream>>>(
-		out, q, kc, vc, n, pos0, n_heads, group, D, kv_dim, scale);
-	CUDA_LAUNCHED(c, "attention prefill");
+	launch_prefill_smem(c, flash_prefill_kernel<DMAX>,
+			    dim3((unsigned)((n + FA_BR - 1) / FA_BR),
+				 (unsigned)n_heads),
+			    32 * (FA_BR / FA_RPW), smem, out, q, kc, vc, n,
+			    pos0, n_heads, group, D, kv_dim, scale);
 }
 
 void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
@@ -611,7 +664,8 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	int kv_dim = n_kv_heads * D;
 	float scale = 1.0f / sqrtf((float)D);
 	if (n > DECODE_MAX_N) {
-		int tc = !c->att_simt && kv_dim % 2 == 0;
+		int tc = !c->att_simt && kv_dim % 4 == 0 &&
+			 (uintptr_t)kc % 16 == 0 && (uintptr_t)vc % 16 == 0;
 		if (tc && D == 128) {
 			launch_prefill_tc<128>(c, out, q, kc, vc, n, pos0,
 					       n_heads, group, kv_dim, scale);

@@ -125,6 +125,7 @@ static void c_destroy(Backend *b)
 	cudaFree(c->part);
 	cudaFree(c->dec_done);
 	cudaFree(c->xq);
+	cudaFree(c->xh);
 	cudaFree(c->ids);
 	cudaFree(c->result);
 	if (c->result_host)
@@ -160,6 +161,7 @@ static void *c_alloc(Backend *b, size_t bytes)
 	CudaBackend *c = cb(b);
 	void *p = NULL;
 	cuda_flush(c);
+	cuda_x_stale(c); /* p may reuse the address of a freed x */
 	if (bytes == 0)
 		bytes = 1;
 	if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -244,7 +246,7 @@ static void c_to_host(Backend *b, void *dst, const void *src, size_t bytes)
 static void c_to_dev(Backend *b, void *dst, const void *src, size_t bytes)
 {
 	CudaBackend *c = cb(b);
-	c->xq_ok = 0;
+	cuda_x_stale(c);
 	cuda_flush(c);
 	/* From pageable memory the runtime stages the data before
 	 * returning, so src may be reused at once. */

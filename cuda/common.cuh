@@ -70,6 +70,13 @@ typedef struct CudaBackend {
 	int xq_n, xq_cols;
 	int xq_ok;             /* ... valid: only its mat-vec launched since
 				* (q/k/v and gate/up share one rounding) */
+	__half *xh;            /* f16 x (split mode: hi, then lo) for GEMMs */
+	size_t xh_bytes;       /* capacity of xh */
+	const float *xh_src;   /* the x that xh holds, [xh_n][xh_cols] ... */
+	int xh_n, xh_cols, xh_split;
+	int xh_ok;             /* ... valid: only GEMMs ran since (q/k/v and
+				* gate/up convert their x once, not 3 and 2
+				* times: 7 -> 4 conversions a layer) */
 	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
 	RopeRec rope_last;     /* the rope a second one may join (rope.cu) */
 	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
@@ -77,6 +84,14 @@ typedef struct CudaBackend {
 	unsigned long buf_gen; /* bumped when cuda_grow moves a buffer: a
 				* recorded step holds the old addresses */
 } CudaBackend;
+
+/* Something may have written device memory that xq or xh were made from:
+ * every kernel launch, copy, allocation and step boundary says so. */
+static inline void cuda_x_stale(CudaBackend *c)
+{
+	c->xq_ok = 0;
+	c->xh_ok = 0;
+}
 
 static inline CudaBackend *cb(Backend *b)
 {

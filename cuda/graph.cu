@@ -188,7 +188,7 @@ int cuda_fuse_last(CudaBackend *c, const float *written, size_t count,
 	memcpy(&cur, r.blob.data() + r.offs[n - 2], sizeof cur);
 	if (cur != EPI_NONE)
 		return 0;
-	c->xq_ok = 0; /* the epilogue writes aux */
+	cuda_x_stale(c); /* the epilogue writes aux */
 	memcpy(r.blob.data() + r.offs[n - 2], &epi, sizeof epi);
 	memcpy(r.blob.data() + r.offs[n - 1], &aux, sizeof aux);
 	r.mv_out = NULL; /* one epilogue per launch */
@@ -219,6 +219,8 @@ void cuda_step_begin(Backend *b, int rows)
 	CudaBackend *c = cb(b);
 	GraphState *g = c->graph;
 	g->step_mode = STEP_NONE;
+	/* a recorded step must convert its own x: a replay skips the ops */
+	cuda_x_stale(c);
 	if (!g->step_enabled || rows < STEP_MIN_ROWS || c->has_err)
 		return;
 	cuda_flush(c);
@@ -260,6 +262,7 @@ void cuda_step_end(Backend *b)
 	GraphState *g = c->graph;
 	int mode = g->step_mode;
 	g->step_mode = STEP_NONE;
+	cuda_x_stale(c);
 	if (mode == STEP_NONE)
 		return;
 	StepGraph &e = g->steps[g->step_cur];

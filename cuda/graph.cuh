@@ -157,7 +157,7 @@ static void cuda_launch(CudaBackend *c, void (*kernel)(KArgs...), dim3 grid,
 {
 	static_assert(sizeof...(KArgs) == sizeof...(Args),
 		      "argument count");
-	c->xq_ok = 0; /* any kernel may write the x that xq was made from */
+	cuda_x_stale(c); /* any kernel may write an x of xq or xh */
 	if (c->graph->step_mode == STEP_REPLAY)
 		return; /* the step's graph holds it */
 	if (c->graph->mv.n && !c->graph->mv_emitting)

@@ -17,11 +17,11 @@
  *   - K-quants: matvec_kernel on f32 x, 4 rows per warp.
  *
  * Prefill (larger n): cuBLAS GEMM on the tensor cores. Activations are
- * converted to f16 in a scratch buffer (in split mode, the default, as
- * an f16 pair hi + lo, both in one GEMM of 2n rows, so the products keep
- * f32-grade activations: the tiny golden models amplify f16 rounding of
- * activations past the golden tolerance; INFERD_CUDA_GEMM=f16 selects the
- * single-GEMM mode llama.cpp uses); F16 weights are used in place,
+ * converted to f16 (in split mode, the default, as an f16 pair hi + lo
+ * whose two products are summed, so they keep f32-grade activations: the
+ * tiny golden models amplify f16 rounding of activations past the golden
+ * tolerance; INFERD_CUDA_GEMM=f16 selects the single-GEMM mode llama.cpp
+ * uses), once for GEMMs that share an x; F16 weights are used in place,
  * BF16 and quantised weights are expanded to f16 in scratch first (so the
  * stored copy stays compact); F32 weights go through plain SGEMM.
  */
@@ -1140,6 +1140,30 @@ static void dequant_f16(CudaBackend *c, __half *dst, const Tensor *w)
 
 #define SPLIT_TWO_GEMMS_N 128 /* split mode: from this many rows, two GEMMs */
 
+/* x as f16 (split mode: hi rows, then lo rows) in c->xh, converted only
+ * when xh does not already hold this x (q/k/v, gate/up). NULL on error. */
+static const __half *gemm_x(CudaBackend *c, const float *x, int n, int cols)
+{
+	int split = c->gemm_split;
+	size_t nx = (size_t)n * cols;
+	if (c->xh_ok && c->xh_src == x && c->xh_n == n &&
+	    c->xh_cols == cols && c->xh_split == split)
+		return c->xh;
+	c->xh_ok = 0;
+	if (cuda_grow(c, (void **)&c->xh, &c->xh_bytes,
+		      nx * sizeof(__half) * (split ? 2 : 1), "matmul x"))
+		return NULL;
+	f32_to_f16_kernel<<<grid_for(nx), 256, 0, c->stream>>>(c->xh, x, nx,
+							       split);
+	if (CUDA_LAUNCHED(c, "matmul convert"))
+		return NULL;
+	c->xh_src = x;
+	c->xh_n = n;
+	c->xh_cols = cols;
+	c->xh_split = split;
+	return c->xh;
+}
+
 static void gemm(CudaBackend *c, float *out, const float *x,
 		 const Tensor *w, const float *bias, int n)
 {
@@ -1149,13 +1173,13 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 	c->xq_ok = 0; /* out may be the x that xq was made from */
 	cuda_flush(c); /* cuBLAS cannot join a recorded step */
 	if (w->type == DT_F32) {
+		c->xh_ok = 0;
 		s = cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
 				cols, &one, (const float *)w->dev, cols, x,
 				cols, &zero, out, rows);
 	} else {
 		int split = c->gemm_split;
 		size_t nx = (size_t)n * cols;
-		size_t xb = (nx * 2 * (split ? 2 : 1) + 255) & ~(size_t)255;
 		size_t wb = w->type == DT_F16 ? 0
 					     : ((size_t)rows * cols * 2 + 255) &
 						       ~(size_t)255;
@@ -1173,24 +1197,22 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 				      "of 32", w->name ? w->name : "?", cols);
 			return;
 		}
-		if (cuda_grow(c, &c->scratch, &c->scratch_bytes, xb + wb + ob,
-			      "matmul scratch"))
+		if (wb + ob && cuda_grow(c, &c->scratch, &c->scratch_bytes,
+					 wb + ob, "matmul scratch"))
 			return;
-		__half *xh = (__half *)c->scratch;
+		const __half *xh = gemm_x(c, x, n, cols);
+		if (!xh)
+			return;
 		const __half *wh = (const __half *)w->dev;
-		f32_to_f16_kernel<<<grid_for(nx), 256, 0, c->stream>>>(
-			xh, x, nx, split);
-		if (CUDA_LAUNCHED(c, "matmul convert"))
-			return;
 		if (w->type != DT_F16) {
-			__half *wd = (__half *)((char *)c->scratch + xb);
+			__half *wd = (__half *)c->scratch;
 			dequant_f16(c, wd, w);
 			if (c->has_err)
 				return;
 			wh = wd;
 		}
-		float *o2 = split && !two
-			? (float *)((char *)c->scratch + xb + wb) : out;
+		float *o2 = split && !two ? (float *)((char *)c->scratch + wb)
+					  : out;
 		s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows,
 				 split && !two ? 2 * n : n, cols, &one, wh,
 				 CUDA_R_16F, cols, xh, CUDA_R_16F, cols, &zero,
@@ -1210,6 +1232,11 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 			if (CUDA_LAUNCHED(c, "matmul sum"))
 				return;
 		}
+		/* xh stays valid for the next GEMM unless out overlapped
+		 * the x it was made from */
+		const float *xe = x + nx, *oe = out + (size_t)n * rows;
+		c->xh_ok = s == CUBLAS_STATUS_SUCCESS && !c->has_err &&
+			   (oe <= x || xe <= out);
 	}
 	if (s != CUBLAS_STATUS_SUCCESS) {
 		cuda_fail_msg(c, "cuBLAS GEMM %dx%dx%d: %s", rows, n, cols,
