@@ -184,7 +184,8 @@ __global__ void __launch_bounds__(32 * (FA_BR / FA_RPW))
  * layout of S is already the A-operand layout of P for P.V. Rounding q,
  * k, v and p to f16 costs ~1e-3 relative (llama.cpp's flash attention
  * rounds the same way); the SIMT kernel above keeps f32 for other head
- * sizes and with INFERD_CUDA_ATT=simt. The first version staged whole
+ * sizes and with INFERD_CUDA_ATT=simt. The output is also written as the
+ * o GEMM's f16 operand (cuda_xh_reserve). The first version staged whole
  * 64-key f16 tiles with plain loads and no overlap: 153 us a layer at 7B
  * (512 tokens), ~14 TFLOP/s. */
 #define TC_BM 64 /* query rows a block */
@@ -245,7 +246,8 @@ __global__ void __launch_bounds__(128)
 				const float *__restrict__ q,
 				const float *__restrict__ kc,
 				const float *__restrict__ vc, int n, int pos0,
-				int n_heads, int group, int kv_dim, float scale)
+				int n_heads, int group, int kv_dim, float scale,
+				__half *xh, int split)
 {
 	pdl_enter();
 	typedef TcPitch<D> P;
@@ -419,15 +421,27 @@ __global__ void __launch_bounds__(128)
 	}
 	float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
 	float i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+	size_t count = (size_t)n * qdim; /* xh: the o GEMM's f16 operand */
 #pragma unroll
 	for (int j = 0; j < NT; j++) {
-		int d = j * 8 + 2 * t;
-		if (r0 < n)
-			*(float2 *)(out + (size_t)r0 * qdim + (size_t)h * D + d) =
-				make_float2(o[j][0] * i0, o[j][1] * i0);
-		if (r1 < n)
-			*(float2 *)(out + (size_t)r1 * qdim + (size_t)h * D + d) =
-				make_float2(o[j][2] * i1, o[j][3] * i1);
+		size_t e0 = (size_t)r0 * qdim + (size_t)h * D + j * 8 + 2 * t;
+		size_t e1 = e0 + (size_t)8 * qdim;
+		float2 v0 = make_float2(o[j][0] * i0, o[j][1] * i0);
+		float2 v1 = make_float2(o[j][2] * i1, o[j][3] * i1);
+		if (r0 < n) {
+			*(float2 *)(out + e0) = v0;
+			if (xh) {
+				xh_store(xh, count, e0, v0.x, split);
+				xh_store(xh, count, e0 + 1, v0.y, split);
+			}
+		}
+		if (r1 < n) {
+			*(float2 *)(out + e1) = v1;
+			if (xh) {
+				xh_store(xh, count, e1, v1.x, split);
+				xh_store(xh, count, e1 + 1, v1.y, split);
+			}
+		}
 	}
 }
 
@@ -458,11 +472,15 @@ static void launch_prefill_tc(CudaBackend *c, float *out, const float *q,
 			      float scale)
 {
 	size_t smem = sizeof(float) * 2 * TcPitch<D>::STAGE;
+	size_t count = (size_t)n * n_heads * D;
+	__half *xh = cuda_xh_reserve(c, count);
 	launch_prefill_smem(c, flash_prefill_tc_kernel<D>,
 			    dim3((unsigned)((n + TC_BM - 1) / TC_BM),
 				 (unsigned)n_heads),
 			    128, smem, out, q, kc, vc, n, pos0, n_heads, group,
-			    kv_dim, scale);
+			    kv_dim, scale, xh, c->gemm_split);
+	if (xh)
+		cuda_xh_made(c, out, count);
 }
 
 /* Merge the chunks of row i, head h (the block's threads share D): the

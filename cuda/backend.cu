@@ -277,7 +277,7 @@ static const BackendOps cuda_ops = {
 	cuda_rmsnorm,  cuda_matmul,    cuda_rope,    cuda_attention,
 	cuda_swiglu,   cuda_add,       cuda_argmax,
 	cuda_kv_store, cuda_attention_paged, cuda_rope_rows, cuda_step_begin,
-	cuda_step_end, cuda_argmax_rows, cuda_topk_rows,
+	cuda_step_end, cuda_argmax_rows, cuda_topk_rows, cuda_matmul_add,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *

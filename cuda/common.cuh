@@ -72,11 +72,11 @@ typedef struct CudaBackend {
 				* (q/k/v and gate/up share one rounding) */
 	__half *xh;            /* f16 x (split mode: hi, then lo) for GEMMs */
 	size_t xh_bytes;       /* capacity of xh */
-	const float *xh_src;   /* the x that xh holds, [xh_n][xh_cols] ... */
-	int xh_n, xh_cols, xh_split;
-	int xh_ok;             /* ... valid: only GEMMs ran since (q/k/v and
-				* gate/up convert their x once, not 3 and 2
-				* times: 7 -> 4 conversions a layer) */
+	const float *xh_src;   /* the x that xh holds, xh_count values ... */
+	size_t xh_count;
+	int xh_split;          /* ... in this gemm_split mode */
+	int xh_ok;             /* ... valid: only GEMMs ran since its
+				* producer (cuda_xh_reserve) */
 	struct GraphState *graph; /* decode-step CUDA graph (graph.cuh) */
 	RopeRec rope_last;     /* the rope a second one may join (rope.cu) */
 	int32_t *ids_host;     /* pinned token ids a recorded embed reads */
@@ -84,6 +84,25 @@ typedef struct CudaBackend {
 	unsigned long buf_gen; /* bumped when cuda_grow moves a buffer: a
 				* recorded step holds the old addresses */
 } CudaBackend;
+
+/* The f16 x of the prefill GEMMs, written by the kernel that produces x
+ * (rmsnorm, swiglu, prefill attention) as it stores the f32 result, so
+ * the GEMM reads it instead of converting x again. cuda_xh_reserve()
+ * gives the buffer for count values (NULL: none wanted, or no memory;
+ * the kernel then writes f32 only); cuda_xh_made() after the launch says
+ * that it holds src. Split mode: hi at [i], lo at [count + i]. */
+__half *cuda_xh_reserve(CudaBackend *c, size_t count);
+void cuda_xh_made(CudaBackend *c, const float *src, size_t count);
+
+/* v as the f16 GEMM operand (hi and, in split mode, lo). */
+__device__ __forceinline__ void xh_store(__half *xh, size_t count, size_t i,
+					 float v, int split)
+{
+	__half h = __float2half_rn(v);
+	xh[i] = h;
+	if (split)
+		xh[count + i] = __float2half_rn(v - __half2float(h));
+}
 
 /* Something may have written device memory that xq or xh were made from:
  * every kernel launch, copy, allocation and step boundary says so. */

@@ -83,13 +83,18 @@ void cuda_embed(Backend *b, float *out, const Tensor *table,
 		    (int64_t)table->rows, dids, n);
 }
 
-__global__ void swiglu_kernel(float *gate, const float *up, size_t count)
+/* xh: the f16 operand of the result for the down GEMM, or NULL. */
+__global__ void swiglu_kernel(float *gate, const float *up, size_t count,
+			      __half *xh, int split)
 {
 	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x) {
 		float g = gate[i];
-		gate[i] = g / (1.0f + expf(-g)) * up[i];
+		float r = g / (1.0f + expf(-g)) * up[i];
+		gate[i] = r;
+		if (xh)
+			xh_store(xh, count, i, r, split);
 	}
 }
 
@@ -104,8 +109,11 @@ void cuda_swiglu(Backend *b, float *gate, const float *up, size_t count)
 	    cuda_fuse_last(c, up, count, EPI_SWIGLU_GATE, gate) ||
 	    cuda_fuse_last(c, gate, count, EPI_SWIGLU_UP, (float *)up))
 		return;
+	__half *xh = cuda_xh_reserve(c, count);
 	cuda_launch(c, swiglu_kernel, dim3(grid_for(count, 256)), dim3(256), 0,
-		    "swiglu", gate, up, count);
+		    "swiglu", gate, up, count, xh, c->gemm_split);
+	if (xh)
+		cuda_xh_made(c, gate, count);
 }
 
 __global__ void add_kernel(float *x, const float *y, size_t count)

@@ -25,6 +25,7 @@
  * BF16 and quantised weights are expanded to f16 in scratch first (so the
  * stored copy stays compact); F32 weights go through plain SGEMM.
  */
+#include "elementwise.cuh"
 #include "graph.cuh"
 #include "matmul.cuh"
 
@@ -1088,14 +1089,17 @@ __global__ void dequant_f16_kernel(__half *__restrict__ dst,
 	}
 }
 
-/* out = hi + lo products of a split GEMM ([2][count] in p). */
+/* out = hi + lo products of a split GEMM ([2][count] in p); with acc,
+ * out += them. */
 __global__ void sum_halves_kernel(float *__restrict__ out,
-				  const float *__restrict__ p, size_t count)
+				  const float *__restrict__ p, size_t count,
+				  int acc)
 {
 	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
 	     i < count; i += (size_t)gridDim.x * blockDim.x)
-		out[i] = p[i] + p[count + i];
+		/* the order of the two-GEMM path: (out + hi) + lo */
+		out[i] = ((acc ? out[i] : 0.0f) + p[i]) + p[count + i];
 }
 
 __global__ void add_bias_kernel(float *out, const float *bias, int rows,
@@ -1140,35 +1144,52 @@ static void dequant_f16(CudaBackend *c, __half *dst, const Tensor *w)
 
 #define SPLIT_TWO_GEMMS_N 128 /* split mode: from this many rows, two GEMMs */
 
-/* x as f16 (split mode: hi rows, then lo rows) in c->xh, converted only
- * when xh does not already hold this x (q/k/v, gate/up). NULL on error. */
-static const __half *gemm_x(CudaBackend *c, const float *x, int n, int cols)
+__half *cuda_xh_reserve(CudaBackend *c, size_t count)
 {
-	int split = c->gemm_split;
-	size_t nx = (size_t)n * cols;
-	if (c->xh_ok && c->xh_src == x && c->xh_n == n &&
-	    c->xh_cols == cols && c->xh_split == split)
-		return c->xh;
+	/* a decode step being recorded never reaches a GEMM */
+	if (c->graph->on || c->graph->step_mode == STEP_REPLAY || c->has_err)
+		return NULL;
 	c->xh_ok = 0;
-	if (cuda_grow(c, (void **)&c->xh, &c->xh_bytes,
-		      nx * sizeof(__half) * (split ? 2 : 1), "matmul x"))
+	size_t bytes = count * sizeof(__half) * (c->gemm_split ? 2 : 1);
+	if (cuda_grow(c, (void **)&c->xh, &c->xh_bytes, bytes, "matmul x"))
 		return NULL;
-	f32_to_f16_kernel<<<grid_for(nx), 256, 0, c->stream>>>(c->xh, x, nx,
-							       split);
-	if (CUDA_LAUNCHED(c, "matmul convert"))
-		return NULL;
-	c->xh_src = x;
-	c->xh_n = n;
-	c->xh_cols = cols;
-	c->xh_split = split;
 	return c->xh;
 }
 
+void cuda_xh_made(CudaBackend *c, const float *src, size_t count)
+{
+	c->xh_ok = !c->has_err;
+	c->xh_src = src;
+	c->xh_count = count;
+	c->xh_split = c->gemm_split;
+}
+
+/* x as f16 (split mode: hi rows, then lo rows) in c->xh, converted only
+ * when xh does not already hold this x: its producer wrote it, or an
+ * earlier GEMM (q/k/v, gate/up) converted it. NULL on error. */
+static const __half *gemm_x(CudaBackend *c, const float *x, size_t nx)
+{
+	if (c->xh_ok && c->xh_src == x && c->xh_count == nx &&
+	    c->xh_split == c->gemm_split)
+		return c->xh;
+	__half *xh = cuda_xh_reserve(c, nx);
+	if (!xh)
+		return NULL;
+	f32_to_f16_kernel<<<grid_for(nx), 256, 0, c->stream>>>(
+		xh, x, nx, c->gemm_split);
+	if (CUDA_LAUNCHED(c, "matmul convert"))
+		return NULL;
+	cuda_xh_made(c, x, nx);
+	return xh;
+}
+
+/* out = x . W^T (+ bias); with acc (no bias), out += x . W^T. */
 static void gemm(CudaBackend *c, float *out, const float *x,
-		 const Tensor *w, const float *bias, int n)
+		 const Tensor *w, const float *bias, int n, int acc)
 {
 	int rows = (int)w->rows, cols = (int)w->cols;
 	const float one = 1.0f, zero = 0.0f;
+	const float *beta = acc ? &one : &zero;
 	cublasStatus_t s;
 	c->xq_ok = 0; /* out may be the x that xq was made from */
 	cuda_flush(c); /* cuBLAS cannot join a recorded step */
@@ -1176,7 +1197,7 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 		c->xh_ok = 0;
 		s = cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n,
 				cols, &one, (const float *)w->dev, cols, x,
-				cols, &zero, out, rows);
+				cols, beta, out, rows);
 	} else {
 		int split = c->gemm_split;
 		size_t nx = (size_t)n * cols;
@@ -1200,9 +1221,12 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 		if (wb + ob && cuda_grow(c, &c->scratch, &c->scratch_bytes,
 					 wb + ob, "matmul scratch"))
 			return;
-		const __half *xh = gemm_x(c, x, n, cols);
-		if (!xh)
+		const __half *xh = gemm_x(c, x, nx);
+		if (!xh) {
+			if (!c->has_err)
+				cuda_fail_msg(c, "matmul: no f16 x buffer");
 			return;
+		}
 		const __half *wh = (const __half *)w->dev;
 		if (w->type != DT_F16) {
 			__half *wd = (__half *)c->scratch;
@@ -1215,8 +1239,9 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 					  : out;
 		s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, rows,
 				 split && !two ? 2 * n : n, cols, &one, wh,
-				 CUDA_R_16F, cols, xh, CUDA_R_16F, cols, &zero,
-				 o2, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+				 CUDA_R_16F, cols, xh, CUDA_R_16F, cols,
+				 o2 == out ? beta : &zero, o2, CUDA_R_32F, rows,
+				 CUBLAS_COMPUTE_32F,
 				 CUBLAS_GEMM_DEFAULT);
 		if (s == CUBLAS_STATUS_SUCCESS && two)
 			s = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N,
@@ -1228,7 +1253,7 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 		else if (s == CUBLAS_STATUS_SUCCESS && split) {
 			size_t count = (size_t)n * rows;
 			sum_halves_kernel<<<grid_for(count), 256, 0,
-					    c->stream>>>(out, o2, count);
+					    c->stream>>>(out, o2, count, acc);
 			if (CUDA_LAUNCHED(c, "matmul sum"))
 				return;
 		}
@@ -1272,5 +1297,20 @@ void cuda_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 	if (n <= MATVEC_MAX_N)
 		matvec(c, out, x, w, bv, n);
 	else
-		gemm(c, out, x, w, bv, n);
+		gemm(c, out, x, w, bv, n, 0);
+}
+
+void cuda_matmul_add(Backend *b, float *x, float *tmp, const float *in,
+		     const Tensor *w, int n)
+{
+	CudaBackend *c = cb(b);
+	/* a mat-vec takes the add into its epilogue (cuda_add) */
+	if (n <= MATVEC_MAX_N || c->graph->step_mode == STEP_REPLAY ||
+	    !w->dev || w->rows > INT32_MAX || w->cols > INT32_MAX ||
+	    dtype_row_bytes(w->type, w->cols) == 0) {
+		cuda_matmul(b, tmp, in, w, NULL, n);
+		cuda_add(b, x, tmp, (size_t)n * w->rows);
+		return;
+	}
+	gemm(c, x, in, w, NULL, n, 1);
 }

@@ -9,4 +9,6 @@
 
 void cuda_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		 const Tensor *bias, int n);
+void cuda_matmul_add(Backend *b, float *x, float *tmp, const float *in,
+		     const Tensor *w, int n);
 #endif

@@ -28,7 +28,7 @@
 
 #include "tensor.h"
 
-#define BACKEND_ABI_VERSION 3 /* bump when BackendOps changes layout */
+#define BACKEND_ABI_VERSION 4 /* bump when BackendOps changes layout */
 
 typedef struct Backend Backend;
 
@@ -169,6 +169,14 @@ typedef struct BackendOps {
 	 * a sampled row then needs k pairs back, not its logits. */
 	void (*topk_rows)(Backend *b, float *vals, int32_t *ids,
 			  const float *x, int n, int cols, int k);
+
+	/* Optional (NULL: matmul into tmp, then add): the residual step
+	 * x[n][w->rows] += in[n][w->cols] . w^T, after the attention
+	 * output and the FFN down projections. tmp [n][w->rows] is scratch
+	 * the backend may use; its contents are undefined after. A GPU folds
+	 * the add into the GEMM (beta = 1) instead of a pass over x and tmp. */
+	void (*matmul_add)(Backend *b, float *x, float *tmp, const float *in,
+			   const Tensor *w, int n);
 } BackendOps;
 
 #define TOPK_MAX 64 /* most candidates topk_rows returns per row */

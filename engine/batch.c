@@ -774,8 +774,7 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		op->attention_paged(be, b->att, b->q, kc, vc, b->d_pos,
 				    b->d_tab, b->d_tables, b->bs, rows,
 				    c->n_heads, c->n_kv_heads, hd);
-		op->matmul(be, b->xb, b->att, &L->wo, NULL, rows);
-		op->add(be, b->x, b->xb, (size_t)rows * dim);
+		residual_matmul(be, b->x, b->xb, b->att, &L->wo, rows);
 
 		forward_ffn(be, c, L, b->x, b->xb, b->hb, b->hb2, rows);
 	}

@@ -255,6 +255,18 @@ void forward_qkv(Backend *be, const Config *c, const LayerWeights *L,
 	op->matmul(be, v, xb, &L->wv, bias(&L->bv), rows);
 }
 
+void residual_matmul(Backend *be, float *x, float *tmp, const float *in,
+		     const Tensor *w, int rows)
+{
+	const BackendOps *op = be->ops;
+	if (op->matmul_add) {
+		op->matmul_add(be, x, tmp, in, w, rows);
+		return;
+	}
+	op->matmul(be, tmp, in, w, NULL, rows);
+	op->add(be, x, tmp, (size_t)rows * w->rows);
+}
+
 void forward_ffn(Backend *be, const Config *c, const LayerWeights *L,
 		 float *x, float *xb, float *hb, float *hb2, int rows)
 {
@@ -265,8 +277,7 @@ void forward_ffn(Backend *be, const Config *c, const LayerWeights *L,
 	op->matmul(be, hb, xb, &L->w_gate, NULL, rows);
 	op->matmul(be, hb2, xb, &L->w_up, NULL, rows);
 	op->swiglu(be, hb, hb2, (size_t)rows * c->hidden_dim);
-	op->matmul(be, xb, hb, &L->w_down, NULL, rows);
-	op->add(be, x, xb, (size_t)rows * c->dim);
+	residual_matmul(be, x, xb, hb, &L->w_down, rows);
 }
 
 int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
@@ -317,8 +328,7 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 		/* x += attention(q, Kcache, Vcache) Wo */
 		op->attention(be, s->att, s->q, kc, vc, n, pos0, c->n_heads,
 			      c->n_kv_heads, hd);
-		op->matmul(be, s->xb, s->att, &L->wo, NULL, n);
-		op->add(be, s->x, s->xb, (size_t)n * dim);
+		residual_matmul(be, s->x, s->xb, s->att, &L->wo, n);
 
 		forward_ffn(be, c, L, s->x, s->xb, s->hb, s->hb2, n);
 	}

@@ -189,6 +189,12 @@ void forward_qkv(Backend *be, const Config *c, const LayerWeights *L,
 		 const float *x, float *xb, float *q, float *k, float *v,
 		 int rows);
 
+/* The residual step x[rows][w->rows] += in[rows][w->cols] . w^T, through
+ * the backend's matmul_add where it has one, else matmul into tmp (same
+ * shape as x, left undefined) and add. */
+void residual_matmul(Backend *be, float *x, float *tmp, const float *in,
+		     const Tensor *w, int rows);
+
 /* Compute the RoPE inverse frequencies (with scaling) for cfg into out
  * [head_dim/2]. */
 void rope_inv_freq(const Config *cfg, float *out);

@@ -662,6 +662,118 @@ START_TEST(test_paged)
 }
 END_TEST
 
+/* x += in . W^T through matmul_add: the mat-vec + add epilogue (n <= 2),
+ * one GEMM of 2n split rows + sum (n < 128) and two GEMMs with beta = 1
+ * (n >= 128), against a double reference. */
+static void check_matmul_add(dtype t, int rows, int cols, int n)
+{
+	uint8_t *wh;
+	Tensor w = make_tensor(t, rows, cols, &wh);
+	float *x = rand_floats((size_t)n * rows, 2.0);
+	float *in = rand_floats((size_t)n * cols, 1.0);
+	float *xd = dev_floats(x, (size_t)n * rows);
+	float *ind = dev_floats(in, (size_t)n * cols);
+	float *tmp = dev_floats(NULL, (size_t)n * rows);
+	be->ops->matmul_add(be, xd, tmp, ind, &w, n);
+	float *o = host_floats(xd, (size_t)n * rows);
+	double *wr = malloc(sizeof(double) * cols);
+	double *ref = malloc(sizeof(double) * n * rows);
+	size_t rb = dtype_row_bytes(t, cols);
+	for (int r = 0; r < rows; r++) {
+		ref_dequant(t, wh + (size_t)r * rb, wr, cols);
+		for (int i = 0; i < n; i++) {
+			double s = 0;
+			for (int k = 0; k < cols; k++)
+				s += wr[k] * in[(size_t)i * cols + k];
+			ref[(size_t)i * rows + r] = x[(size_t)i * rows + r] + s;
+		}
+	}
+	const char *mode = getenv("INFERD_CUDA_GEMM");
+	int split = !(mode && !strcmp(mode, "f16"));
+	double tol = n <= 2 || t == DT_F32 || split ? 1e-5 : 2e-3;
+	double e = rel_err(o, ref, (size_t)n * rows);
+	ck_assert_msg(e < tol, "matmul_add %s %dx%d n=%d: rel err %g",
+		      dtype_name(t), rows, cols, n, e);
+	be->ops->release(be, &w);
+	be->ops->free(be, xd);
+	be->ops->free(be, ind);
+	be->ops->free(be, tmp);
+	free(wh); free(x); free(in); free(o); free(wr); free(ref);
+}
+
+START_TEST(test_matmul_add)
+{
+	NEED_GPU();
+	static const int ns[] = {1, 2, 5, 130};
+	static const dtype ts[] = {DT_F16, DT_F32, DT_BF16};
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 3; j++)
+			check_matmul_add(ts[j], 160, 512, ns[i]);
+}
+END_TEST
+
+/* The matmul of a prefill reads the f16 operand its producer (rmsnorm,
+ * swiglu, attention) wrote beside the f32 result: it must give the bits
+ * the same values converted by the GEMM itself give, and a write to the
+ * buffer in between (here a copy) must not leave the stale operand used. */
+static void check_producer(int which, int n)
+{
+	int cols = 256, rows = 96, heads = 4, hd = 64;
+	size_t cnt = (size_t)n * cols;
+	uint8_t *wh, *nh;
+	Tensor w = make_tensor(DT_F16, rows, cols, &wh);
+	Tensor nw = make_tensor(DT_F32, 1, cols, &nh);
+	float *a = rand_floats(cnt, 2.0), *b = rand_floats(cnt, 1.0);
+	float *kv = rand_floats(cnt / 4, 1.0);
+	float *ad = dev_floats(a, cnt), *bd = dev_floats(b, cnt);
+	float *kd = dev_floats(kv, cnt / 4), *pd = dev_floats(NULL, cnt);
+	float *o1 = dev_floats(NULL, (size_t)n * rows);
+	float *o2 = dev_floats(NULL, (size_t)n * rows);
+	if (which == 0)
+		be->ops->rmsnorm(be, pd, ad, &nw, n, cols, 1e-5f);
+	else if (which == 1) {
+		be->ops->to_dev(be, pd, a, cnt * sizeof(float));
+		be->ops->swiglu(be, pd, bd, cnt);
+	} else /* q [n][4 heads x 64] over one KV head of n keys */
+		be->ops->attention(be, pd, ad, kd, kd, n, 0, heads, 1, hd);
+	be->ops->matmul(be, o1, pd, &w, NULL, n);
+	float *p = host_floats(pd, cnt);
+	float *qd = dev_floats(p, cnt); /* the same values, no producer */
+	be->ops->matmul(be, o2, qd, &w, NULL, n);
+	float *r1 = host_floats(o1, (size_t)n * rows);
+	float *r2 = host_floats(o2, (size_t)n * rows);
+	ck_assert_msg(!memcmp(r1, r2, sizeof(float) * n * rows),
+		      "producer %d n=%d: GEMM differs from a converted x",
+		      which, n);
+	/* new contents, same pointer: the operand must be made again */
+	be->ops->to_dev(be, pd, b, cnt * sizeof(float));
+	be->ops->matmul(be, o1, pd, &w, NULL, n);
+	be->ops->matmul(be, o2, bd, &w, NULL, n);
+	free(r1);
+	free(r2);
+	r1 = host_floats(o1, (size_t)n * rows);
+	r2 = host_floats(o2, (size_t)n * rows);
+	ck_assert_msg(!memcmp(r1, r2, sizeof(float) * n * rows),
+		      "producer %d n=%d: stale operand after a copy", which, n);
+	be->ops->release(be, &w);
+	be->ops->release(be, &nw);
+	float *bufs[] = {ad, bd, kd, pd, o1, o2, qd};
+	for (int i = 0; i < 7; i++)
+		be->ops->free(be, bufs[i]);
+	free(wh); free(nh); free(a); free(b); free(kv); free(p);
+	free(r1); free(r2);
+}
+
+START_TEST(test_producer_operand)
+{
+	NEED_GPU();
+	for (int which = 0; which < 3; which++) {
+		check_producer(which, 40);  /* hi and lo rows in one GEMM */
+		check_producer(which, 192); /* two GEMMs */
+	}
+}
+END_TEST
+
 START_TEST(test_elementwise)
 {
 	NEED_GPU();
@@ -1084,6 +1196,8 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, test_describe);
 	tcase_add_test(tc, test_matmul);
+	tcase_add_test(tc, test_matmul_add);
+	tcase_add_test(tc, test_producer_operand);
 	tcase_add_test(tc, test_rmsnorm);
 	tcase_add_test(tc, test_rope);
 	tcase_add_test(tc, test_attention);

@@ -215,14 +215,12 @@ int main(int argc, char **argv)
 				hd, (pos), invf, 0);                           \
 			o->attention(be, att, q, kl, vl, (n), (pos), H, KV,    \
 				     hd);                                      \
-			o->matmul(be, xb, att, &ly[l].wo, NULL, (n));          \
-			o->add(be, x, xb, (size_t)(n) * dim);                  \
+			o->matmul_add(be, x, xb, att, &ly[l].wo, (n));         \
 			o->rmsnorm(be, xb, x, &ly[l].fn, (n), dim, 1e-5f);     \
 			o->matmul(be, hb, xb, &ly[l].wg, NULL, (n));           \
 			o->matmul(be, hb2, xb, &ly[l].wu, NULL, (n));          \
 			o->swiglu(be, hb, hb2, (size_t)(n) * F);               \
-			o->matmul(be, xb, hb, &ly[l].wd, NULL, (n));           \
-			o->add(be, x, xb, (size_t)(n) * dim);                  \
+			o->matmul_add(be, x, xb, hb, &ly[l].wd, (n));          \
 		}                                                              \
 		o->rmsnorm(be, xb + (size_t)((n) - 1) * dim,                   \
 			   x + (size_t)((n) - 1) * dim, &onorm, 1, dim, 1e-5f);\
