@@ -430,17 +430,13 @@ __global__ void __launch_bounds__(128)
 		float2 v1 = make_float2(o[j][2] * i1, o[j][3] * i1);
 		if (r0 < n) {
 			*(float2 *)(out + e0) = v0;
-			if (xh) {
-				xh_store(xh, count, e0, v0.x, split);
-				xh_store(xh, count, e0 + 1, v0.y, split);
-			}
+			if (xh)
+				xh_store2(xh, count, e0, v0, split);
 		}
 		if (r1 < n) {
 			*(float2 *)(out + e1) = v1;
-			if (xh) {
-				xh_store(xh, count, e1, v1.x, split);
-				xh_store(xh, count, e1 + 1, v1.y, split);
-			}
+			if (xh)
+				xh_store2(xh, count, e1, v1, split);
 		}
 	}
 }

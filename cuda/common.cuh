@@ -104,6 +104,39 @@ __device__ __forceinline__ void xh_store(__half *xh, size_t count, size_t i,
 		xh[count + i] = __float2half_rn(v - __half2float(h));
 }
 
+/* Two consecutive values (i even) as one 4-byte store each. */
+__device__ __forceinline__ void xh_store2(__half *xh, size_t count, size_t i,
+					  float2 v, int split)
+{
+	__half2 h = __floats2half2_rn(v.x, v.y);
+	*(__half2 *)(xh + i) = h;
+	if (split) {
+		float2 a = __half22float2(h);
+		*(__half2 *)(xh + count + i) =
+			__floats2half2_rn(v.x - a.x, v.y - a.y);
+	}
+}
+
+/* Four consecutive values (i % 4 == 0): one 8-byte store for hi and one
+ * for lo instead of eight 2-byte ones. */
+__device__ __forceinline__ void xh_store4(__half *xh, size_t count, size_t i,
+					  float4 v, int split)
+{
+	__half2 h0 = __floats2half2_rn(v.x, v.y), h1 = __floats2half2_rn(v.z, v.w);
+	uint2 u;
+	u.x = *(uint32_t *)&h0;
+	u.y = *(uint32_t *)&h1;
+	*(uint2 *)(xh + i) = u;
+	if (!split)
+		return;
+	float2 a = __half22float2(h0), b = __half22float2(h1);
+	h0 = __floats2half2_rn(v.x - a.x, v.y - a.y);
+	h1 = __floats2half2_rn(v.z - b.x, v.w - b.y);
+	u.x = *(uint32_t *)&h0;
+	u.y = *(uint32_t *)&h1;
+	*(uint2 *)(xh + count + i) = u;
+}
+
 /* Something may have written device memory that xq or xh were made from:
  * every kernel launch, copy, allocation and step boundary says so. */
 static inline void cuda_x_stale(CudaBackend *c)

@@ -99,13 +99,8 @@ __global__ void rmsnorm4_kernel(float *out, const float *x,
 		float4 o = make_float4(v[k].x * inv * g.x, v[k].y * inv * g.y,
 				       v[k].z * inv * g.z, v[k].w * inv * g.w);
 		((float4 *)(out + row))[i] = o;
-		if (xh) {
-			size_t e = row + 4 * (size_t)i;
-			xh_store(xh, count, e, o.x, split);
-			xh_store(xh, count, e + 1, o.y, split);
-			xh_store(xh, count, e + 2, o.z, split);
-			xh_store(xh, count, e + 3, o.w, split);
-		}
+		if (xh)
+			xh_store4(xh, count, row + 4 * (size_t)i, o, split);
 	}
 }
 
