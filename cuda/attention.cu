@@ -493,7 +493,7 @@ __device__ __forceinline__ void decode_merge(float *__restrict__ out,
 	for (int c = 0; c < nchunks; c++) {
 		float mc = __ldcg(pp + c * (D + 2) + D);
 		if (mc != -INFINITY)
-			L += __ldcg(pp + c * (D + 2) + D + 1) * __expf(mc - M);
+			L += __ldcg(pp + c * (D + 2) + D + 1) * expf(mc - M);
 	}
 	float inv = L > 0.0f ? 1.0f / L : 0.0f;
 	for (int d = threadIdx.x; d < D; d += blockDim.x) {
@@ -502,7 +502,7 @@ __device__ __forceinline__ void decode_merge(float *__restrict__ out,
 			float mc = __ldcg(pp + c * (D + 2) + D);
 			if (mc != -INFINITY)
 				acc += __ldcg(pp + c * (D + 2) + d) *
-				       __expf(mc - M);
+				       expf(mc - M);
 		}
 		out[(size_t)i * n_heads * D + (size_t)h * D + d] = acc * inv;
 	}
@@ -537,38 +537,55 @@ __device__ __forceinline__ void decode_merge_last(float *__restrict__ out,
 /* part layout: [n][n_heads][nchunks][D + 2]: D unnormalised outputs, then
  * the chunk's max and sum of exponentials.
  *
- * A block of DEC_WARPS warps takes one chunk of keys of one (row, head).
- * A warp scores DEC_U keys at a time with all its lanes (lane owns dims
- * lane + 32e, so every load instruction of the warp reads 128 contiguous
- * bytes, and the U keys' K and V rows are all in flight together), keeps
- * its own online-softmax state and slice of the output, and the warps
- * merge through shared memory. The first kernel gave a key to a thread
- * (a 512-byte row walked by one lane) and reached ~1 TB/s over a 576-key
- * cache at 7B: 232 tok/s decoding from an empty cache, 204 after a
- * 512-token prompt. */
+ * Grid (head, chunk, row). Row i's keys 0 .. len-1 are cut into gridDim.y
+ * chunks [len*c/Z, len*(c+1)/Z), a block of DEC_WARPS warps each. A warp
+ * scores U keys at a time with all its lanes (lane owns dims lane + 32e,
+ * so every load instruction of the warp reads 128 contiguous bytes, and
+ * the U keys' K and V rows are in flight together), keeps its own
+ * online-softmax state and slice of the output, and the warps merge
+ * through shared memory; the chunks then merge in chunk order in the
+ * last block to finish (decode_merge_last), or one chunk writes the
+ * output itself. So a row's result depends on its length and Z alone,
+ * not on which other rows share the launch: a batched row equals the row
+ * alone bit for bit when Z is fixed (attention_paged).
+ *
+ * The first kernel gave a key to a thread (a 512-byte row walked by one
+ * lane) and reached ~1 TB/s over a 576-key cache at 7B: 232 tok/s decoding
+ * from an empty cache, 204 after a 512-token prompt; this one 252 and 234
+ * (one H200 call). */
 #define DEC_WARPS 8 /* warps a decode block */
 
-template <int DPL> /* dims per lane: head_dim <= 32 * DPL */
+/* Where a decode row's keys live: rows of the contiguous cache (row i at
+ * position pos0 + i), or pool slots through block tables (paged.cu). */
+struct DecKeys {
+	const int32_t *pos;    /* paged: device [n] positions, else NULL */
+	const int32_t *tab;    /* paged: device [n] block table offsets */
+	const int32_t *tables; /* paged: device block tables */
+	int bs;                /* paged: keys per block */
+	int pos0;              /* contiguous: position of row 0 */
+};
+
+template <int DPL, bool PAGED> /* DPL: dims per lane, head_dim <= 32 DPL */
 __global__ void __launch_bounds__(32 * DEC_WARPS)
-	flash_decode_kernel(float *__restrict__ part,
-			    const float *__restrict__ q,
-			    const float *__restrict__ kc,
-			    const float *__restrict__ vc, int pos0,
-			    int n_heads, int group, int D, int kv_dim,
-			    int chunk, int nchunks, float scale,
-			    float *__restrict__ fin, int *__restrict__ done)
+	decode_kernel(float *__restrict__ part, const float *__restrict__ q,
+		      const float *__restrict__ kc,
+		      const float *__restrict__ vc, DecKeys kk, int n_heads,
+		      int group, int D, int kv_dim, float scale,
+		      float *__restrict__ fin, int *__restrict__ done)
 {
 	constexpr int U = DPL <= 2 ? 8 : DPL == 4 ? 4 : 2; /* keys a step */
 	pdl_enter();
 	__shared__ float sm_m[DEC_WARPS], sm_l[DEC_WARPS];
 	extern __shared__ float sm_o[]; /* [DEC_WARPS][D] */
-	int h = blockIdx.x, c = blockIdx.y, i = blockIdx.z;
+	int h = blockIdx.x, c = blockIdx.y, nchunks = gridDim.y, i = blockIdx.z;
 	int kvh = h / group;
 	int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-	int len = pos0 + i + 1;
-	int k0 = c * chunk, k1 = min(len, k0 + chunk);
+	int len = PAGED ? kk.pos[i] + 1 : kk.pos0 + i + 1;
+	int k0 = (int)((long long)len * c / nchunks);
+	int k1 = (int)((long long)len * (c + 1) / nchunks);
+	const int32_t *tb = PAGED ? kk.tables + kk.tab[i] : NULL;
 	float *pp = part + (((size_t)i * n_heads + h) * nchunks + c) * (D + 2);
-	if (k0 >= len) { /* chunk past this row's context */
+	if (k0 >= k1) { /* a short row: this chunk is empty */
 		for (int d = threadIdx.x; d < D; d += blockDim.x)
 			pp[d] = 0.0f;
 		if (threadIdx.x == 0) {
@@ -597,8 +614,11 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 			/* a key past the chunk reloads the first one: no
 			 * branch around the loads, its p is 0 below */
 			int key = j + u < k1 ? j + u : j;
-			const float *kr = kc + (size_t)key * kv_dim + off;
-			const float *vr = vc + (size_t)key * kv_dim + off;
+			size_t slot = PAGED ? (size_t)tb[key / kk.bs] * kk.bs +
+						      (size_t)(key % kk.bs)
+					    : (size_t)key;
+			const float *kr = kc + slot * kv_dim + off;
+			const float *vr = vc + slot * kv_dim + off;
 #pragma unroll
 			for (int e = 0; e < DPL; e++) {
 				int d = lane + 32 * e;
@@ -618,14 +638,14 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 			nm = fmaxf(nm, s[u]);
 		}
 		/* nm is finite: key j is in the chunk */
-		float corr = __expf(m - nm); /* 0 on the first step */
+		float corr = expf(m - nm); /* 0 on the first step */
 		l *= corr;
 #pragma unroll
 		for (int e = 0; e < DPL; e++)
 			o[e] *= corr;
 #pragma unroll
 		for (int u = 0; u < U; u++) {
-			float p = __expf(s[u] - nm);
+			float p = expf(s[u] - nm);
 			l += p;
 #pragma unroll
 			for (int e = 0; e < DPL; e++)
@@ -650,24 +670,21 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 		M = fmaxf(M, sm_m[k]);
 	float L = 0.0f;
 	for (int k = 0; k < DEC_WARPS; k++)
-		L += sm_l[k] * __expf(sm_m[k] - M);
-	if (fin && nchunks == 1) { /* the whole context: no merge */
-		float il = 1.0f / L;
-		float *orow = fin + (size_t)i * n_heads * D + (size_t)h * D;
-		for (int d = threadIdx.x; d < D; d += blockDim.x) {
-			float acc = 0.0f;
-			for (int k = 0; k < DEC_WARPS; k++)
-				acc += sm_o[k * D + d] * __expf(sm_m[k] - M);
-			orow[d] = acc * il;
-		}
-		return;
-	}
+		L += sm_l[k] * expf(sm_m[k] - M);
+	int direct = fin && nchunks == 1; /* the whole context: no merge */
+	float *orow = fin + (size_t)i * n_heads * D + (size_t)h * D;
+	float il = 1.0f / L;
 	for (int d = threadIdx.x; d < D; d += blockDim.x) {
 		float acc = 0.0f;
 		for (int k = 0; k < DEC_WARPS; k++)
-			acc += sm_o[k * D + d] * __expf(sm_m[k] - M);
-		pp[d] = acc;
+			acc += sm_o[k * D + d] * expf(sm_m[k] - M);
+		if (direct)
+			orow[d] = acc * il;
+		else
+			pp[d] = acc;
 	}
+	if (direct)
+		return;
 	if (threadIdx.x == 0) {
 		pp[D] = M;
 		pp[D + 1] = L;
@@ -675,6 +692,14 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 	if (fin)
 		decode_merge_last(fin, part, done, n_heads, D, nchunks, h, i);
 }
+
+/* The decode kernel over n rows in nchunks chunks a row; out is written
+ * by the last chunk's block, or (fused == 0, contiguous rows only) by a
+ * merge kernel launched after. */
+static void launch_decode(CudaBackend *c, float *out, const float *q,
+			  const float *kc, const float *vc, DecKeys kk, int n,
+			  int nchunks, int n_heads, int group, int D,
+			  int kv_dim, int fused);
 
 /* grid (n_heads, n): merge the chunks of one row and head. */
 __global__ void flash_decode_merge_kernel(float *__restrict__ out,
@@ -741,26 +766,31 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 					    n_heads, group, D, kv_dim, scale);
 		return;
 	}
-	/* Chunk so that heads x chunks covers the GPU about F times. */
+	/* Chunks of at least 32 keys (a block's first step covers 32 at
+	 * head_dim 128), enough that heads x chunks covers the GPU about
+	 * twice (2, 4 or 8 times: the same within 1% at 7B, one H200 call). */
 	int maxlen = pos0 + n;
-	static int F = getenv("INFERD_DEC_F") ? atoi(getenv("INFERD_DEC_F")) : 2;
-	int want = (F * c->sm_count + n_heads - 1) / n_heads;
-	if (want < 1)
-		want = 1;
+	int want = (2 * c->sm_count + n_heads - 1) / n_heads;
 	int chunk = (maxlen + want - 1) / want;
-	chunk = ((chunk + 31) / 32) * 32;
-	if (chunk < 32) /* 7B decode: 64 -> 32 gave +2-5% (more blocks) */
-		chunk = 32;
-	if (chunk > 2048)
-		chunk = 2048;
+	chunk = chunk < 32 ? 32 : chunk > 2048 ? 2048 : chunk;
 	int nchunks = (maxlen + chunk - 1) / chunk;
+	DecKeys kk = {NULL, NULL, NULL, 0, pos0};
+	launch_decode(c, out, q, kc, vc, kk, n, nchunks, n_heads, group, D,
+		      kv_dim, c->graph->fuse);
+}
+
+static void launch_decode(CudaBackend *c, float *out, const float *q,
+			  const float *kc, const float *vc, DecKeys kk, int n,
+			  int nchunks, int n_heads, int group, int D,
+			  int kv_dim, int fused)
+{
+	float scale = 1.0f / sqrtf((float)D);
 	size_t pbytes = sizeof(float) * (size_t)n * n_heads * nchunks * (D + 2);
 	if (cuda_grow(c, (void **)&c->part, &c->part_bytes, pbytes,
 		      "attention partials"))
 		return;
 	/* The last chunk's block merges (decode_merge_last) unless fusing is
 	 * off (INFERD_CUDA_FUSE=0): then a merge kernel follows. */
-	int fused = c->graph->fuse;
 	size_t dbytes = sizeof(int) * (size_t)n * n_heads;
 	if (fused && c->dec_done_bytes < dbytes) {
 		if (cuda_grow(c, (void **)&c->dec_done, &c->dec_done_bytes,
@@ -776,18 +806,26 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	dim3 grid((unsigned)n_heads, (unsigned)nchunks, (unsigned)n);
 	float *fin = fused ? out : (float *)NULL;
 	int *done = fused ? c->dec_done : (int *)NULL;
-#define DEC(DPL)                                                              \
-	cuda_launch(c, flash_decode_kernel<DPL>, grid, dim3(32 * DEC_WARPS),  \
-		    smem, "attention decode", c->part, q, kc, vc, pos0,       \
-		    n_heads, group, D, kv_dim, chunk, nchunks, scale, fin, done)
-	if (D <= 32)
-		DEC(1);
-	else if (D <= 64)
-		DEC(2);
-	else if (D <= 128)
-		DEC(4);
+#define DEC(DPL, P)                                                           \
+	cuda_launch(c, decode_kernel<DPL, P>, grid, dim3(32 * DEC_WARPS),     \
+		    smem, "attention decode", c->part, q, kc, vc, kk,         \
+		    n_heads, group, D, kv_dim, scale, fin, done)
+#define DEC_D(P)                                                              \
+	do {                                                                  \
+		if (D <= 32)                                                  \
+			DEC(1, P);                                            \
+		else if (D <= 64)                                             \
+			DEC(2, P);                                            \
+		else if (D <= 128)                                            \
+			DEC(4, P);                                            \
+		else                                                          \
+			DEC(8, P);                                            \
+	} while (0)
+	if (kk.pos)
+		DEC_D(true);
 	else
-		DEC(8);
+		DEC_D(false);
+#undef DEC_D
 #undef DEC
 	if (fused)
 		return;
@@ -796,4 +834,16 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 		    dim3((unsigned)n_heads, (unsigned)n), dim3(th), 0,
 		    "attention merge", out, (const float *)c->part, n_heads, D,
 		    nchunks);
+}
+
+void cuda_decode_paged(CudaBackend *c, float *out, const float *q,
+		       const float *kc, const float *vc, const int32_t *pos,
+		       const int32_t *tab, const int32_t *tables,
+		       int block_size, int n, int n_heads, int n_kv_heads,
+		       int head_dim)
+{
+	DecKeys kk = {pos, tab, tables, block_size, 0};
+	launch_decode(c, out, q, kc, vc, kk, n, PAGED_CHUNKS, n_heads,
+		      n_heads / n_kv_heads, head_dim, n_kv_heads * head_dim,
+		      1);
 }
