@@ -545,9 +545,7 @@ __device__ __forceinline__ void decode_merge_last(float *__restrict__ out,
  * online-softmax state and slice of the output, and the warps merge
  * through shared memory; the chunks then merge in chunk order in the
  * last block to finish (decode_merge_last), or one chunk writes the
- * output itself. So a row's result depends on its length and Z alone,
- * not on which other rows share the launch: a batched row equals the row
- * alone bit for bit when Z is fixed (attention_paged).
+ * output itself.
  *
  * The first kernel gave a key to a thread (a 512-byte row walked by one
  * lane) and reached ~1 TB/s over a 576-key cache at 7B: 232 tok/s decoding
@@ -842,8 +840,15 @@ void cuda_decode_paged(CudaBackend *c, float *out, const float *q,
 		       int block_size, int n, int n_heads, int n_kv_heads,
 		       int head_dim)
 {
+	/* Positions are device data (and a recorded step is replayed at
+	 * later ones), so the chunk count comes from the launch's shape:
+	 * enough chunks that rows x heads x chunks covers the GPU about
+	 * twice, at most PAGED_CHUNKS. */
+	long long rh = (long long)n * n_heads;
+	long long z = (2LL * c->sm_count + rh - 1) / rh;
+	z = z < 1 ? 1 : z > PAGED_CHUNKS ? PAGED_CHUNKS : z;
 	DecKeys kk = {pos, tab, tables, block_size, 0};
-	launch_decode(c, out, q, kc, vc, kk, n, PAGED_CHUNKS, n_heads,
+	launch_decode(c, out, q, kc, vc, kk, n, (int)z, n_heads,
 		      n_heads / n_kv_heads, head_dim, n_kv_heads * head_dim,
 		      1);
 }
