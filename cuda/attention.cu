@@ -239,14 +239,17 @@ template <int D> struct TcPitch {
 	static constexpr int STAGE = TC_BN * (KP + VP); /* floats a buffer */
 };
 
-template <int D>
+/* PAGED: key j lives in slot tables[j / bs] * bs + j % bs (one sequence's
+ * block table, attention_chunk), else in row j of the cache. */
+template <int D, bool PAGED>
 __global__ void __launch_bounds__(128)
 	flash_prefill_tc_kernel(float *__restrict__ out,
 				const float *__restrict__ q,
 				const float *__restrict__ kc,
 				const float *__restrict__ vc, int n, int pos0,
 				int n_heads, int group, int kv_dim, float scale,
-				__half *xh, int split)
+				__half *xh, int split,
+				const int32_t *__restrict__ tables, int bs)
 {
 	pdl_enter();
 	typedef TcPitch<D> P;
@@ -272,9 +275,12 @@ __global__ void __launch_bounds__(128)
 		float *Vs = tsf + 2 * TC_BN * P::KP + (it & 1) * TC_BN * P::VP;
 		int kt = it * TC_BN;
 		for (int e = threadIdx.x; e < TC_BN * C4; e += blockDim.x) {
-			int j = e / C4, d = 4 * (e % C4);
-			bool ok = kt + j < kend;
-			size_t off = ok ? (size_t)(kt + j) * kv_dim + d : 0;
+			int j = e / C4, d = 4 * (e % C4), key = kt + j;
+			bool ok = key < kend;
+			size_t row = !ok ? 0
+				: PAGED ? (size_t)tables[key / bs] * bs + key % bs
+					: (size_t)key;
+			size_t off = ok ? row * kv_dim + d : 0;
 			cp_async16(Ks + j * P::KP + d, kb + off, ok);
 			cp_async16(Vs + j * P::VP + d, vb + off, ok);
 		}
@@ -464,16 +470,23 @@ template <int D>
 static void launch_prefill_tc(CudaBackend *c, float *out, const float *q,
 			      const float *kc, const float *vc, int n,
 			      int pos0, int n_heads, int group, int kv_dim,
-			      float scale)
+			      float scale, const int32_t *tables = NULL,
+			      int bs = 0)
 {
 	size_t smem = sizeof(float) * 2 * TcPitch<D>::STAGE;
 	size_t count = (size_t)n * n_heads * D;
 	__half *xh = cuda_xh_reserve(c, count);
-	launch_prefill_smem(c, flash_prefill_tc_kernel<D>,
-			    dim3((unsigned)((n + TC_BM - 1) / TC_BM),
-				 (unsigned)n_heads),
-			    128, smem, out, q, kc, vc, n, pos0, n_heads, group,
-			    kv_dim, scale, xh, c->gemm_split);
+	dim3 grid((unsigned)((n + TC_BM - 1) / TC_BM), (unsigned)n_heads);
+	if (tables)
+		launch_prefill_smem(c, flash_prefill_tc_kernel<D, true>, grid,
+				    128, smem, out, q, kc, vc, n, pos0, n_heads,
+				    group, kv_dim, scale, xh, c->gemm_split,
+				    tables, bs);
+	else
+		launch_prefill_smem(c, flash_prefill_tc_kernel<D, false>, grid,
+				    128, smem, out, q, kc, vc, n, pos0, n_heads,
+				    group, kv_dim, scale, xh, c->gemm_split,
+				    tables, bs);
 	if (xh)
 		cuda_xh_made(c, out, count);
 }
@@ -556,11 +569,14 @@ __device__ __forceinline__ void decode_merge_last(float *__restrict__ out,
 /* Where a decode row's keys live: rows of the contiguous cache (row i at
  * position pos0 + i), or pool slots through block tables (paged.cu). */
 struct DecKeys {
-	const int32_t *pos;    /* paged: device [n] positions, else NULL */
-	const int32_t *tab;    /* paged: device [n] block table offsets */
-	const int32_t *tables; /* paged: device block tables */
-	int bs;                /* paged: keys per block */
-	int pos0;              /* contiguous: position of row 0 */
+	const int32_t *pos;    /* device [n] positions, or NULL: row i at
+				* position pos0 + i */
+	const int32_t *tab;    /* device [n] block table offsets, or NULL:
+				* every row's table starts at tables */
+	const int32_t *tables; /* device block tables, or NULL: keys are
+				* rows of a contiguous cache */
+	int bs;                /* keys per block */
+	int pos0;              /* position of row 0 when pos is NULL */
 };
 
 template <int DPL, bool PAGED> /* DPL: dims per lane, head_dim <= 32 DPL */
@@ -578,10 +594,10 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 	int h = blockIdx.x, c = blockIdx.y, nchunks = gridDim.y, i = blockIdx.z;
 	int kvh = h / group;
 	int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-	int len = PAGED ? kk.pos[i] + 1 : kk.pos0 + i + 1;
+	int len = kk.pos ? kk.pos[i] + 1 : kk.pos0 + i + 1;
 	int k0 = (int)((long long)len * c / nchunks);
 	int k1 = (int)((long long)len * (c + 1) / nchunks);
-	const int32_t *tb = PAGED ? kk.tables + kk.tab[i] : NULL;
+	const int32_t *tb = PAGED ? kk.tables + (kk.tab ? kk.tab[i] : 0) : NULL;
 	float *pp = part + (((size_t)i * n_heads + h) * nchunks + c) * (D + 2);
 	if (k0 >= k1) { /* a short row: this chunk is empty */
 		for (int d = threadIdx.x; d < D; d += blockDim.x)
@@ -819,7 +835,7 @@ static void launch_decode(CudaBackend *c, float *out, const float *q,
 		else                                                          \
 			DEC(8, P);                                            \
 	} while (0)
-	if (kk.pos)
+	if (kk.tables)
 		DEC_D(true);
 	else
 		DEC_D(false);
@@ -834,21 +850,65 @@ static void launch_decode(CudaBackend *c, float *out, const float *q,
 		    nchunks);
 }
 
+/* Positions are device data (and a recorded step is replayed at later
+ * ones), so a paged launch's chunk count comes from its shape: enough
+ * that rows x heads x chunks covers the GPU about twice, at most
+ * PAGED_CHUNKS. */
+static int paged_chunks(const CudaBackend *c, int n, int n_heads)
+{
+	long long rh = (long long)n * n_heads;
+	long long z = (2LL * c->sm_count + rh - 1) / rh;
+	return (int)(z < 1 ? 1 : z > PAGED_CHUNKS ? PAGED_CHUNKS : z);
+}
+
 void cuda_decode_paged(CudaBackend *c, float *out, const float *q,
 		       const float *kc, const float *vc, const int32_t *pos,
 		       const int32_t *tab, const int32_t *tables,
 		       int block_size, int n, int n_heads, int n_kv_heads,
 		       int head_dim)
 {
-	/* Positions are device data (and a recorded step is replayed at
-	 * later ones), so the chunk count comes from the launch's shape:
-	 * enough chunks that rows x heads x chunks covers the GPU about
-	 * twice, at most PAGED_CHUNKS. */
-	long long rh = (long long)n * n_heads;
-	long long z = (2LL * c->sm_count + rh - 1) / rh;
-	z = z < 1 ? 1 : z > PAGED_CHUNKS ? PAGED_CHUNKS : z;
 	DecKeys kk = {pos, tab, tables, block_size, 0};
-	launch_decode(c, out, q, kc, vc, kk, n, (int)z, n_heads,
-		      n_heads / n_kv_heads, head_dim, n_kv_heads * head_dim,
-		      1);
+	launch_decode(c, out, q, kc, vc, kk, n, paged_chunks(c, n, n_heads),
+		      n_heads, n_heads / n_kv_heads, head_dim,
+		      n_kv_heads * head_dim, 1);
+}
+
+void cuda_attention_chunk(Backend *b, float *out, const float *q,
+			  const float *kc, const float *vc,
+			  const int32_t *tables, int tab, int block_size,
+			  int n, int pos0, int n_heads, int n_kv_heads,
+			  int head_dim)
+{
+	CudaBackend *c = cb(b);
+	if (n <= 0)
+		return;
+	if (n_kv_heads <= 0 || n_heads % n_kv_heads || head_dim <= 0 ||
+	    head_dim > 256 || pos0 < 0 || block_size <= 0 || tab < 0 ||
+	    n > 65535 || n_heads > 65535) {
+		cuda_fail_msg(c, "attention_chunk: bad shape n %d pos0 %d "
+			      "heads %d/%d dim %d block %d", n, pos0, n_heads,
+			      n_kv_heads, head_dim, block_size);
+		return;
+	}
+	int group = n_heads / n_kv_heads, D = head_dim;
+	int kv_dim = n_kv_heads * D;
+	int tc = !c->att_simt && kv_dim % 4 == 0 &&
+		 (uintptr_t)kc % 16 == 0 && (uintptr_t)vc % 16 == 0;
+	float scale = 1.0f / sqrtf((float)D);
+	if (tc && D == 128) {
+		launch_prefill_tc<128>(c, out, q, kc, vc, n, pos0, n_heads,
+				       group, kv_dim, scale, tables + tab,
+				       block_size);
+		return;
+	}
+	if (tc && D == 64) {
+		launch_prefill_tc<64>(c, out, q, kc, vc, n, pos0, n_heads,
+				      group, kv_dim, scale, tables + tab,
+				      block_size);
+		return;
+	}
+	/* other head sizes: the decode kernel through the one table */
+	DecKeys kk = {NULL, NULL, tables + tab, block_size, pos0};
+	launch_decode(c, out, q, kc, vc, kk, n, paged_chunks(c, n, n_heads),
+		      n_heads, group, D, kv_dim, 1);
 }

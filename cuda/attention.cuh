@@ -11,6 +11,13 @@
 void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 		    const float *vc, int n, int pos0, int n_heads,
 		    int n_kv_heads, int head_dim);
+/* BackendOps.attention_chunk: the prefill kernel (tensor cores for
+ * head_dim 64/128) with keys read through one sequence's block table. */
+void cuda_attention_chunk(Backend *b, float *out, const float *q,
+			  const float *kc, const float *vc,
+			  const int32_t *tables, int tab, int block_size,
+			  int n, int pos0, int n_heads, int n_kv_heads,
+			  int head_dim);
 /* Decode attention of n rows of many sequences through their block
  * tables (BackendOps.attention_paged, shapes checked by the caller), each
  * row's keys in up to PAGED_CHUNKS chunks: a single 7B sequence runs 32

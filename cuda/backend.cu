@@ -278,6 +278,7 @@ static const BackendOps cuda_ops = {
 	cuda_swiglu,   cuda_add,       cuda_argmax,
 	cuda_kv_store, cuda_attention_paged, cuda_rope_rows, cuda_step_begin,
 	cuda_step_end, cuda_argmax_rows, cuda_topk_rows, cuda_matmul_add,
+	cuda_attention_chunk,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *
@@ -317,6 +318,7 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 		if (pg && pg[0] == '0') {
 			c->ops.kv_store = NULL;
 			c->ops.attention_paged = NULL;
+			c->ops.attention_chunk = NULL;
 			c->ops.rope_rows = NULL;
 			c->ops.step_begin = NULL;
 			c->ops.step_end = NULL;

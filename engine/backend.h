@@ -28,7 +28,7 @@
 
 #include "tensor.h"
 
-#define BACKEND_ABI_VERSION 4 /* bump when BackendOps changes layout */
+#define BACKEND_ABI_VERSION 5 /* bump when BackendOps changes layout */
 
 typedef struct Backend Backend;
 
@@ -177,6 +177,21 @@ typedef struct BackendOps {
 	 * the add into the GEMM (beta = 1) instead of a pass over x and tmp. */
 	void (*matmul_add)(Backend *b, float *x, float *tmp, const float *in,
 			   const Tensor *w, int n);
+
+	/* Optional (NULL: attention_paged serves these rows too): causal
+	 * GQA attention for n rows of one sequence at the consecutive
+	 * positions pos0 .. pos0+n-1, over its positions 0 .. pos0+n-1
+	 * (K/V already stored) through its block table at tables + tab.
+	 * batch.c sends the rows of prompt tokens here and those of
+	 * generated tokens to attention_paged, so that a row takes the same
+	 * path whatever else shares its step. CUDA runs it as forward()'s
+	 * prefill (tensor cores, q/k/v/p rounded to f16); before it, a
+	 * 1,786-token prompt through inferd prefilled at ~4k tok/s. */
+	void (*attention_chunk)(Backend *b, float *out, const float *q,
+				const float *kc, const float *vc,
+				const int32_t *tables, int tab, int block_size,
+				int n, int pos0, int n_heads, int n_kv_heads,
+				int head_dim);
 } BackendOps;
 
 #define TOPK_MAX 64 /* most candidates topk_rows returns per row */

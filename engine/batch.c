@@ -23,6 +23,7 @@ struct BatchSeq {
 	void *ud;          /* caller's pointer */
 	int32_t *toks;     /* [seq_ctx] prompt, then generated tokens */
 	int n_toks;        /* tokens in toks: all need K/V */
+	int n_prompt;      /* of those, the prompt's (then generated ones) */
 	int n_kv;          /* leading tokens whose K/V are in the cache */
 	int32_t *blocks;   /* [max_blk] block table */
 	int n_blk;         /* blocks held */
@@ -394,6 +395,7 @@ BatchSeq *batcher_add(Batcher *b, const int32_t *prompt, int n_prompt,
 	}
 	memcpy(s->toks, prompt, sizeof(int32_t) * (size_t)n_prompt);
 	s->n_toks = n_prompt;
+	s->n_prompt = n_prompt;
 	s->order = b->next_order++;
 	b->act[b->n_act++] = s;
 	share_prefix(b, s);
@@ -706,6 +708,54 @@ static int plan(Batcher *b)
 	return rows;
 }
 
+/* Rows at the start of it that hold prompt tokens: they go to the
+ * backend's attention_chunk where it has one (the rest to
+ * attention_paged), so that a row takes the same path in every step
+ * composition and a batched request equals itself alone. */
+static int prompt_rows(const Batcher *b, const Item *it)
+{
+	if (!b->be->ops->attention_chunk)
+		return 0;
+	int np = it->s->n_prompt - it->pos0;
+	return np < 0 ? 0 : np > it->n ? it->n : np;
+}
+
+/* att = attention of every row of the step over its sequence's cache
+ * (kc, vc: one layer of the pool): prompt rows a chunk per item,
+ * runs of other rows one attention_paged each. */
+static void attend(Batcher *b, const float *kc, const float *vc, int rows)
+{
+	const Config *c = &b->m->cfg;
+	Backend *be = b->be;
+	const BackendOps *op = be->ops;
+	int hd = c->head_dim, run = 0, tab = 0; /* run: first row not sent */
+	for (int i = 0; i <= b->n_items; i++) {
+		const Item *it = i < b->n_items ? &b->items[i] : NULL;
+		int np = it ? prompt_rows(b, it) : 0;
+		int end = it ? it->row0 : rows; /* rows before it need sending */
+		if ((np > 0 || !it) && end > run) {
+			size_t o = (size_t)run;
+			op->attention_paged(be, b->att + o * b->q_dim,
+					    b->q + o * b->q_dim, kc, vc,
+					    b->d_pos + o, b->d_tab + o,
+					    b->d_tables, b->bs, end - run,
+					    c->n_heads, c->n_kv_heads, hd);
+		}
+		if (!it)
+			break;
+		if (np > 0) {
+			size_t o = (size_t)it->row0;
+			op->attention_chunk(be, b->att + o * b->q_dim,
+					    b->q + o * b->q_dim, kc, vc,
+					    b->d_tables, tab, b->bs, np,
+					    it->pos0, c->n_heads,
+					    c->n_kv_heads, hd);
+			run = it->row0 + np;
+		}
+		tab += it->s->n_blk;
+	}
+}
+
 /* The batch of b->items (rows tokens) through the model: forward() of
  * model.c, row by row the same math. Leaves the logits of every item with
  * logit set in b->logits, in item order. */
@@ -751,7 +801,8 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	 * memory): the backend may replay it from a recording. */
 	int all_decode = 1;
 	for (int i = 0; i < b->n_items; i++)
-		all_decode &= b->items[i].logit && b->items[i].n == 1;
+		all_decode &= b->items[i].logit && b->items[i].n == 1 &&
+			      prompt_rows(b, &b->items[i]) == 0;
 	int replayable = all_decode && op->step_begin && op->step_end;
 	if (replayable)
 		op->step_begin(be, rows);
@@ -771,9 +822,7 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 
 		/* K, V into their cache slots; x += attention(q, cache) Wo */
 		op->kv_store(be, kc, vc, b->k, b->v, b->d_slots, rows, kv_dim);
-		op->attention_paged(be, b->att, b->q, kc, vc, b->d_pos,
-				    b->d_tab, b->d_tables, b->bs, rows,
-				    c->n_heads, c->n_kv_heads, hd);
+		attend(b, kc, vc, rows);
 		residual_matmul(be, b->x, b->xb, b->att, &L->wo, rows);
 
 		forward_ffn(be, c, L, b->x, b->xb, b->hb, b->hb2, rows);

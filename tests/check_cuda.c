@@ -660,6 +660,66 @@ static void check_paged(int heads, int kvh, int hd, int bs)
 	free(tab); free(q); free(o); free(ref); free(sc);
 }
 
+/* attention_chunk: n rows of one sequence at positions pos0.. over its
+ * keys through a reversed block table, against the double reference
+ * (head_dim 64/128 run on the tensor cores with f16 operands). */
+static void check_chunk(int heads, int kvh, int hd, int bs, int pos0, int n)
+{
+	int len = pos0 + n, qdim = heads * hd, kvd = kvh * hd;
+	int nb = (len + bs - 1) / bs, nblk = nb + 3;
+	int32_t *tables = malloc(sizeof(int32_t) * (nb + 2));
+	tables[0] = tables[1] = -1; /* another sequence's table first */
+	for (int k = 0; k < nb; k++)
+		tables[2 + k] = nblk - 1 - k;
+	float *k = rand_floats((size_t)len * kvd, 1.0);
+	float *v = rand_floats((size_t)len * kvd, 1.0);
+	int32_t *slots = malloc(sizeof(int32_t) * len);
+	for (int p = 0; p < len; p++)
+		slots[p] = tables[2 + p / bs] * bs + p % bs;
+	size_t pool = (size_t)nblk * bs * kvd;
+	float *kc = dev_floats(NULL, pool), *vc = dev_floats(NULL, pool);
+	float *kd = dev_floats(k, (size_t)len * kvd);
+	float *vd = dev_floats(v, (size_t)len * kvd);
+	int32_t *sd = dev_ints(slots, len), *tbd = dev_ints(tables, nb + 2);
+	be->ops->kv_store(be, kc, vc, kd, vd, sd, len, kvd);
+	float *q = rand_floats((size_t)n * qdim, 1.0);
+	float *qd = dev_floats(q, (size_t)n * qdim);
+	float *od = dev_floats(NULL, (size_t)n * qdim);
+	be->ops->attention_chunk(be, od, qd, kc, vc, tbd, 2, bs, n, pos0,
+				 heads, kvh, hd);
+	float *o = host_floats(od, (size_t)n * qdim);
+	double *ref = calloc((size_t)n * qdim, sizeof(double));
+	double *sc = malloc(sizeof(double) * len);
+	for (int i = 0; i < n; i++)
+		ref_attention_row(ref + (size_t)i * qdim, q + (size_t)i * qdim,
+				  k, v, pos0 + i + 1, heads, kvh, hd, sc);
+	double e = rel_err(o, ref, (size_t)n * qdim);
+	const char *att = getenv("INFERD_CUDA_ATT");
+	int tc = (hd == 64 || hd == 128) && !(att && !strcmp(att, "simt"));
+	ck_assert_msg(e < (tc ? 3e-3 : 1e-5), "attention_chunk heads %d/%d "
+		      "hd %d block %d rows %d at %d: rel err %g", heads, kvh,
+		      hd, bs, n, pos0, e);
+	void *bufs[] = {kc, vc, kd, vd, sd, tbd, qd, od};
+	for (size_t j = 0; j < sizeof bufs / sizeof bufs[0]; j++)
+		be->ops->free(be, bufs[j]);
+	free(tables); free(k); free(v); free(slots); free(q); free(o);
+	free(ref); free(sc);
+}
+
+START_TEST(test_chunk)
+{
+	NEED_GPU();
+	if (!be->ops->attention_chunk)
+		TEST_SKIP("the CUDA backend offers no paged ops "
+			  "(INFERD_CUDA_PAGED=0)");
+	check_chunk(4, 2, 16, 16, 0, 20);    /* the tiny models: no tensor cores */
+	check_chunk(8, 2, 128, 16, 37, 113); /* two query tiles, keys across blocks */
+	check_chunk(8, 8, 64, 4, 0, 70);
+	check_chunk(32, 32, 128, 16, 500, 1); /* one row after a long prefix */
+	check_chunk(6, 3, 80, 16, 9, 40);    /* odd head_dim */
+}
+END_TEST
+
 START_TEST(test_paged)
 {
 	NEED_GPU();
@@ -1215,6 +1275,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_rope);
 	tcase_add_test(tc, test_attention);
 	tcase_add_test(tc, test_paged);
+	tcase_add_test(tc, test_chunk);
 	tcase_add_test(tc, test_elementwise);
 	tcase_add_test(tc, test_argmax);
 	tcase_add_test(tc, test_embed);
