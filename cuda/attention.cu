@@ -1,18 +1,20 @@
 /*
  * attention.cu - causal grouped-query attention over the f32 KV cache.
  *
- * Prefill (many query rows): flash attention. A block takes 32 query rows
- * of one head and walks the keys in tiles of 32 staged in shared memory,
- * keeping a running max and sum per row (online softmax), so the score
- * matrix never exists in memory; tiles wholly after the block's last
- * position are skipped. Each warp owns 4 query rows; in the score step a
- * lane owns one key, in the P.V step a lane owns head_dim/32 output dims.
+ * Prefill (many query rows): flash attention, keeping a running max and
+ * sum per row (online softmax), so the score matrix never exists in
+ * memory; key tiles wholly after a block's last position are skipped. On
+ * the tensor cores for head_dim 64/128 (flash_prefill_tc_kernel, also the
+ * attention_chunk op of batching, K/V through a block table); an f32 SIMT
+ * kernel for other sizes: 32 query rows a block, 4 a warp, a lane a key
+ * in the score step and head_dim/32 output dims in the P.V step.
  *
- * Decode (few rows): flash-decoding. The context is split into chunks so
- * that even one query row fills the GPU; each block scores its chunk and
- * writes an unnormalised partial output with its max and sum, and the
- * last block of each (row, head) merges the chunks with the usual
- * rescaling (a merge kernel when INFERD_CUDA_FUSE=0).
+ * Decode (few rows): flash-decoding (decode_kernel, also attention_paged
+ * through block tables). The context is split into chunks so that even
+ * one query row fills the GPU; each block scores its chunk and writes an
+ * unnormalised partial output with its max and sum, and the last block of
+ * each (row, head) merges the chunks with the usual rescaling (a merge
+ * kernel when INFERD_CUDA_FUSE=0).
  */
 #include <math.h>
 

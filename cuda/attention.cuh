@@ -1,7 +1,9 @@
 /*
  * attention.cuh - causal grouped-query attention: a flash-style tiled kernel for
  * prefill (no score matrix in memory) and split-K flash-decoding for few
- * query rows over long contexts; see BackendOps.attention.
+ * query rows over long contexts, over the contiguous cache of forward()
+ * (BackendOps.attention) or the paged pool of batching (attention_paged,
+ * attention_chunk).
  */
 #ifndef INFERD_CUDA_ATTENTION_CUH
 #define INFERD_CUDA_ATTENTION_CUH
