@@ -278,7 +278,7 @@ static const BackendOps cuda_ops = {
 	cuda_swiglu,   cuda_add,       cuda_argmax,
 	cuda_kv_store, cuda_attention_paged, cuda_rope_rows, cuda_step_begin,
 	cuda_step_end, cuda_argmax_rows, cuda_topk_rows, cuda_matmul_add,
-	cuda_attention_chunk,
+	cuda_attention_chunk, cuda_expsum_rows,
 };
 
 extern "C" __attribute__((visibility("default"))) Backend *
@@ -324,6 +324,7 @@ inferd_cuda_backend_create(int abi, int device, char *err, size_t errlen)
 			c->ops.step_end = NULL;
 			c->ops.argmax_rows = NULL;
 			c->ops.topk_rows = NULL;
+			c->ops.expsum_rows = NULL;
 		}
 		c->base.ops = &c->ops;
 	}

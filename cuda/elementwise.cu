@@ -365,3 +365,54 @@ void cuda_topk_rows(Backend *b, float *vals, int32_t *ids, const float *x,
 	cuda_launch(c, topk_kernel, dim3((unsigned)n), dim3(TK_THREADS), 0,
 		    "topk_rows", vals, ids, x, cols, k);
 }
+
+/* sums[i] = sum over j of exp(((double)x[i][j] - max_i) / t[i]), a block
+ * per row, in f64 as the host sampler sums (probs() in sampler.c); max_i
+ * by fmaxf, so a NaN logit never is the max but still makes the sum NaN
+ * (the caller then takes the logits to the host). */
+#define ES_THREADS 256
+__global__ void expsum_kernel(double *sums, const float *x, const float *t,
+			      int cols)
+{
+	pdl_enter();
+	__shared__ float smx[ES_THREADS / 32];
+	__shared__ double ssum[ES_THREADS / 32];
+	const float *r = x + (size_t)blockIdx.x * cols;
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	float m = -INFINITY;
+	for (int j = threadIdx.x; j < cols; j += blockDim.x)
+		m = fmaxf(m, r[j]);
+	for (int o = 16; o > 0; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+	if (lane == 0)
+		smx[warp] = m;
+	__syncthreads();
+	m = smx[0];
+	for (int w = 1; w < ES_THREADS / 32; w++)
+		m = fmaxf(m, smx[w]);
+	double temp = (double)t[blockIdx.x], s = 0.0;
+	for (int j = threadIdx.x; j < cols; j += blockDim.x)
+		s += exp(((double)r[j] - (double)m) / temp);
+	for (int o = 16; o > 0; o >>= 1)
+		s += __shfl_xor_sync(0xffffffffu, s, o);
+	if (lane == 0)
+		ssum[warp] = s;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int w = 1; w < ES_THREADS / 32; w++)
+			s += ssum[w];
+		sums[blockIdx.x] = s;
+	}
+}
+
+void cuda_expsum_rows(Backend *b, double *sums, const float *x,
+		      const float *t, int n, int cols)
+{
+	CudaBackend *c = cb(b);
+	if (n <= 0 || n > 65535 || cols <= 0) {
+		cuda_fail_msg(c, "expsum_rows: bad shape %d x %d", n, cols);
+		return;
+	}
+	cuda_launch(c, expsum_kernel, dim3((unsigned)n), dim3(ES_THREADS), 0,
+		    "expsum_rows", sums, x, t, cols);
+}

@@ -16,4 +16,6 @@ void cuda_argmax_rows(Backend *b, int32_t *out, const float *x, int n,
 		      int cols);
 void cuda_topk_rows(Backend *b, float *vals, int32_t *ids, const float *x,
 		    int n, int cols, int k);
+void cuda_expsum_rows(Backend *b, double *sums, const float *x,
+		      const float *t, int n, int cols);
 #endif

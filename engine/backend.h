@@ -28,7 +28,7 @@
 
 #include "tensor.h"
 
-#define BACKEND_ABI_VERSION 5 /* bump when BackendOps changes layout */
+#define BACKEND_ABI_VERSION 6 /* bump when BackendOps changes layout */
 
 typedef struct Backend Backend;
 
@@ -192,6 +192,14 @@ typedef struct BackendOps {
 				const int32_t *tables, int tab, int block_size,
 				int n, int pos0, int n_heads, int n_kv_heads,
 				int head_dim);
+
+	/* Optional: sums[i] = the sum over j of exp((x[i][j] - max_i) /
+	 * t[i]) in f64 for n rows of x [n][cols] (max_i the row's largest;
+	 * t: device [n] temperatures; sums: device [n]). With topk_rows'
+	 * candidates it is what a top-p or min-p draw without top-k needs
+	 * (sampler_sample_top), so those logits stay on the device too. */
+	void (*expsum_rows)(Backend *b, double *sums, const float *x,
+			    const float *t, int n, int cols);
 } BackendOps;
 
 #define TOPK_MAX 64 /* most candidates topk_rows returns per row */

@@ -82,8 +82,13 @@ struct Batcher {
 	float *d_tkv, *h_tkv;     /* [max_seqs][TOPK_MAX] best logits ... */
 	int32_t *d_tki, *h_tki;   /* ... and their ids, per logits row */
 	int tk;              /* candidates per row topk_rows gives (0: none) */
+	float *d_temp, *h_temp; /* [max_seqs] temperature of each row ... */
+	double *d_sum, *h_sum;  /* ... and its softmax sum (expsum_rows) */
+	int es;              /* 1: expsum_rows runs with topk_rows */
 	int next_copied;     /* the step brought h_next back */
 	int topk_copied;     /* ... h_tkv/h_tki */
+	int sum_copied;      /* ... h_sum */
+	char row_err[320];   /* a row's own fetch failed in this step */
 	int logits_copied;   /* ... the logits rows */
 	int32_t *d_pos, *d_tab, *d_slots; /* [budget] per-row metadata */
 	int32_t *d_tables;   /* [max_seqs*max_blk] block tables of a step */
@@ -155,7 +160,8 @@ void batcher_free(Batcher *b)
 		void *dev[] = {b->kpool, b->vpool, b->x, b->xb, b->q, b->k,
 			       b->v, b->att, b->hb, b->hb2, b->logits_dev,
 			       b->d_pos, b->d_tab, b->d_slots, b->d_tables,
-			       b->d_next, b->d_tkv, b->d_tki};
+			       b->d_next, b->d_tkv, b->d_tki, b->d_temp,
+			       b->d_sum};
 		for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
 			if (dev[i])
 				b->be->ops->free(b->be, dev[i]);
@@ -172,6 +178,8 @@ void batcher_free(Batcher *b)
 	free(b->h_next);
 	free(b->h_tkv);
 	free(b->h_tki);
+	free(b->h_temp);
+	free(b->h_sum);
 	free(b->act);
 	free(b->items);
 	free(b);
@@ -270,6 +278,10 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 		 "top-k values"},
 		{(void **)&b->d_tki, nbytes(b->max_seqs, TOPK_MAX, 1, 4),
 		 "top-k ids"},
+		{(void **)&b->d_temp, nbytes(b->max_seqs, 1, 1, 4),
+		 "temperatures"},
+		{(void **)&b->d_sum, nbytes(b->max_seqs, 1, 1, 8),
+		 "softmax sums"},
 		{(void **)&b->d_pos, nbytes(b->budget, 1, 1, 4), "positions"},
 		{(void **)&b->d_tab, nbytes(b->budget, 1, 1, 4), "row tables"},
 		{(void **)&b->d_slots, nbytes(b->budget, 1, 1, 4), "slots"},
@@ -297,12 +309,15 @@ int batcher_create(Engine *e, const BatchOptions *o, Batcher **out,
 	b->h_next = malloc(sizeof(int32_t) * (size_t)b->max_seqs);
 	b->h_tkv = malloc(nbytes(b->max_seqs, TOPK_MAX, 1, 4));
 	b->h_tki = malloc(nbytes(b->max_seqs, TOPK_MAX, 1, 4));
+	b->h_temp = malloc(nbytes(b->max_seqs, 1, 1, 4));
+	b->h_sum = malloc(nbytes(b->max_seqs, 1, 1, 8));
 	b->tk = op->topk_rows && c->vocab_size >= TOPK_MAX ? TOPK_MAX : 0;
+	b->es = b->tk && op->expsum_rows;
 	b->act = calloc((size_t)b->max_seqs, sizeof *b->act);
 	b->items = calloc((size_t)b->max_seqs, sizeof *b->items);
 	if (!b->free_ids || !b->ref || !b->cref || !b->h_tok || !b->h_pos || !b->h_tab ||
 	    !b->h_slots || !b->h_tables || !b->logits || !b->act ||
-	    !b->h_next || !b->h_tkv || !b->h_tki ||
+	    !b->h_next || !b->h_tkv || !b->h_tki || !b->h_temp || !b->h_sum ||
 	    !b->items) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -792,6 +807,17 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	op->to_dev(be, b->d_tab, b->h_tab, sizeof(int32_t) * (size_t)rows);
 	op->to_dev(be, b->d_slots, b->h_slots, sizeof(int32_t) * (size_t)rows);
 	op->to_dev(be, b->d_tables, b->h_tables, sizeof(int32_t) * (size_t)tab);
+	/* each logits row's temperature for expsum_rows (1 where unused) */
+	int nlr = 0;
+	for (int i = 0; b->es && i < b->n_items; i++) {
+		if (!b->items[i].logit)
+			continue;
+		float t = b->items[i].s->p.sampling.temperature;
+		b->h_temp[nlr++] = t > 0.0f ? t : 1.0f;
+	}
+	if (nlr > 0)
+		op->to_dev(be, b->d_temp, b->h_temp,
+			   sizeof(float) * (size_t)nlr);
 
 	/* x = embed(tokens) */
 	op->embed(be, b->x, &w->tok_embd, b->h_tok, rows);
@@ -852,13 +878,17 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		if (b->tk)
 			op->topk_rows(be, b->d_tkv, b->d_tki, b->logits_dev,
 				      nl, c->vocab_size, b->tk);
+		/* always as well: a few us a step (a block a row) */
+		if (b->es)
+			op->expsum_rows(be, b->d_sum, b->logits_dev, b->d_temp,
+					nl, c->vocab_size);
 	}
 	if (replayable)
 		op->step_end(be);
 	/* A greedy row needs its argmax, a top-k row its candidates; the
 	 * logits come back only for a row that needs more (8 MB for 64 rows
 	 * of a 32000 vocabulary). */
-	int full = 0, topk = 0;
+	int full = 0, topk = 0, sum = 0;
 	for (int i = 0; i < b->n_items; i++) {
 		const GenRun *g = &b->items[i].s->g;
 		if (!b->items[i].logit ||
@@ -866,11 +896,14 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 			continue;
 		if (b->tk && genrun_topk(g))
 			topk = 1;
+		else if (b->es && genrun_top(g))
+			topk = sum = 1;
 		else
 			full = 1;
 	}
 	b->next_copied = nl > 0 && op->argmax_rows;
 	b->topk_copied = nl > 0 && topk;
+	b->sum_copied = nl > 0 && sum;
 	b->logits_copied = nl > 0 && full;
 	if (b->next_copied)
 		op->to_host(be, b->h_next, b->d_next,
@@ -881,6 +914,8 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		op->to_host(be, b->h_tki, b->d_tki,
 			    sizeof(int32_t) * (size_t)nl * b->tk);
 	}
+	if (b->sum_copied)
+		op->to_host(be, b->h_sum, b->d_sum, sizeof(double) * (size_t)nl);
 	if (b->logits_copied)
 		op->to_host(be, b->logits, b->logits_dev,
 			    sizeof(float) * (size_t)nl * c->vocab_size);
@@ -897,6 +932,35 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+/* A top-p / min-p row without top-k: its candidates and softmax sum
+ * settle the draw, or (a flat distribution) its logits row comes back. */
+static finish_reason step_top(Batcher *b, BatchSeq *s, int row,
+			      int32_t *next)
+{
+	int vocab = b->m->cfg.vocab_size;
+	int32_t id = genrun_pick_top(&s->g, b->h_tkv + (size_t)row * b->tk,
+				     b->h_tki + (size_t)row * b->tk,
+				     b->h_sum[row]);
+	if (id >= 0)
+		return genrun_step_id(&s->g, id, next);
+	float *lg = b->logits + (size_t)row * vocab;
+	if (!b->logits_copied) {
+		const BackendOps *op = b->be->ops;
+		int fatal = 0;
+		char e[256];
+		op->to_host(b->be, lg, b->logits_dev + (size_t)row * vocab,
+			    sizeof(float) * (size_t)vocab);
+		if (op->sync(b->be, &fatal, e, sizeof e) != 0) {
+			b->fatal |= fatal != 0;
+			snprintf(b->row_err, sizeof b->row_err,
+				 "%s backend%s: %s", op->name,
+				 fatal ? " (fatal)" : "", e);
+			return FINISH_ERROR;
+		}
+	}
+	return genrun_step(&s->g, lg, next);
 }
 
 int batcher_step(Batcher *b, char *err, size_t errlen)
@@ -939,6 +1003,8 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 					       b->h_tkv + (size_t)nl * b->tk,
 					       b->h_tki + (size_t)nl * b->tk,
 					       &next);
+		else if (b->sum_copied && genrun_top(&s->g))
+			fin = step_top(b, s, nl, &next);
 		else
 			fin = genrun_step(&s->g, lg, &next);
 		nl++;
@@ -965,6 +1031,11 @@ int batcher_step(Batcher *b, char *err, size_t errlen)
 			b->st_steps = b->st_rows = 0;
 			b->st_fwd = b->st_host = 0;
 		}
+	}
+	if (b->row_err[0]) { /* that row's sequence ended with the error */
+		snprintf(err, errlen, "%s", b->row_err);
+		b->row_err[0] = 0;
+		return -1;
 	}
 	return rows;
 }

@@ -24,6 +24,8 @@ struct Engine {
 	int no_reuse;  /* 1: always prefill the whole prompt */
 	float *tk_vals;   /* [TOPK_MAX] device: topk_rows of the logits ... */
 	int32_t *tk_ids;  /* ... and their ids (made on first use) */
+	double *tk_sum;   /* [1] device: expsum_rows of the logits ... */
+	float *tk_temp;   /* [1] device: ... at this temperature */
 };
 
 static double now(void)
@@ -110,6 +112,10 @@ void engine_close(Engine *e)
 		e->be->ops->free(e->be, e->tk_vals);
 	if (e->tk_ids)
 		e->be->ops->free(e->be, e->tk_ids);
+	if (e->tk_sum)
+		e->be->ops->free(e->be, e->tk_sum);
+	if (e->tk_temp)
+		e->be->ops->free(e->be, e->tk_temp);
 	if (e->loaded)
 		model_free(&e->model);
 	if (e->be)
@@ -322,6 +328,17 @@ int genrun_topk(const GenRun *g)
 	return g->p->n_logit_bias == 0 && k <= TOPK_MAX ? k : 0;
 }
 
+int genrun_top(const GenRun *g)
+{
+	return g->p->n_logit_bias == 0 && sampler_takes_top(&g->smp);
+}
+
+int32_t genrun_pick_top(GenRun *g, const float *vals, const int32_t *ids,
+			double sum)
+{
+	return sampler_sample_top(&g->smp, vals, ids, TOPK_MAX, sum);
+}
+
 finish_reason genrun_step_topk(GenRun *g, const float *vals,
 			       const int32_t *ids, int32_t *next)
 {
@@ -398,24 +415,52 @@ void genrun_free(GenRun *g)
 }
 
 /* Where the next token is picked: from the host copy of the logits, by
- * the backend's argmax (greedy), or from its top-k candidates. */
-enum { PICK_HOST, PICK_ARGMAX, PICK_TOPK };
+ * the backend's argmax (greedy), from its top-k candidates, or from its
+ * TOPK_MAX best and the softmax sum (top-p / min-p without top-k; the
+ * logits follow only when those cannot settle the draw). */
+enum { PICK_HOST, PICK_ARGMAX, PICK_TOPK, PICK_TOP };
 
 static int device_pick(Engine *e, const GenRun *g)
 {
 	const BackendOps *op = e->be->ops;
 	if (op->argmax && genrun_plain_greedy(g))
 		return PICK_ARGMAX;
-	if (op->topk_rows && genrun_topk(g) &&
-	    e->model.cfg.vocab_size >= TOPK_MAX) {
-		if (!e->tk_vals)
-			e->tk_vals = op->alloc(e->be, sizeof(float) * TOPK_MAX);
-		if (!e->tk_ids)
-			e->tk_ids = op->alloc(e->be, sizeof(int32_t) * TOPK_MAX);
-		if (e->tk_vals && e->tk_ids)
-			return PICK_TOPK;
-	}
-	return PICK_HOST;
+	int topk = genrun_topk(g) != 0;
+	int top = !topk && op->expsum_rows && genrun_top(g);
+	if (!op->topk_rows || (!topk && !top) ||
+	    e->model.cfg.vocab_size < TOPK_MAX)
+		return PICK_HOST;
+	if (!e->tk_vals)
+		e->tk_vals = op->alloc(e->be, sizeof(float) * TOPK_MAX);
+	if (!e->tk_ids)
+		e->tk_ids = op->alloc(e->be, sizeof(int32_t) * TOPK_MAX);
+	if (!e->tk_vals || !e->tk_ids)
+		return PICK_HOST;
+	if (topk)
+		return PICK_TOPK;
+	if (!e->tk_sum)
+		e->tk_sum = op->alloc(e->be, sizeof(double));
+	if (!e->tk_temp)
+		e->tk_temp = op->alloc(e->be, sizeof(float));
+	if (!e->tk_sum || !e->tk_temp)
+		return PICK_HOST;
+	op->to_dev(e->be, e->tk_temp, &g->p->sampling.temperature,
+		   sizeof(float));
+	return PICK_TOP;
+}
+
+/* Wait for the queued work; -1 with the backend's message. */
+static int sync_be(Engine *e, char *err, size_t errlen)
+{
+	const BackendOps *op = e->be->ops;
+	int fatal = 0;
+	char m[256];
+	if (op->sync(e->be, &fatal, m, sizeof m) == 0)
+		return 0;
+	e->st.fatal |= fatal != 0;
+	snprintf(err, errlen, "%s backend%s: %s", op->name,
+		 fatal ? " (fatal)" : "", m);
+	return -1;
 }
 
 static finish_reason pick_step(Engine *e, GenRun *g, int pick, int32_t *next,
@@ -427,6 +472,7 @@ static finish_reason pick_step(Engine *e, GenRun *g, int pick, int32_t *next,
 	int vocab = e->model.cfg.vocab_size;
 	int32_t id = 0, ids[TOPK_MAX];
 	float vals[TOPK_MAX];
+	double sum = 0.0;
 	if (pick == PICK_ARGMAX) {
 		id = op->argmax(e->be, e->st.logits_dev, vocab);
 	} else {
@@ -435,16 +481,26 @@ static finish_reason pick_step(Engine *e, GenRun *g, int pick, int32_t *next,
 		op->to_host(e->be, vals, e->tk_vals, sizeof vals);
 		op->to_host(e->be, ids, e->tk_ids, sizeof ids);
 	}
-	int fatal = 0;
-	char m[256];
-	if (op->sync(e->be, &fatal, m, sizeof m) != 0) {
-		e->st.fatal |= fatal != 0;
-		snprintf(err, errlen, "%s backend%s: %s", op->name,
-			 fatal ? " (fatal)" : "", m);
-		return FINISH_ERROR;
+	if (pick == PICK_TOP) {
+		op->expsum_rows(e->be, e->tk_sum, e->st.logits_dev, e->tk_temp,
+				1, vocab);
+		op->to_host(e->be, &sum, e->tk_sum, sizeof sum);
 	}
-	return pick == PICK_ARGMAX ? genrun_step_id(g, id, next)
-				   : genrun_step_topk(g, vals, ids, next);
+	if (sync_be(e, err, errlen) != 0)
+		return FINISH_ERROR;
+	if (pick == PICK_ARGMAX)
+		return genrun_step_id(g, id, next);
+	if (pick == PICK_TOPK)
+		return genrun_step_topk(g, vals, ids, next);
+	id = genrun_pick_top(g, vals, ids, sum);
+	if (id >= 0)
+		return genrun_step_id(g, id, next);
+	/* a flat distribution: the draw needs every logit */
+	op->to_host(e->be, e->st.logits, e->st.logits_dev,
+		    sizeof(float) * (size_t)vocab);
+	if (sync_be(e, err, errlen) != 0)
+		return FINISH_ERROR;
+	return genrun_step(g, e->st.logits, next);
 }
 
 int engine_generate(Engine *e, const int32_t *prompt, int n_prompt,

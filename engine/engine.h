@@ -161,6 +161,14 @@ finish_reason genrun_step_id(GenRun *g, int32_t id, int32_t *next);
 int genrun_topk(const GenRun *g);
 finish_reason genrun_step_topk(GenRun *g, const float *vals,
 			       const int32_t *ids, int32_t *next);
+/* 1 when the next token depends on the TOPK_MAX best logits and the
+ * softmax normaliser alone, or on all logits in rare flat cases
+ * (sampler_takes_top: top-p or min-p without top-k, no logit bias); then
+ * genrun_pick_top picks it from topk_rows' candidates and expsum_rows'
+ * sum: the token for genrun_step_id, or -1: genrun_step on the logits. */
+int genrun_top(const GenRun *g);
+int32_t genrun_pick_top(GenRun *g, const float *vals, const int32_t *ids,
+			double sum);
 /* Release held text as the finish reason allows and set res->finish. */
 void genrun_end(GenRun *g, finish_reason fin);
 void genrun_free(GenRun *g);

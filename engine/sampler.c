@@ -390,6 +390,87 @@ int32_t sampler_sample_topk(Sampler *s, const float *vals, const int32_t *ids)
 	return draw(s, probs(s, n, 1, 0));
 }
 
+int sampler_takes_top(const Sampler *s)
+{
+	const SamplerParams *p = &s->p;
+	int penalties = (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) ||
+			p->freq_penalty != 0.0f || p->presence_penalty != 0.0f;
+	return p->temperature > 0.0f && !penalties &&
+	       (p->top_k <= 0 || p->top_k >= s->n_vocab) &&
+	       (p->top_p < 1.0f || p->min_p > 0.0f);
+}
+
+/* Candidate order by id alone (min-p without top-p draws in id order). */
+static void sort_ids(Cand *c, int n)
+{
+	for (int i = 1; i < n; i++) {
+		Cand v = c[i];
+		int j = i - 1;
+		while (j >= 0 && c[j].id > v.id) {
+			c[j + 1] = c[j];
+			j--;
+		}
+		c[j + 1] = v;
+	}
+}
+
+int32_t sampler_sample_top(Sampler *s, const float *vals, const int32_t *ids,
+			   int k, double sum)
+{
+	const SamplerParams *p = &s->p;
+	Cand *c = s->cand;
+	if (k <= 0 || !(sum > 0.0) || !isfinite(sum))
+		return -1; /* NaN or inf logits: the full path decides */
+	/* probs() without top-k: w = exp((l - max) / T) against the sum over
+	 * all logits, min-p's floor, then top-p's nucleus, in the order
+	 * nucleus() sorts (probability, then id). The candidates are the
+	 * best k logits, so the tokens min-p keeps are all among them once
+	 * one candidate falls below the floor (w grows with the logit). */
+	float mx = vals[0];
+	double floor_w = p->min_p > 0.0f ? (double)p->min_p : 0.0;
+	int m = 0, complete = 0;
+	for (int i = 0; i < k; i++) {
+		double w = exp(((double)vals[i] - mx) / p->temperature);
+		if (!(w >= floor_w)) {
+			complete = 1;
+			break;
+		}
+		c[m].id = ids[i];
+		c[m].logit = (float)(w / sum);
+		m++;
+	}
+	int n = m;
+	if (p->top_p < 1.0f) {
+		sort_cands(c, m);
+		double cum = 0.0;
+		int cut = 0;
+		for (int i = 0; i < m && !cut; i++) {
+			cum += c[i].logit;
+			if (cum >= p->top_p)
+				cut = i + 1;
+		}
+		/* Without the whole min-p set in hand the nucleus is exact
+		 * only if it ends before the candidates do, and not inside a
+		 * run of equal probabilities that may go on past them (a
+		 * token beyond with the same probability and a lower id
+		 * would come first). */
+		if (!complete &&
+		    (!cut || c[cut - 1].logit == c[m - 1].logit))
+			return -1;
+		n = cut ? cut : m;
+	} else {
+		if (!complete)
+			return -1;
+		sort_ids(c, m);
+	}
+	double kept = 0.0;
+	for (int i = 0; i < n; i++)
+		kept += c[i].logit;
+	for (int i = 0; i < n; i++)
+		c[i].logit = (float)(c[i].logit / kept);
+	return draw(s, n);
+}
+
 int sampler_probs(Sampler *s, float *logits, int32_t *ids, float *probs,
 		  int cap)
 {

@@ -60,6 +60,19 @@ int sampler_takes_topk(const Sampler *s);
  * candidates, best first (larger logit, lower id on ties), as the logits'
  * top-k; the same token and the same random stream as sampler_sample. */
 int32_t sampler_sample_topk(Sampler *s, const float *vals, const int32_t *ids);
+/* 1 when a draw depends on the best logits and the softmax normaliser
+ * alone: temperature > 0, no penalties, top-k off, and top-p or min-p on
+ * (without top-k the host would need every logit for the normaliser). */
+int sampler_takes_top(const Sampler *s);
+/* That draw from the k best candidates (as topk_rows gives them, best
+ * first) and sum = the sum over all logits l of exp((l - max) / T) in
+ * f64 (BackendOps.expsum_rows): the token sampler_sample would pick, or
+ * -1 when the candidates do not hold every token the draw could keep (a
+ * flat distribution); then call sampler_sample on the logits: the PRNG
+ * has not moved. The host sums in id order and a GPU in its own, so the
+ * two normalisers may differ in the last bits (~1e-16). */
+int32_t sampler_sample_top(Sampler *s, const float *vals, const int32_t *ids,
+			   int k, double sum);
 /* The distribution sampler_sample() would draw from: applies the penalties
  * and filters to logits (modified) and writes up to cap kept ids and their
  * probabilities (renormalised, best first, lower id first on ties).

@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "json.h"
 #include "model.h"
+#include "sampler.h"
 #include "tensor.h"
 #include "testutil.h"
 
@@ -998,6 +999,86 @@ START_TEST(test_argmax)
 }
 END_TEST
 
+/* expsum_rows against a double sum in id order, then the draw it serves:
+ * topk_rows' candidates and this sum give the token the host sampler
+ * draws from all the logits, for peaked rows (settled on the GPU's
+ * figures) and flat ones (sampler_sample_top declines). */
+START_TEST(test_expsum)
+{
+	NEED_GPU();
+	if (!be->ops->expsum_rows || !be->ops->topk_rows)
+		TEST_SKIP("the CUDA backend offers no paged ops "
+			  "(INFERD_CUDA_PAGED=0)");
+	enum { R = 4, V = 32000 };
+	const float temps[R] = {0.7f, 1.0f, 0.35f, 1.3f};
+	float *x = rand_floats((size_t)R * V, 3.0);
+	for (int i = 0; i < V; i += 997) /* rows 0, 1: a few strong tokens */
+		x[i] += 12.0f, x[V + i] += 9.0f;
+	for (int i = 0; i < V; i++)       /* row 3: flat */
+		x[3 * V + i] *= 0.001f;
+	float *xd = dev_floats(x, (size_t)R * V), *td = dev_floats(temps, R);
+	double *sd = be->ops->alloc(be, sizeof(double) * R);
+	float *vd = be->ops->alloc(be, sizeof(float) * R * TOPK_MAX);
+	int32_t *id = be->ops->alloc(be, sizeof(int32_t) * R * TOPK_MAX);
+	be->ops->expsum_rows(be, sd, xd, td, R, V);
+	be->ops->topk_rows(be, vd, id, xd, R, V, TOPK_MAX);
+	double sums[R];
+	float vals[R * TOPK_MAX];
+	int32_t ids[R * TOPK_MAX];
+	be->ops->to_host(be, sums, sd, sizeof sums);
+	be->ops->to_host(be, vals, vd, sizeof vals);
+	be->ops->to_host(be, ids, id, sizeof ids);
+	sync_ok();
+	int settled = 0;
+	for (int r = 0; r < R; r++) {
+		const float *l = x + (size_t)r * V;
+		float mx = l[0];
+		for (int i = 1; i < V; i++)
+			if (l[i] > mx)
+				mx = l[i];
+		double ref = 0.0;
+		for (int i = 0; i < V; i++)
+			ref += exp(((double)l[i] - mx) / temps[r]);
+		ck_assert_msg(fabs(sums[r] - ref) <= 1e-12 * ref,
+			      "expsum row %d: %.17g, want %.17g", r, sums[r],
+			      ref);
+		SamplerParams p;
+		sampler_params_default(&p);
+		p.temperature = temps[r];
+		p.top_k = 0;
+		p.top_p = 0.9f;
+		p.seed = 77 + (uint64_t)r;
+		Sampler a, b;
+		ck_assert_int_eq(sampler_init(&a, &p, V), 0);
+		ck_assert_int_eq(sampler_init(&b, &p, V), 0);
+		float *work = malloc(sizeof(float) * V);
+		for (int step = 0; step < 50; step++) {
+			memcpy(work, l, sizeof(float) * V);
+			int32_t t1 = sampler_sample(&a, work);
+			int32_t t2 = sampler_sample_top(&b, vals + r * TOPK_MAX,
+							ids + r * TOPK_MAX,
+							TOPK_MAX, sums[r]);
+			if (t2 >= 0)
+				settled++;
+			else {
+				memcpy(work, l, sizeof(float) * V);
+				t2 = sampler_sample(&b, work);
+			}
+			ck_assert_msg(t1 == t2, "row %d step %d: %d, %d", r,
+				      step, t1, t2);
+		}
+		free(work);
+		sampler_free(&a);
+		sampler_free(&b);
+	}
+	ck_assert_int_ge(settled, 100); /* the two peaked rows */
+	void *bufs[] = {xd, td, sd, vd, id};
+	for (int i = 0; i < 5; i++)
+		be->ops->free(be, bufs[i]);
+	free(x);
+}
+END_TEST
+
 START_TEST(test_embed)
 {
 	NEED_GPU();
@@ -1278,6 +1359,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_chunk);
 	tcase_add_test(tc, test_elementwise);
 	tcase_add_test(tc, test_argmax);
+	tcase_add_test(tc, test_expsum);
 	tcase_add_test(tc, test_embed);
 	tcase_add_test(tc, test_recorded_step);
 	tcase_add_test(tc, test_golden_hf);

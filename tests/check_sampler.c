@@ -402,6 +402,105 @@ START_TEST(topk_candidates_same_draws)
 }
 END_TEST
 
+/* Without top-k: a top-p / min-p draw from the 64 best candidates and the
+ * softmax normaliser (what topk_rows and expsum_rows hand back) is the
+ * same token, from the same random stream, as a draw from all the logits
+ * (the normaliser summed here as the sampler does, in id order), or -1
+ * when the candidates cannot settle it; then the full draw still agrees.
+ * Peaked, coarse (ties at the 64th place) and flat logits. */
+START_TEST(top_candidates_same_draws)
+{
+	enum { NV = 5000, K = 64 };
+	static float logits[NV], work[NV], vals[K];
+	static const float *order[NV];
+	int32_t ids[K];
+	const float tps[] = {0.9f, 0.5f, 1.0f, 0.99f};
+	const float mps[] = {0.0f, 0.05f, 0.2f};
+	uint64_t x = 7;
+	int settled = 0, unsettled = 0;
+	for (int cfg = 0; cfg < 24; cfg++) {
+		SamplerParams p = plain(0.5f + 0.25f * (cfg % 3));
+		p.top_p = tps[cfg % 4];
+		p.min_p = mps[(cfg / 4) % 3];
+		p.seed = 2000 + cfg;
+		int shape = cfg % 3; /* 0 peaked, 1 coarse, 2 flat */
+		Sampler a, b;
+		ck_assert_int_eq(sampler_init(&a, &p, NV), 0);
+		ck_assert_int_eq(sampler_init(&b, &p, NV), 0);
+		int want = p.top_p < 1.0f || p.min_p > 0.0f;
+		ck_assert_int_eq(sampler_takes_top(&b), want);
+		if (!want) {
+			sampler_free(&a);
+			sampler_free(&b);
+			continue;
+		}
+		for (int step = 0; step < 100; step++) {
+			for (int i = 0; i < NV; i++) {
+				x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+				double u = (double)(x >> 11) / 9007199254740992.0;
+				/* peaked: ~12 tokens 8 above a noise floor */
+				float bump = (x >> 20) % 400 == 0 ? 8.0f : 0.0f;
+				logits[i] = shape == 0 ? (float)(u * 4.0 - 2.0) + bump
+					: shape == 1 ? (float)((x >> 40) % 64) * 0.25f - 8.0f
+					: (float)(u * 0.01);
+				order[i] = &logits[i];
+			}
+			qsort(order, NV, sizeof order[0], cand_cmp);
+			for (int i = 0; i < K; i++) {
+				vals[i] = *order[i];
+				ids[i] = (int32_t)(order[i] - logits);
+			}
+			float mx = logits[0];
+			for (int i = 1; i < NV; i++)
+				if (logits[i] > mx)
+					mx = logits[i];
+			double sum = 0.0;
+			for (int i = 0; i < NV; i++)
+				sum += exp(((double)logits[i] - mx) / p.temperature);
+			memcpy(work, logits, sizeof work);
+			int32_t t1 = sampler_sample(&a, work);
+			int32_t t2 = sampler_sample_top(&b, vals, ids, K, sum);
+			if (t2 < 0) {
+				unsettled++;
+				memcpy(work, logits, sizeof work);
+				t2 = sampler_sample(&b, work);
+			} else {
+				settled++;
+			}
+			ck_assert_msg(t1 == t2, "config %d step %d: %d from the "
+				      "logits, %d from the candidates", cfg,
+				      step, t1, t2);
+			sampler_accept(&a, t1);
+			sampler_accept(&b, t2);
+		}
+		sampler_free(&a);
+		sampler_free(&b);
+	}
+	printf("top-p/min-p from 64 candidates: %d draws settled, %d fell "
+	       "back to the logits, all equal\n", settled, unsettled);
+	ck_assert_int_gt(settled, 600);  /* peaked: the candidates settle it */
+	ck_assert_int_gt(unsettled, 100); /* flat: they cannot */
+	/* top-k on, penalties, greedy, or neither filter: not this draw */
+	SamplerParams q = plain(0.8f);
+	q.top_p = 0.9f;
+	Sampler s;
+	q.top_k = 40;
+	ck_assert_int_eq(sampler_init(&s, &q, NV), 0);
+	ck_assert_int_eq(sampler_takes_top(&s), 0);
+	sampler_free(&s);
+	q.top_k = 0;
+	q.presence_penalty = 0.5f;
+	ck_assert_int_eq(sampler_init(&s, &q, NV), 0);
+	ck_assert_int_eq(sampler_takes_top(&s), 0);
+	sampler_free(&s);
+	q = plain(0.0f);
+	q.top_p = 0.9f;
+	ck_assert_int_eq(sampler_init(&s, &q, NV), 0);
+	ck_assert_int_eq(sampler_takes_top(&s), 0);
+	sampler_free(&s);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sampler");
@@ -418,6 +517,7 @@ int main(void)
 	tcase_add_test(tc, large_vocab_top_k);
 	tcase_add_test(tc, large_vocab_top_p);
 	tcase_add_test(tc, topk_candidates_same_draws);
+	tcase_add_test(tc, top_candidates_same_draws);
 	suite_add_tcase(s, tc);
 	SRunner *r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);
