@@ -456,6 +456,9 @@ static void launch_prefill_smem(CudaBackend *c, void (*kernel)(KArgs...),
 				dim3 grid, unsigned threads, size_t smem,
 				Args... args)
 {
+	if (c->graph->step_mode == STEP_REPLAY)
+		return; /* a replayed step's graph holds it (batch.c keeps
+			 * prompt rows out of replayable steps today) */
 	if (cuda_fail(c,
 		      cudaFuncSetAttribute(
 			      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -600,7 +603,9 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 	int k0 = (int)((long long)len * c / nchunks);
 	int k1 = (int)((long long)len * (c + 1) / nchunks);
 	const int32_t *tb = PAGED ? kk.tables + (kk.tab ? kk.tab[i] : 0) : NULL;
-	float *pp = part + (((size_t)i * n_heads + h) * nchunks + c) * (D + 2);
+	/* partials exist unless one fused chunk writes the output itself */
+	float *pp = fin && nchunks == 1 ? NULL
+		: part + (((size_t)i * n_heads + h) * nchunks + c) * (D + 2);
 	if (k0 >= k1) { /* a short row: this chunk is empty */
 		for (int d = threadIdx.x; d < D; d += blockDim.x)
 			pp[d] = 0.0f;
@@ -688,7 +693,8 @@ __global__ void __launch_bounds__(32 * DEC_WARPS)
 	for (int k = 0; k < DEC_WARPS; k++)
 		L += sm_l[k] * expf(sm_m[k] - M);
 	int direct = fin && nchunks == 1; /* the whole context: no merge */
-	float *orow = fin + (size_t)i * n_heads * D + (size_t)h * D;
+	float *orow = direct ? fin + (size_t)i * n_heads * D + (size_t)h * D
+			     : NULL;
 	float il = 1.0f / L;
 	for (int d = threadIdx.x; d < D; d += blockDim.x) {
 		float acc = 0.0f;
@@ -802,13 +808,15 @@ static void launch_decode(CudaBackend *c, float *out, const float *q,
 {
 	float scale = 1.0f / sqrtf((float)D);
 	size_t pbytes = sizeof(float) * (size_t)n * n_heads * nchunks * (D + 2);
-	if (cuda_grow(c, (void **)&c->part, &c->part_bytes, pbytes,
+	/* one chunk fused writes the output directly: no partials */
+	if (!(fused && nchunks == 1) &&
+	    cuda_grow(c, (void **)&c->part, &c->part_bytes, pbytes,
 		      "attention partials"))
 		return;
 	/* The last chunk's block merges (decode_merge_last) unless fusing is
 	 * off (INFERD_CUDA_FUSE=0): then a merge kernel follows. */
 	size_t dbytes = sizeof(int) * (size_t)n * n_heads;
-	if (fused && c->dec_done_bytes < dbytes) {
+	if (fused && nchunks > 1 && c->dec_done_bytes < dbytes) {
 		if (cuda_grow(c, (void **)&c->dec_done, &c->dec_done_bytes,
 			      dbytes, "attention counters"))
 			return;

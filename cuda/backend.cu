@@ -179,6 +179,7 @@ static void *c_alloc(Backend *b, size_t bytes)
 static void c_free(Backend *b, void *p)
 {
 	cuda_flush(cb(b));
+	cuda_x_stale(cb(b));
 	if (p)
 		cuda_fail(cb(b), cudaFree(p), "free");
 }
@@ -224,6 +225,7 @@ static int c_upload(Backend *b, Tensor *t, char *err, size_t errlen)
 static void c_release(Backend *b, Tensor *t)
 {
 	cuda_flush(cb(b));
+	cuda_x_stale(cb(b));
 	if (t->dev) {
 		cuda_fail(cb(b), cudaFree(t->dev), "release");
 		t->dev = NULL;

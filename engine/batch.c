@@ -725,8 +725,11 @@ static int plan(Batcher *b)
 
 /* Rows at the start of it that hold prompt tokens: they go to the
  * backend's attention_chunk where it has one (the rest to
- * attention_paged), so that a row takes the same path in every step
- * composition and a batched request equals itself alone. */
+ * attention_paged), so that a prompt row always meets the prefill kernel
+ * (CUDA: tensor cores, f16 operands) and a generated row the decode
+ * kernel, whatever shares its step; a batched request then differs from
+ * itself alone by f32 rounding only (the decode kernel's chunk count
+ * follows its launch's rows). */
 static int prompt_rows(const Batcher *b, const Item *it)
 {
 	if (!b->be->ops->attention_chunk)

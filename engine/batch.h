@@ -82,7 +82,9 @@ int batcher_can_admit(const Batcher *b, int n_prompt);
 /* One forward pass over the active sequences; callbacks run from here.
  * Returns the number of rows computed (0: nothing to do), or -1 with a
  * message after a backend error, which ends every sequence of the step
- * with FINISH_ERROR (and all of them when the backend is lost). */
+ * with FINISH_ERROR (and all of them when the backend is lost); when only
+ * fetching one row's logits failed (a flat top-p draw), that row's
+ * sequence alone. */
 int batcher_step(Batcher *b, char *err, size_t errlen);
 
 /* End s now with FINISH_CANCEL (a client went away mid-prompt). */
