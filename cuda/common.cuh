@@ -72,8 +72,8 @@ typedef struct CudaBackend {
 				* (q/k/v and gate/up share one rounding) */
 	__half *xh;            /* f16 x (split mode: hi, then lo) for GEMMs */
 	size_t xh_bytes;       /* capacity of xh */
-	const float *xh_src;   /* the x that xh holds, xh_count values ... */
-	size_t xh_count;
+	const float *xh_src;   /* the x that xh holds ... */
+	size_t xh_count;       /* ... as this many values (n x cols) ... */
 	int xh_split;          /* ... in this gemm_split mode */
 	int xh_ok;             /* ... valid: only GEMMs ran since its
 				* producer (cuda_xh_reserve) */
@@ -138,7 +138,7 @@ __device__ __forceinline__ void xh_store4(__half *xh, size_t count, size_t i,
 }
 
 /* Something may have written device memory that xq or xh were made from:
- * every kernel launch, copy, allocation and step boundary says so. */
+ * every kernel launch, copy, allocation, free and step boundary says so. */
 static inline void cuda_x_stale(CudaBackend *c)
 {
 	c->xq_ok = 0;
