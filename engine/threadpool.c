@@ -11,6 +11,16 @@
  * a claimed task, not merely by not having looked yet. The job's fn, arg
  * and n stay valid while a claimed task of it is unfinished, which is all
  * a worker reads them for.
+ *
+ * The task count is kept per job parity: a worker that read job g's
+ * ticket may read the count only after the caller, done with g, has begun
+ * preparing g + 1. With one shared count it then saw g + 1's, passed its
+ * bounds check with job g's exhausted ticket, and its compare-and-swap
+ * still succeeded (g + 1's ticket not yet published): a task of g + 1 ran
+ * twice and `done` overshot, so the caller could wait forever (seen under
+ * ASan: check_backend, a task run twice in ~1 of 10 runs, one CI hang).
+ * Job g + 2, the next writer of g's slot, cannot begin before g + 1's
+ * ticket replaces g's, after which that compare-and-swap fails.
  */
 #include "threadpool.h"
 
@@ -38,7 +48,7 @@ struct ThreadPool {
 	_Atomic int stop;      /* 1: workers exit */
 	_Atomic int sleepers;  /* workers in futex_wait on gen: wake needed */
 	_Atomic int caller_sleeping; /* caller in futex_wait on done */
-	_Atomic int ntasks;    /* tasks in the current job */
+	_Atomic int ntasks[2]; /* tasks in the job, by job number parity */
 	tp_fn fn;              /* current job */
 	void *arg;             /* its argument */
 };
@@ -72,7 +82,8 @@ static void run_tasks(ThreadPool *p, uint32_t g, int id)
 		uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
 		if ((uint32_t)(t >> 32) != g)
 			return;
-		int n = atomic_load_explicit(&p->ntasks, memory_order_relaxed);
+		int n = atomic_load_explicit(&p->ntasks[g & 1],
+					     memory_order_relaxed);
 		if ((int64_t)(uint32_t)t >= n)
 			return;
 		if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1,
@@ -179,9 +190,9 @@ void tp_run(ThreadPool *p, int n, tp_fn fn, void *arg)
 	/* the previous job is complete, so no worker reads these now */
 	p->fn = fn;
 	p->arg = arg;
-	atomic_store_explicit(&p->ntasks, n, memory_order_relaxed);
-	atomic_store_explicit(&p->done, 0, memory_order_relaxed);
 	uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+	atomic_store_explicit(&p->ntasks[g & 1], n, memory_order_relaxed);
+	atomic_store_explicit(&p->done, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
 	atomic_store_explicit(&p->gen, g, memory_order_release);
 	if (atomic_load(&p->sleepers))
