@@ -475,8 +475,7 @@ template <int D>
 static void launch_prefill_tc(CudaBackend *c, float *out, const float *q,
 			      const float *kc, const float *vc, int n,
 			      int pos0, int n_heads, int group, int kv_dim,
-			      float scale, const int32_t *tables = NULL,
-			      int bs = 0)
+			      float scale, const int32_t *tables, int bs)
 {
 	size_t smem = sizeof(float) * 2 * TcPitch<D>::STAGE;
 	size_t count = (size_t)n * n_heads * D;
@@ -494,6 +493,28 @@ static void launch_prefill_tc(CudaBackend *c, float *out, const float *q,
 				    tables, bs);
 	if (xh)
 		cuda_xh_made(c, out, count);
+}
+
+/* The tensor-core prefill where it applies (head_dim 64 or 128, K/V rows
+ * 16-byte aligned, not INFERD_CUDA_ATT=simt); 0 when it did not launch.
+ * tables: one sequence's block table (attention_chunk), or NULL. */
+static int prefill_tc(CudaBackend *c, float *out, const float *q,
+		      const float *kc, const float *vc, int n, int pos0,
+		      int n_heads, int group, int D, int kv_dim, float scale,
+		      const int32_t *tables, int bs)
+{
+	if (c->att_simt || kv_dim % 4 || (uintptr_t)kc % 16 ||
+	    (uintptr_t)vc % 16)
+		return 0;
+	if (D == 128)
+		launch_prefill_tc<128>(c, out, q, kc, vc, n, pos0, n_heads,
+				       group, kv_dim, scale, tables, bs);
+	else if (D == 64)
+		launch_prefill_tc<64>(c, out, q, kc, vc, n, pos0, n_heads,
+				      group, kv_dim, scale, tables, bs);
+	else
+		return 0;
+	return 1;
 }
 
 /* Merge the chunks of row i, head h (the block's threads share D): the
@@ -765,18 +786,9 @@ void cuda_attention(Backend *b, float *out, const float *q, const float *kc,
 	int kv_dim = n_kv_heads * D;
 	float scale = 1.0f / sqrtf((float)D);
 	if (n > DECODE_MAX_N) {
-		int tc = !c->att_simt && kv_dim % 4 == 0 &&
-			 (uintptr_t)kc % 16 == 0 && (uintptr_t)vc % 16 == 0;
-		if (tc && D == 128) {
-			launch_prefill_tc<128>(c, out, q, kc, vc, n, pos0,
-					       n_heads, group, kv_dim, scale);
+		if (prefill_tc(c, out, q, kc, vc, n, pos0, n_heads, group, D,
+			       kv_dim, scale, NULL, 0))
 			return;
-		}
-		if (tc && D == 64) {
-			launch_prefill_tc<64>(c, out, q, kc, vc, n, pos0,
-					      n_heads, group, kv_dim, scale);
-			return;
-		}
 		if (D <= 64)
 			launch_prefill<64>(c, out, q, kc, vc, n, pos0, n_heads,
 					   group, D, kv_dim, scale);
@@ -902,21 +914,10 @@ void cuda_attention_chunk(Backend *b, float *out, const float *q,
 	}
 	int group = n_heads / n_kv_heads, D = head_dim;
 	int kv_dim = n_kv_heads * D;
-	int tc = !c->att_simt && kv_dim % 4 == 0 &&
-		 (uintptr_t)kc % 16 == 0 && (uintptr_t)vc % 16 == 0;
 	float scale = 1.0f / sqrtf((float)D);
-	if (tc && D == 128) {
-		launch_prefill_tc<128>(c, out, q, kc, vc, n, pos0, n_heads,
-				       group, kv_dim, scale, tables + tab,
-				       block_size);
+	if (prefill_tc(c, out, q, kc, vc, n, pos0, n_heads, group, D, kv_dim,
+		       scale, tables + tab, block_size))
 		return;
-	}
-	if (tc && D == 64) {
-		launch_prefill_tc<64>(c, out, q, kc, vc, n, pos0, n_heads,
-				      group, kv_dim, scale, tables + tab,
-				      block_size);
-		return;
-	}
 	/* other head sizes: the decode kernel through the one table */
 	DecKeys kk = {NULL, NULL, tables + tab, block_size, pos0};
 	launch_decode(c, out, q, kc, vc, kk, n, paged_chunks(c, n, n_heads),

@@ -1055,13 +1055,8 @@ __global__ void f32_to_f16_kernel(__half *__restrict__ dst,
 {
 	pdl_enter();
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-	     i < count; i += (size_t)gridDim.x * blockDim.x) {
-		float v = src[i];
-		__half h = __float2half_rn(v);
-		dst[i] = h;
-		if (split)
-			dst[count + i] = __float2half_rn(v - __half2float(h));
-	}
+	     i < count; i += (size_t)gridDim.x * blockDim.x)
+		xh_store(dst, count, i, src[i], split);
 }
 
 /* One thread per 32-element group of one row, the type fixed at compile
@@ -1276,23 +1271,31 @@ static void gemm(CudaBackend *c, float *out, const float *x,
 	}
 }
 
+/* w (and bias) usable by matvec/gemm; else the error is recorded. */
+static int matmul_ok(CudaBackend *c, const Tensor *w, const Tensor *bias)
+{
+	if (!w->dev || (bias && (!bias->dev || bias->type != DT_F32))) {
+		cuda_fail_msg(c, "matmul: %s not uploaded (or bias not f32)",
+			      w->name ? w->name : "weight");
+		return 0;
+	}
+	if (w->rows > INT32_MAX || w->cols > INT32_MAX ||
+	    dtype_row_bytes(w->type, w->cols) == 0) {
+		cuda_fail_msg(c, "matmul: bad shape of %s",
+			      w->name ? w->name : "weight");
+		return 0;
+	}
+	return 1;
+}
+
 void cuda_matmul(Backend *b, float *out, const float *x, const Tensor *w,
 		 const Tensor *bias, int n)
 {
 	CudaBackend *c = cb(b);
 	if (n <= 0 || c->graph->step_mode == STEP_REPLAY)
 		return; /* (a replayed step's graph holds it) */
-	if (!w->dev || (bias && (!bias->dev || bias->type != DT_F32))) {
-		cuda_fail_msg(c, "matmul: %s not uploaded (or bias not f32)",
-			      w->name ? w->name : "weight");
+	if (!matmul_ok(c, w, bias))
 		return;
-	}
-	if (w->rows > INT32_MAX || w->cols > INT32_MAX ||
-	    dtype_row_bytes(w->type, w->cols) == 0) {
-		cuda_fail_msg(c, "matmul: bad shape of %s",
-			      w->name ? w->name : "weight");
-		return;
-	}
 	const float *bv = bias ? (const float *)bias->dev : NULL;
 	if (n <= MATVEC_MAX_N)
 		matvec(c, out, x, w, bv, n);
@@ -1304,13 +1307,12 @@ void cuda_matmul_add(Backend *b, float *x, float *tmp, const float *in,
 		     const Tensor *w, int n)
 {
 	CudaBackend *c = cb(b);
-	/* a mat-vec takes the add into its epilogue (cuda_add) */
-	if (n <= MATVEC_MAX_N || c->graph->step_mode == STEP_REPLAY ||
-	    !w->dev || w->rows > INT32_MAX || w->cols > INT32_MAX ||
-	    dtype_row_bytes(w->type, w->cols) == 0) {
+	if (n <= MATVEC_MAX_N) { /* the add joins the mat-vec's epilogue */
 		cuda_matmul(b, tmp, in, w, NULL, n);
 		cuda_add(b, x, tmp, (size_t)n * w->rows);
 		return;
 	}
+	if (c->graph->step_mode == STEP_REPLAY || !matmul_ok(c, w, NULL))
+		return; /* (a replayed step's graph holds it) */
 	gemm(c, x, in, w, NULL, n, 1);
 }
