@@ -121,6 +121,17 @@ static Backend *open_cuda(int device, char *why, size_t whylen)
 	return b;
 }
 
+int backend_sync(Backend *b, int *fatal, char *err, size_t errlen)
+{
+	char m[256];
+	*fatal = 0;
+	if (b->ops->sync(b, fatal, m, sizeof m) == 0)
+		return 0;
+	snprintf(err, errlen, "%s backend%s: %s", b->ops->name,
+		 *fatal ? " (fatal)" : "", m);
+	return -1;
+}
+
 Backend *backend_open(const BackendOptions *opt, char *err, size_t errlen)
 {
 	const char *name = opt && opt->name ? opt->name : "auto";

@@ -218,6 +218,10 @@ typedef struct BackendOptions {
 	int quiet;        /* 1: no notice on stderr when auto falls back */
 } BackendOptions;
 
+/* ops->sync with the message a caller passes on: "cuda backend (fatal):
+ * ..." in err. 0, or -1 with *fatal set (1: the backend cannot go on). */
+int backend_sync(Backend *b, int *fatal, char *err, size_t errlen);
+
 /* Open a backend. "auto" tries CUDA and falls back to the CPU with a
  * one-line notice on stderr saying why; "cuda" fails with that reason.
  * The CUDA backend is the shared object libinferd-cuda.so, looked up in

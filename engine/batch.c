@@ -88,7 +88,7 @@ struct Batcher {
 	int next_copied;     /* the step brought h_next back */
 	int topk_copied;     /* ... h_tkv/h_tki */
 	int sum_copied;      /* ... h_sum */
-	char row_err[320];   /* a row's own fetch failed in this step */
+	char row_err[256];   /* a row's own fetch failed in this step */
 	int logits_copied;   /* ... the logits rows */
 	int32_t *d_pos, *d_tab, *d_slots; /* [budget] per-row metadata */
 	int32_t *d_tables;   /* [max_seqs*max_blk] block tables of a step */
@@ -922,12 +922,9 @@ static int forward_batch(Batcher *b, int rows, char *err, size_t errlen)
 	if (b->logits_copied)
 		op->to_host(be, b->logits, b->logits_dev,
 			    sizeof(float) * (size_t)nl * c->vocab_size);
-	int fatal = 0;
-	char e[256];
-	if (op->sync(be, &fatal, e, sizeof e) != 0) {
+	int fatal;
+	if (backend_sync(be, &fatal, err, errlen) != 0) {
 		b->fatal = fatal != 0;
-		snprintf(err, errlen, "%s backend%s: %s", op->name,
-			 fatal ? " (fatal)" : "", e);
 		return -1;
 	}
 	if (model_files_changed(b->m, 0, err, errlen)) {
@@ -950,16 +947,13 @@ static finish_reason step_top(Batcher *b, BatchSeq *s, int row,
 		return genrun_step_id(&s->g, id, next);
 	float *lg = b->logits + (size_t)row * vocab;
 	if (!b->logits_copied) {
-		const BackendOps *op = b->be->ops;
-		int fatal = 0;
-		char e[256];
-		op->to_host(b->be, lg, b->logits_dev + (size_t)row * vocab,
-			    sizeof(float) * (size_t)vocab);
-		if (op->sync(b->be, &fatal, e, sizeof e) != 0) {
+		int fatal;
+		b->be->ops->to_host(b->be, lg,
+				    b->logits_dev + (size_t)row * vocab,
+				    sizeof(float) * (size_t)vocab);
+		if (backend_sync(b->be, &fatal, b->row_err,
+				 sizeof b->row_err) != 0) {
 			b->fatal |= fatal != 0;
-			snprintf(b->row_err, sizeof b->row_err,
-				 "%s backend%s: %s", op->name,
-				 fatal ? " (fatal)" : "", e);
 			return FINISH_ERROR;
 		}
 	}

@@ -318,8 +318,7 @@ int genrun_plain_greedy(const GenRun *g)
 	/* the conditions under which sampler_sample is argmax_lowest of the
 	 * logits as given (see apply_penalties) */
 	return !(s->temperature > 0.0f) && g->p->n_logit_bias == 0 &&
-	       (s->repeat_penalty == 1.0f || !(s->repeat_penalty > 0.0f)) &&
-	       s->freq_penalty == 0.0f && s->presence_penalty == 0.0f;
+	       !sampler_penalties_on(s);
 }
 
 int genrun_topk(const GenRun *g)
@@ -452,14 +451,10 @@ static int device_pick(Engine *e, const GenRun *g)
 /* Wait for the queued work; -1 with the backend's message. */
 static int sync_be(Engine *e, char *err, size_t errlen)
 {
-	const BackendOps *op = e->be->ops;
-	int fatal = 0;
-	char m[256];
-	if (op->sync(e->be, &fatal, m, sizeof m) == 0)
+	int fatal;
+	if (backend_sync(e->be, &fatal, err, errlen) == 0)
 		return 0;
 	e->st.fatal |= fatal != 0;
-	snprintf(err, errlen, "%s backend%s: %s", op->name,
-		 fatal ? " (fatal)" : "", m);
 	return -1;
 }
 

@@ -341,12 +341,9 @@ int forward(Model *m, State *s, const int32_t *tokens, int n, char *err,
 		op->to_host(be, s->logits, s->logits_dev,
 			    sizeof(float) * (size_t)c->vocab_size);
 
-	int fatal = 0;
-	char e[256];
-	if (op->sync(be, &fatal, e, sizeof e) != 0) {
+	int fatal;
+	if (backend_sync(be, &fatal, err, errlen) != 0) {
 		s->fatal = fatal != 0;
-		snprintf(err, errlen, "%s backend%s: %s", op->name,
-			 fatal ? " (fatal)" : "", e);
 		return -1;
 	}
 	if (model_files_changed(m, 0, err, errlen)) {

@@ -219,12 +219,16 @@ static int nucleus(Cand *c, int n, float top_p)
 	}
 }
 
+int sampler_penalties_on(const SamplerParams *p)
+{
+	return (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) ||
+	       p->freq_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
+
 static void apply_penalties(Sampler *s, float *logits)
 {
 	const SamplerParams *p = &s->p;
-	if (s->n_recent == 0 ||
-	    (p->repeat_penalty == 1.0f && p->freq_penalty == 0.0f &&
-	     p->presence_penalty == 0.0f))
+	if (s->n_recent == 0 || !sampler_penalties_on(p))
 		return;
 	/* Visit each distinct recent token once: the top bit of its count
 	 * marks it done (the window is at most 32767), a second pass clears
@@ -372,10 +376,8 @@ int32_t sampler_sample(Sampler *s, float *logits)
 int sampler_takes_topk(const Sampler *s)
 {
 	const SamplerParams *p = &s->p;
-	int penalties = (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) ||
-			p->freq_penalty != 0.0f || p->presence_penalty != 0.0f;
-	if (!(p->temperature > 0.0f) || penalties || p->top_k <= 0 ||
-	    p->top_k >= s->n_vocab)
+	if (!(p->temperature > 0.0f) || sampler_penalties_on(p) ||
+	    p->top_k <= 0 || p->top_k >= s->n_vocab)
 		return 0;
 	return p->top_k;
 }
@@ -393,9 +395,7 @@ int32_t sampler_sample_topk(Sampler *s, const float *vals, const int32_t *ids)
 int sampler_takes_top(const Sampler *s)
 {
 	const SamplerParams *p = &s->p;
-	int penalties = (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f) ||
-			p->freq_penalty != 0.0f || p->presence_penalty != 0.0f;
-	return p->temperature > 0.0f && !penalties &&
+	return p->temperature > 0.0f && !sampler_penalties_on(p) &&
 	       (p->top_k <= 0 || p->top_k >= s->n_vocab) &&
 	       (p->top_p < 1.0f || p->min_p > 0.0f);
 }

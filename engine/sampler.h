@@ -50,6 +50,9 @@ int sampler_init(Sampler *s, const SamplerParams *p, int n_vocab);
 void sampler_free(Sampler *s);
 /* Record a token (prompt or generated) for the penalties. */
 void sampler_accept(Sampler *s, int32_t id);
+/* 1 when p's repetition, frequency or presence penalty changes logits
+ * (a repetition penalty of 1 or <= 0 is off). */
+int sampler_penalties_on(const SamplerParams *p);
 /* Pick a token; logits may be modified. */
 int32_t sampler_sample(Sampler *s, float *logits);
 /* top_k when a draw depends on the top_k best logits alone (temperature
