@@ -340,6 +340,35 @@ static int cand_cmp(const void *a, const void *b)
 	return la < lb ? -1 : 1; /* same array: address order = id order */
 }
 
+#define BEST_NV_MAX 5000 /* largest vocabulary best_k sorts */
+
+/* vals/ids: the k best of nv logits, best first (larger logit, lower id
+ * on ties): what a GPU's topk_rows hands back. */
+static void best_k(const float *logits, int nv, int k, float *vals,
+		   int32_t *ids)
+{
+	static const float *order[BEST_NV_MAX];
+	ck_assert_int_le(nv, BEST_NV_MAX);
+	for (int i = 0; i < nv; i++)
+		order[i] = &logits[i];
+	qsort(order, (size_t)nv, sizeof order[0], cand_cmp);
+	for (int i = 0; i < k; i++) {
+		vals[i] = *order[i];
+		ids[i] = (int32_t)(order[i] - logits);
+	}
+}
+
+/* What sampler_takes_topk or sampler_takes_top says for p. */
+static int takes(int (*pred)(const Sampler *), const SamplerParams *p,
+		 int nv)
+{
+	Sampler s;
+	ck_assert_int_eq(sampler_init(&s, p, nv), 0);
+	int r = pred(&s);
+	sampler_free(&s);
+	return r;
+}
+
 /* A draw from the k best candidates (what a GPU's topk_rows hands back)
  * is the same token, from the same random stream, as a draw from all the
  * logits: over many steps, with ties at the k-th place, top-p and min-p. */
@@ -347,7 +376,6 @@ START_TEST(topk_candidates_same_draws)
 {
 	enum { NV = 5000, K = 64 };
 	static float logits[NV], work[NV], vals[K];
-	static const float *order[NV];
 	int32_t ids[K];
 	const int ks[] = {1, 2, 40, 50, 64};
 	const float tps[] = {1.0f, 0.9f, 0.5f};
@@ -367,13 +395,8 @@ START_TEST(topk_candidates_same_draws)
 				x = x * 6364136223846793005ULL + 1442695040888963407ULL;
 				/* coarse values: many ties, also at the k-th */
 				logits[i] = (float)((x >> 40) % 64) * 0.25f - 8.0f;
-				order[i] = &logits[i];
 			}
-			qsort(order, NV, sizeof order[0], cand_cmp);
-			for (int i = 0; i < K; i++) {
-				vals[i] = *order[i];
-				ids[i] = (int32_t)(order[i] - logits);
-			}
+			best_k(logits, NV, K, vals, ids);
 			memcpy(work, logits, sizeof work);
 			int32_t t1 = sampler_sample(&a, work);
 			int32_t t2 = sampler_sample_topk(&b, vals, ids);
@@ -390,15 +413,10 @@ START_TEST(topk_candidates_same_draws)
 	SamplerParams p = plain(0.8f);
 	p.top_k = 40;
 	p.repeat_penalty = 1.1f;
-	Sampler s;
-	ck_assert_int_eq(sampler_init(&s, &p, NV), 0);
-	ck_assert_int_eq(sampler_takes_topk(&s), 0);
-	sampler_free(&s);
+	ck_assert_int_eq(takes(sampler_takes_topk, &p, NV), 0);
 	p = plain(0.0f);
 	p.top_k = 40;
-	ck_assert_int_eq(sampler_init(&s, &p, NV), 0);
-	ck_assert_int_eq(sampler_takes_topk(&s), 0);
-	sampler_free(&s);
+	ck_assert_int_eq(takes(sampler_takes_topk, &p, NV), 0);
 }
 END_TEST
 
@@ -412,7 +430,6 @@ START_TEST(top_candidates_same_draws)
 {
 	enum { NV = 5000, K = 64 };
 	static float logits[NV], work[NV], vals[K];
-	static const float *order[NV];
 	int32_t ids[K];
 	const float tps[] = {0.9f, 0.5f, 1.0f, 0.99f};
 	const float mps[] = {0.0f, 0.05f, 0.2f};
@@ -443,13 +460,8 @@ START_TEST(top_candidates_same_draws)
 				logits[i] = shape == 0 ? (float)(u * 4.0 - 2.0) + bump
 					: shape == 1 ? (float)((x >> 40) % 64) * 0.25f - 8.0f
 					: (float)(u * 0.01);
-				order[i] = &logits[i];
 			}
-			qsort(order, NV, sizeof order[0], cand_cmp);
-			for (int i = 0; i < K; i++) {
-				vals[i] = *order[i];
-				ids[i] = (int32_t)(order[i] - logits);
-			}
+			best_k(logits, NV, K, vals, ids);
 			float mx = logits[0];
 			for (int i = 1; i < NV; i++)
 				if (logits[i] > mx)
@@ -483,21 +495,14 @@ START_TEST(top_candidates_same_draws)
 	/* top-k on, penalties, greedy, or neither filter: not this draw */
 	SamplerParams q = plain(0.8f);
 	q.top_p = 0.9f;
-	Sampler s;
 	q.top_k = 40;
-	ck_assert_int_eq(sampler_init(&s, &q, NV), 0);
-	ck_assert_int_eq(sampler_takes_top(&s), 0);
-	sampler_free(&s);
+	ck_assert_int_eq(takes(sampler_takes_top, &q, NV), 0);
 	q.top_k = 0;
 	q.presence_penalty = 0.5f;
-	ck_assert_int_eq(sampler_init(&s, &q, NV), 0);
-	ck_assert_int_eq(sampler_takes_top(&s), 0);
-	sampler_free(&s);
+	ck_assert_int_eq(takes(sampler_takes_top, &q, NV), 0);
 	q = plain(0.0f);
 	q.top_p = 0.9f;
-	ck_assert_int_eq(sampler_init(&s, &q, NV), 0);
-	ck_assert_int_eq(sampler_takes_top(&s), 0);
-	sampler_free(&s);
+	ck_assert_int_eq(takes(sampler_takes_top, &q, NV), 0);
 }
 END_TEST
 
